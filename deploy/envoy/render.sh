@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# Render the app-node Envoy configuration to stdout.
+#
+#   COOKIE_SECRET=$(openssl rand -base64 48) ACME_THUMBPRINT=... deploy/envoy/render.sh > envoy.yaml
+#
+# Every setting is an environment variable; `deploy/envoy/render.sh --help` lists them with
+# their defaults. The same script renders the config for app nodes (their startup script),
+# for the integration tests and for the demo, so what is tested is what is shipped.
+# deploy/envoy/app-node.yaml is this script's output with the defaults (an example to read;
+# a test keeps it in step).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Render the acme-edge app-node Envoy config to stdout.
+
+Settings (environment variables, default in brackets):
+  LISTEN_ADDRESS       address both listeners bind                     [0.0.0.0]
+  HTTP_PORT            plain listener: ACME challenges + redirect       [80]
+  HTTPS_PORT           TLS listener: the app                            [443]
+  PUBLIC_HTTPS_PORT    HTTPS port clients use, for the redirect         [443]
+  ADMIN_PORT           Envoy admin, on 127.0.0.1 only                   [9901]
+  WASM_PATH            edge_filter.wasm                                 [/opt/acme-edge/edge_filter.wasm]
+  TLS_DIR              directory `renewer sync` writes (sds.yaml, current/) [/var/lib/acme-edge/tls]
+  DOMAINS              space-separated names redirected; empty = any    []
+  ACME_MODE            stateless | store                                [stateless]
+  ACME_THUMBPRINT      account JWK thumbprint (stateless; `renewer account` prints it)
+  STORE_ADDRESS        host:port of the challenge store (store mode)    [storage.googleapis.com:443]
+  STORE_TLS            1 to use TLS to the store                        [1]
+  STORE_AUTHORITY      Host sent to the store                           [storage.googleapis.com]
+  STORE_PATH           path with {token}                                [/storage/v1/b/$BUCKET/o/acme-challenge%2F{token}?alt=media]
+  BUCKET               bucket name used by the default STORE_PATH
+  STORE_METADATA_TOKEN 1 to send the node's service-account token (GCE) [1]
+  STORE_TIMEOUT_MS     store (and metadata server) timeout              [2000]
+  APP_BACKENDS         space-separated host:port of the app backends    [127.0.0.1:8080]
+  APP_HEALTH_PATH      HTTP health-check path on the backends           [/healthz]
+  WS_PATHS             space-separated WebSocket path prefixes          [/ws]
+  ALLOWED_ORIGINS      space-separated allowed Origins; empty = any     []
+  AFFINITY_SOURCES     space-separated key sources in order:
+                       query:NAME header:NAME cookie client_address     [query:room cookie client_address]
+  AFFINITY_HEADER      internal header Envoy hashes on                  [x-edge-affinity]
+  COOKIE_SECRET        HMAC key for affinity cookies, >= 32 chars of
+                       [A-Za-z0-9+/=_-] (openssl rand -base64 48)       (required)
+  COOKIE_MAX_AGE       cookie lifetime in seconds                       [86400]
+  WS_IDLE_TIMEOUT      idle WebSocket lifetime                          [3600s]
+  MAX_CONNECTIONS      downstream connection limit (overload manager)   [100000]
+  NODE_ID              Envoy node id (the instance name on GCE)         [app-node]
+  METADATA_ADDRESS     metadata server address (store mode)             [169.254.169.254]
+  METADATA_PORT        metadata server port                             [80]
+EOF
+}
+
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+    usage
+    exit 0
+fi
+
+die() {
+    echo "render.sh: $*" >&2
+    exit 1
+}
+
+# Values go into YAML and JSON unquoted-safe only if they are plain: check, don't escape.
+check() { # NAME VALUE REGEX WHAT
+    [[ $2 =~ $3 ]] || die "$1=${2@Q} is not $4"
+}
+
+LISTEN_ADDRESS=${LISTEN_ADDRESS:-0.0.0.0}
+HTTP_PORT=${HTTP_PORT:-80}
+HTTPS_PORT=${HTTPS_PORT:-443}
+PUBLIC_HTTPS_PORT=${PUBLIC_HTTPS_PORT:-443}
+ADMIN_PORT=${ADMIN_PORT:-9901}
+WASM_PATH=${WASM_PATH:-/opt/acme-edge/edge_filter.wasm}
+TLS_DIR=${TLS_DIR:-/var/lib/acme-edge/tls}
+DOMAINS=${DOMAINS:-}
+ACME_MODE=${ACME_MODE:-stateless}
+ACME_THUMBPRINT=${ACME_THUMBPRINT:-}
+STORE_ADDRESS=${STORE_ADDRESS:-storage.googleapis.com:443}
+STORE_TLS=${STORE_TLS:-1}
+STORE_AUTHORITY=${STORE_AUTHORITY:-storage.googleapis.com}
+BUCKET=${BUCKET:-}
+STORE_PATH=${STORE_PATH:-"/storage/v1/b/${BUCKET}/o/acme-challenge%2F{token}?alt=media"}
+STORE_METADATA_TOKEN=${STORE_METADATA_TOKEN:-1}
+STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS:-2000}
+APP_BACKENDS=${APP_BACKENDS:-127.0.0.1:8080}
+APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz}
+WS_PATHS=${WS_PATHS:-/ws}
+ALLOWED_ORIGINS=${ALLOWED_ORIGINS:-}
+AFFINITY_SOURCES=${AFFINITY_SOURCES:-query:room cookie client_address}
+AFFINITY_HEADER=${AFFINITY_HEADER:-x-edge-affinity}
+COOKIE_SECRET=${COOKIE_SECRET:-}
+COOKIE_MAX_AGE=${COOKIE_MAX_AGE:-86400}
+WS_IDLE_TIMEOUT=${WS_IDLE_TIMEOUT:-3600s}
+MAX_CONNECTIONS=${MAX_CONNECTIONS:-100000}
+NODE_ID=${NODE_ID:-app-node}
+
+port_re='^[0-9]{1,5}$'
+path_re='^/[A-Za-z0-9._~/%{}?=&:+-]*$'
+host_re='^[A-Za-z0-9.-]+$'
+hostport_re='^[A-Za-z0-9.-]+:[0-9]{1,5}$'
+for v in HTTP_PORT HTTPS_PORT PUBLIC_HTTPS_PORT ADMIN_PORT; do
+    check "$v" "${!v}" "$port_re" "a port"
+done
+check LISTEN_ADDRESS "$LISTEN_ADDRESS" '^[0-9a-fA-F.:]+$' "an IP address"
+check WASM_PATH "$WASM_PATH" '^/[A-Za-z0-9._/-]+$' "an absolute path"
+check TLS_DIR "$TLS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
+check APP_HEALTH_PATH "$APP_HEALTH_PATH" "$path_re" "a path"
+check AFFINITY_HEADER "$AFFINITY_HEADER" '^[a-z0-9-]+$' "a lower-case header name"
+check COOKIE_MAX_AGE "$COOKIE_MAX_AGE" '^[1-9][0-9]*$' "a number of seconds"
+check WS_IDLE_TIMEOUT "$WS_IDLE_TIMEOUT" '^[0-9]+s$' "a duration like 3600s"
+check MAX_CONNECTIONS "$MAX_CONNECTIONS" '^[1-9][0-9]*$' "a number"
+check NODE_ID "$NODE_ID" '^[A-Za-z0-9._-]+$' "a node name"
+METADATA_ADDRESS=${METADATA_ADDRESS:-169.254.169.254}
+METADATA_PORT=${METADATA_PORT:-80}
+check METADATA_ADDRESS "$METADATA_ADDRESS" "$host_re" "an address"
+check METADATA_PORT "$METADATA_PORT" "$port_re" "a port"
+[ -n "$COOKIE_SECRET" ] || die "COOKIE_SECRET is required (e.g. COOKIE_SECRET=\$(openssl rand -base64 48))"
+check COOKIE_SECRET "$COOKIE_SECRET" '^[A-Za-z0-9+/=_-]{32,}$' "at least 32 characters of [A-Za-z0-9+/=_-]"
+
+# json_list REGEX WHAT NAME VALUES... -> ["a","b"]
+json_list() {
+    local re=$1 what=$2 name=$3 out="" item
+    shift 3
+    for item in "$@"; do
+        check "$name" "$item" "$re" "$what"
+        out+="${out:+, }\"$item\""
+    done
+    printf '[%s]' "$out"
+}
+
+read -r -a domains <<<"$DOMAINS"
+read -r -a ws_paths <<<"$WS_PATHS"
+read -r -a origins <<<"$ALLOWED_ORIGINS"
+read -r -a sources <<<"$AFFINITY_SOURCES"
+read -r -a backends <<<"$APP_BACKENDS"
+[ "${#ws_paths[@]}" -gt 0 ] || die "WS_PATHS must name at least one path prefix"
+[ "${#backends[@]}" -gt 0 ] || die "APP_BACKENDS must name at least one backend"
+hosts_json=$(json_list "$host_re" "a host name" DOMAINS "${domains[@]}")
+ws_paths_json=$(json_list "$path_re" "a path prefix" WS_PATHS "${ws_paths[@]}")
+origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?)$' "an origin" ALLOWED_ORIGINS "${origins[@]}")
+
+sources_json=""
+for s in "${sources[@]}"; do
+    case "$s" in
+    query:*) check AFFINITY_SOURCES "${s#query:}" '^[A-Za-z0-9._~-]+$' "a query parameter name"
+        item="{\"query\": \"${s#query:}\"}" ;;
+    header:*) check AFFINITY_SOURCES "${s#header:}" '^[a-z0-9-]+$' "a lower-case header name"
+        item="{\"header\": \"${s#header:}\"}" ;;
+    cookie) item='"cookie"' ;;
+    client_address) item='"client_address"' ;;
+    *) die "AFFINITY_SOURCES: unknown source ${s@Q} (query:NAME, header:NAME, cookie, client_address)" ;;
+    esac
+    sources_json+="${sources_json:+, }$item"
+done
+
+case "$ACME_MODE" in
+stateless)
+    check ACME_THUMBPRINT "$ACME_THUMBPRINT" '^[A-Za-z0-9_-]{43}$' \
+        "a 43-character JWK thumbprint (run 'renewer account')"
+    acme_json="{\"thumbprint\": \"$ACME_THUMBPRINT\"}"
+    ;;
+store)
+    check STORE_ADDRESS "$STORE_ADDRESS" "$hostport_re" "host:port"
+    check STORE_AUTHORITY "$STORE_AUTHORITY" '^[A-Za-z0-9.:-]+$' "a host[:port]"
+    check STORE_PATH "$STORE_PATH" "$path_re" "a path"
+    check STORE_TIMEOUT_MS "$STORE_TIMEOUT_MS" '^[1-9][0-9]{0,4}$' "milliseconds (1-60000)"
+    [[ $STORE_PATH == *"{token}"* ]] || die "STORE_PATH must contain {token}"
+    [[ $STORE_PATH != *"/b//o/"* ]] || die "set BUCKET (or STORE_PATH) for store mode"
+    meta=""
+    if [ "$STORE_METADATA_TOKEN" = 1 ]; then
+        meta=", \"metadata_token\": {\"cluster\": \"gce_metadata\", \"timeout_ms\": $STORE_TIMEOUT_MS}"
+    fi
+    acme_json="{\"store\": {\"cluster\": \"acme_store\", \"authority\": \"$STORE_AUTHORITY\", \"path\": \"$STORE_PATH\", \"timeout_ms\": $STORE_TIMEOUT_MS$meta}}"
+    ;;
+*) die "ACME_MODE must be stateless or store" ;;
+esac
+
+# wasm_filter NAME JSON: the edge filter with one listener's plugin configuration.
+wasm_filter() {
+    cat <<EOF
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: $1
+                root_id: edge
+                vm_config:
+                  # One VM per worker, shared by both listeners' plugin configurations.
+                  vm_id: edge
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: $WASM_PATH } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+                    $2
+                # A filter that fails must not let requests through unchecked.
+                failure_policy: FAIL_CLOSED
+EOF
+}
+
+# endpoints HOST:PORT... — lb_endpoints entries of a static cluster.
+endpoints() {
+    local hp
+    for hp in "$@"; do
+        check APP_BACKENDS "$hp" "$hostport_re" "host:port"
+        cat <<EOF
+          - endpoint: { address: { socket_address: { address: ${hp%:*}, port_value: ${hp##*:} } } }
+EOF
+    done
+}
+
+cat <<EOF
+# acme-edge app-node Envoy configuration.
+# Generated by deploy/envoy/render.sh; change the script or its settings, not this output.
+node:
+  # SDS from files needs a node identity; it also names the node in Envoy's stats and logs.
+  id: $NODE_ID
+  cluster: acme-edge
+admin:
+  # Loopback only: the admin interface can stop Envoy and dump its config.
+  address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } }
+
+overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: $MAX_CONNECTIONS
+
+static_resources:
+  listeners:
+  # :80 — ACME HTTP-01 answers and the redirect to HTTPS. Nothing here reaches the app.
+  - name: http
+    address: { socket_address: { address: $LISTEN_ADDRESS, port_value: $HTTP_PORT } }
+    per_connection_buffer_limit_bytes: 32768
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          use_remote_address: true
+          normalize_path: true
+          merge_slashes: true
+          request_headers_timeout: 10s
+          common_http_protocol_options:
+            idle_timeout: 60s
+            headers_with_underscores_action: REJECT_REQUEST
+          http_filters:
+$(wasm_filter edge_http "{\"stat_prefix\": \"edge_http\", \"acme\": $acme_json, \"redirect\": {\"https_port\": $PUBLIC_HTTPS_PORT, \"allowed_hosts\": $hosts_json, \"passthrough_prefixes\": [\"/.edge/healthz\"]}}")
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            name: http
+            virtual_hosts:
+            - name: http
+              domains: ["*"]
+              routes:
+              # Load-balancer health check of the node itself.
+              - match: { path: /.edge/healthz }
+                direct_response: { status: 200, body: { inline_string: "ok\n" } }
+              - match: { prefix: / }
+                direct_response: { status: 404 }
+
+  # :443 — TLS with the certificate \`renewer sync\` installs, then the app.
+  - name: https
+    address: { socket_address: { address: $LISTEN_ADDRESS, port_value: $HTTPS_PORT } }
+    per_connection_buffer_limit_bytes: 65536
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_params: { tls_minimum_protocol_version: TLSv1_2 }
+            tls_certificate_sds_secret_configs:
+            - name: server_cert
+              sds_config:
+                resource_api_version: V3
+                # renewer sync writes a new directory and swaps the \`current\` symlink by
+                # rename; Envoy watches the directory and reloads without a restart.
+                path_config_source:
+                  path: $TLS_DIR/sds.yaml
+                  watched_directory: { path: $TLS_DIR }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: https
+          codec_type: AUTO
+          use_remote_address: true
+          normalize_path: true
+          merge_slashes: true
+          request_headers_timeout: 10s
+          # WebSockets are long-lived and often quiet: the per-route idle timeout below is
+          # the one that ends them; this only bounds streams outside that route.
+          stream_idle_timeout: $WS_IDLE_TIMEOUT
+          common_http_protocol_options:
+            idle_timeout: $WS_IDLE_TIMEOUT
+            headers_with_underscores_action: REJECT_REQUEST
+          http2_protocol_options:
+            # RFC 8441 WebSockets over HTTP/2.
+            allow_connect: true
+            max_concurrent_streams: 128
+          upgrade_configs:
+          - upgrade_type: websocket
+          http_filters:
+$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE}}}")
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            name: app
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route:
+                  cluster: app
+                  # No overall timeout (upgraded streams live long); idle ones end here.
+                  timeout: 0s
+                  idle_timeout: $WS_IDLE_TIMEOUT
+                  # The edge filter put the affinity key in this header; the ring hash
+                  # turns it into a backend, the same one for the same key.
+                  hash_policy:
+                  - header: { header_name: $AFFINITY_HEADER }
+                    terminal: true
+
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 2s
+    lb_policy: RING_HASH
+    ring_hash_lb_config:
+      # A larger ring spreads keys more evenly and moves ~1/n of them when a backend joins.
+      minimum_ring_size: 4096
+      maximum_ring_size: 65536
+    circuit_breakers:
+      thresholds:
+      # Envoy's defaults (1024) would cap held WebSockets per node far too low.
+      - priority: DEFAULT
+        max_connections: $MAX_CONNECTIONS
+        max_pending_requests: $MAX_CONNECTIONS
+        max_requests: $MAX_CONNECTIONS
+        max_retries: 3
+    health_checks:
+    - timeout: 2s
+      interval: 5s
+      no_traffic_interval: 5s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      http_health_check: { path: $APP_HEALTH_PATH }
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+$(endpoints "${backends[@]}")
+EOF
+
+if [ "$ACME_MODE" = store ]; then
+    store_host=${STORE_ADDRESS%:*}
+    cat <<EOF
+  # Where store-mode challenges are looked up (the GCS JSON API by default).
+  - name: acme_store
+    type: LOGICAL_DNS
+    dns_lookup_family: V4_ONLY
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: acme_store
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: $store_host, port_value: ${STORE_ADDRESS##*:} } } }
+EOF
+    if [ "$STORE_TLS" = 1 ]; then
+        cat <<EOF
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: $store_host
+        common_tls_context:
+          validation_context:
+            trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: { exact: $store_host }
+EOF
+    fi
+    if [ "$STORE_METADATA_TOKEN" = 1 ]; then
+        cat <<EOF
+  # The GCE metadata server, for the node service account's access token.
+  - name: gce_metadata
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: gce_metadata
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: $METADATA_ADDRESS, port_value: $METADATA_PORT } } }
+EOF
+    fi
+fi

@@ -1,0 +1,453 @@
+//! `classify(request, config) -> Verdict`: everything the filter decides about a request,
+//! with no I/O. The proxy-wasm glue reads headers, calls this, and carries out the verdict.
+
+use crate::affinity::{self, Source};
+use crate::challenge::{self, ChallengeAction, Token};
+use crate::config::FilterConfig;
+use crate::redirect;
+use crate::request::{path_has_prefix, Request};
+use crate::websocket::{self, Handshake, Refusal};
+
+/// A response the filter sends itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (names in lower case).
+    pub headers: Vec<(&'static str, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+impl LocalReply {
+    /// A short plain-text reply.
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "text/plain; charset=utf-8".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// The answer to an HTTP-01 challenge (RFC 8555 §8.3: `application/octet-stream` is
+    /// also allowed; CAs accept `text/plain`, which is friendlier to humans with curl).
+    pub fn key_authorization(key_authorization: &str) -> Self {
+        Self {
+            status: 200,
+            headers: vec![
+                ("content-type", "text/plain".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: key_authorization.as_bytes().to_vec(),
+        }
+    }
+
+    /// A challenge that cannot be answered.
+    pub fn challenge_error(status: u16) -> Self {
+        let text = match status {
+            404 => "no such challenge\n",
+            504 => "challenge store timed out\n",
+            _ => "challenge store failed\n",
+        };
+        Self::text(status, text)
+    }
+}
+
+/// Changes to a request that goes on to Envoy's router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// Remove every client-sent copy of this header (the internal affinity header).
+    pub remove_header: Option<String>,
+    /// Then set this header (the affinity key) and have Envoy re-evaluate the route.
+    pub set_header: Option<(String, String)>,
+    /// Add this `Set-Cookie` to the response.
+    pub set_cookie: Option<String>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Answer at once; nothing goes upstream.
+    Reply(LocalReply),
+    /// Store mode: fetch the key authorization, then judge it with
+    /// [`challenge::judge_store_response`].
+    FetchChallenge {
+        /// The validated token.
+        token: Token,
+        /// Path on the store.
+        path: String,
+    },
+    /// Pass the request on, with these changes.
+    Forward(Forward),
+}
+
+/// Something worth a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A challenge answered with a key authorization.
+    ChallengeAnswered,
+    /// A challenge refused (bad token, or the store does not have it).
+    ChallengeRefused,
+    /// The store failed or timed out.
+    ChallengeStoreError,
+    /// A 308 to HTTPS.
+    Redirected,
+    /// A request on the plain listener that could not be redirected.
+    RedirectRefused,
+    /// A WebSocket handshake passed.
+    UpgradeAccepted,
+    /// A WebSocket handshake refused, and why.
+    UpgradeRefused(Refusal),
+    /// A new affinity cookie was issued.
+    CookieIssued,
+    /// An affinity cookie did not verify.
+    CookieForged,
+}
+
+/// A decision and the events it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What to do.
+    pub action: Action,
+    /// What to count.
+    pub events: Vec<Event>,
+}
+
+impl Verdict {
+    fn new(action: Action, events: Vec<Event>) -> Self {
+        Self { action, events }
+    }
+}
+
+/// Decide what happens to a request on a listener with this configuration.
+///
+/// Order matters: a challenge is answered before the redirect (CAs validate over plain
+/// HTTP, RFC 8555 §8.3), and the internal affinity header is always stripped from client
+/// input when affinity is on, whatever else happens.
+pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdict {
+    let path = request.path();
+    if let Some(acme) = &config.acme {
+        if let Some(raw_token) = challenge::token_in_path(path) {
+            return match challenge::decide(raw_token, acme) {
+                ChallengeAction::Answer(ka) => Verdict::new(
+                    Action::Reply(LocalReply::key_authorization(&ka)),
+                    vec![Event::ChallengeAnswered],
+                ),
+                ChallengeAction::Fetch { token, path } => {
+                    Verdict::new(Action::FetchChallenge { token, path }, vec![])
+                }
+                ChallengeAction::NotFound => Verdict::new(
+                    Action::Reply(LocalReply::challenge_error(404)),
+                    vec![Event::ChallengeRefused],
+                ),
+            };
+        }
+    }
+
+    if let Some(redirect) = &config.redirect {
+        let passthrough = redirect
+            .passthrough_prefixes
+            .iter()
+            .any(|p| path_has_prefix(request.path_only(), p));
+        if !passthrough {
+            return match redirect::location(request.first(":authority"), path, redirect) {
+                Ok(location) => Verdict::new(
+                    Action::Reply(LocalReply {
+                        status: 308,
+                        headers: vec![
+                            ("location", location),
+                            ("content-type", "text/plain; charset=utf-8".to_owned()),
+                        ],
+                        body: b"use https\n".to_vec(),
+                    }),
+                    vec![Event::Redirected],
+                ),
+                Err(e) => Verdict::new(
+                    Action::Reply(LocalReply::text(e.status(), "bad request\n")),
+                    vec![Event::RedirectRefused],
+                ),
+            };
+        }
+    }
+
+    let mut events = Vec::new();
+    if let Some(ws) = &config.websocket {
+        let on_ws_path = ws
+            .path_prefixes
+            .iter()
+            .any(|p| path_has_prefix(request.path_only(), p));
+        if on_ws_path {
+            match websocket::check(request, ws) {
+                Ok(Handshake::Upgrade | Handshake::ExtendedConnect) => {
+                    events.push(Event::UpgradeAccepted);
+                }
+                Ok(Handshake::PlainHttp) => {}
+                Err(refusal) => {
+                    let mut reply = LocalReply::text(refusal.status(), refusal_text(refusal));
+                    if refusal == Refusal::Version {
+                        let (name, value) = websocket::VERSION_HEADER;
+                        reply.headers.push((name, value.to_owned()));
+                    }
+                    return Verdict::new(
+                        Action::Reply(reply),
+                        vec![Event::UpgradeRefused(refusal)],
+                    );
+                }
+            }
+        }
+    }
+
+    let mut forward = Forward::default();
+    if let Some(config) = &config.affinity {
+        let decided = affinity::decide(request, config, nonce);
+        forward.remove_header = Some(config.header.clone());
+        forward.set_header = decided.key.map(|key| (config.header.clone(), key));
+        if decided.forged_cookie {
+            events.push(Event::CookieForged);
+        }
+        if decided.source == Some(Source::NewCookie) {
+            events.push(Event::CookieIssued);
+        }
+        forward.set_cookie = decided.set_cookie;
+    }
+    Verdict::new(Action::Forward(forward), events)
+}
+
+fn refusal_text(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Method => "websocket handshake must be GET\n",
+        Refusal::Upgrade => "websocket handshake needs Upgrade: websocket\n",
+        Refusal::Connection => "websocket handshake needs Connection: Upgrade\n",
+        Refusal::Key => "websocket handshake needs a valid Sec-WebSocket-Key\n",
+        Refusal::Version => "websocket version 13 required\n",
+        Refusal::Origin => "origin not allowed\n",
+    }
+}
+
+/// The reply for a store-mode challenge, once the store answered (or did not).
+pub fn store_reply(token: &Token, status: Option<u16>, body: &[u8]) -> Verdict {
+    use challenge::StoreOutcome;
+    match challenge::judge_store_response(token, status, body) {
+        StoreOutcome::Found(ka) => Verdict::new(
+            Action::Reply(LocalReply::key_authorization(&ka)),
+            vec![Event::ChallengeAnswered],
+        ),
+        StoreOutcome::NotFound => Verdict::new(
+            Action::Reply(LocalReply::challenge_error(404)),
+            vec![Event::ChallengeRefused],
+        ),
+        outcome => Verdict::new(
+            Action::Reply(LocalReply::challenge_error(outcome.status())),
+            vec![Event::ChallengeStoreError],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+    const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn plain_listener() -> FilterConfig {
+        FilterConfig::parse(
+            format!(
+                r#"{{"acme": {{"thumbprint": "{THUMB}"}},
+                    "redirect": {{"https_port": 443, "passthrough_prefixes": ["/healthz"]}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn tls_listener() -> FilterConfig {
+        FilterConfig::parse(
+            format!(
+                r#"{{"websocket": {{"path_prefixes": ["/ws"]}},
+                    "affinity": {{"sources": [{{"query": "room"}}, "cookie", "client_address"],
+                                 "cookie": {{"secret": "{SECRET}"}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> Request {
+        let mut r = Request::from_pairs(pairs.iter().map(|(n, v)| (*n, *v)));
+        r.client_address = Some("198.51.100.1:4000".into());
+        r
+    }
+
+    fn reply(v: &Verdict) -> &LocalReply {
+        match &v.action {
+            Action::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn challenge_before_redirect() {
+        let path = format!("/.well-known/acme-challenge/{TOKEN}");
+        let v = classify(
+            &req(&[(":path", &path), (":authority", "a.example")]),
+            &plain_listener(),
+            b"",
+        );
+        let r = reply(&v);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("{TOKEN}.{THUMB}").as_bytes());
+        assert!(r.headers.contains(&("cache-control", "no-store".into())));
+        assert!(r.headers.contains(&("content-type", "text/plain".into())));
+        assert_eq!(v.events, vec![Event::ChallengeAnswered]);
+    }
+
+    #[test]
+    fn bad_token_is_404_not_redirect() {
+        for path in [
+            "/.well-known/acme-challenge/../../etc/passwd",
+            "/.well-known/acme-challenge/%2e%2e%2f",
+            "/.well-known/acme-challenge/",
+        ] {
+            let v = classify(
+                &req(&[(":path", path), (":authority", "a.example")]),
+                &plain_listener(),
+                b"",
+            );
+            assert_eq!(reply(&v).status, 404, "{path}");
+            assert_eq!(v.events, vec![Event::ChallengeRefused]);
+        }
+    }
+
+    #[test]
+    fn everything_else_is_redirected() {
+        let v = classify(
+            &req(&[(":path", "/chat?room=1"), (":authority", "a.example:80")]),
+            &plain_listener(),
+            b"",
+        );
+        let r = reply(&v);
+        assert_eq!(r.status, 308);
+        assert!(r
+            .headers
+            .contains(&("location", "https://a.example/chat?room=1".into())));
+        assert_eq!(v.events, vec![Event::Redirected]);
+        let v = classify(&req(&[(":path", "/x")]), &plain_listener(), b"");
+        assert_eq!(reply(&v).status, 400);
+        assert_eq!(v.events, vec![Event::RedirectRefused]);
+    }
+
+    #[test]
+    fn passthrough_prefixes_reach_the_router() {
+        let v = classify(
+            &req(&[(":path", "/healthz"), (":authority", "a.example")]),
+            &plain_listener(),
+            b"",
+        );
+        assert_eq!(v.action, Action::Forward(Forward::default()));
+    }
+
+    #[test]
+    fn websocket_refusals_carry_their_status() {
+        let v = classify(
+            &req(&[
+                (":method", "GET"),
+                (":path", "/ws"),
+                ("upgrade", "websocket"),
+                ("connection", "upgrade"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "8"),
+            ]),
+            &tls_listener(),
+            b"",
+        );
+        let r = reply(&v);
+        assert_eq!(r.status, 426);
+        assert!(r.headers.contains(&("sec-websocket-version", "13".into())));
+        assert_eq!(v.events, vec![Event::UpgradeRefused(Refusal::Version)]);
+    }
+
+    #[test]
+    fn accepted_upgrade_gets_affinity_and_strips_the_client_header() {
+        let v = classify(
+            &req(&[
+                (":method", "GET"),
+                (":path", "/ws?room=blue"),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+                ("x-edge-affinity", "attacker-chosen"),
+            ]),
+            &tls_listener(),
+            b"",
+        );
+        assert_eq!(
+            v.action,
+            Action::Forward(Forward {
+                remove_header: Some("x-edge-affinity".into()),
+                set_header: Some(("x-edge-affinity".into(), "blue".into())),
+                set_cookie: None,
+            })
+        );
+        assert_eq!(v.events, vec![Event::UpgradeAccepted]);
+    }
+
+    #[test]
+    fn browser_without_cookie_is_issued_one() {
+        let v = classify(
+            &req(&[
+                (":method", "GET"),
+                (":path", "/app"),
+                ("origin", "https://a.example"),
+            ]),
+            &tls_listener(),
+            b"req-1",
+        );
+        let Action::Forward(f) = &v.action else {
+            panic!("{v:?}")
+        };
+        assert!(f
+            .set_cookie
+            .as_deref()
+            .unwrap()
+            .starts_with("edge_affinity="));
+        assert_eq!(v.events, vec![Event::CookieIssued]);
+    }
+
+    #[test]
+    fn store_mode_fetches_then_judges() {
+        let config = FilterConfig::parse(
+            br#"{"acme": {"store": {"cluster": "store", "authority": "store",
+                                    "path": "/o/acme-challenge%2F{token}?alt=media"}}}"#,
+        )
+        .unwrap();
+        let path = format!("/.well-known/acme-challenge/{TOKEN}");
+        let v = classify(&req(&[(":path", &path)]), &config, b"");
+        let Action::FetchChallenge { token, path } = v.action else {
+            panic!()
+        };
+        assert_eq!(path, format!("/o/acme-challenge%2F{TOKEN}?alt=media"));
+        let ok = store_reply(&token, Some(200), format!("{TOKEN}.{THUMB}").as_bytes());
+        assert_eq!(reply(&ok).status, 200);
+        assert_eq!(ok.events, vec![Event::ChallengeAnswered]);
+        let missing = store_reply(&token, Some(404), b"");
+        assert_eq!(reply(&missing).status, 404);
+        assert_eq!(missing.events, vec![Event::ChallengeRefused]);
+        let down = store_reply(&token, None, b"");
+        assert_eq!(reply(&down).status, 502);
+        assert_eq!(down.events, vec![Event::ChallengeStoreError]);
+        assert_eq!(reply(&store_reply(&token, Some(504), b"")).status, 504);
+    }
+
+    #[test]
+    fn challenge_paths_are_ordinary_without_acme() {
+        let path = format!("/.well-known/acme-challenge/{TOKEN}");
+        let v = classify(&req(&[(":path", &path)]), &tls_listener(), b"");
+        assert!(matches!(v.action, Action::Forward(_)));
+    }
+}

@@ -1,0 +1,266 @@
+//! HTTP → HTTPS: the 308 `Location` for a plain-HTTP request (RFC 9110 §15.4.9).
+//!
+//! The URL is rebuilt from parts that were each checked, so nothing a client sends can add a
+//! header, change the scheme, or point the redirect at another host than the one it asked for.
+
+use crate::config::RedirectConfig;
+use crate::request::split_once_byte;
+
+/// Why a request cannot be redirected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectError {
+    /// No `Host` / `:authority` (HTTP/1.0 clients): 400.
+    MissingHost,
+    /// A host that is not a host name or IP literal: 400.
+    BadHost,
+    /// A well-formed host that this listener does not serve: 421 (RFC 9110 §15.5.20).
+    UnknownHost,
+    /// A path that is not an origin-form path: 400.
+    BadPath,
+}
+
+impl RedirectError {
+    /// The status code the client gets.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::UnknownHost => 421,
+            Self::MissingHost | Self::BadHost | Self::BadPath => 400,
+        }
+    }
+}
+
+/// A host name or IP literal, lower-cased, without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host(String);
+
+impl Host {
+    /// The host text (IPv6 literals keep their brackets).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Split and check an authority (`host[:port]`), returning the host.
+///
+/// Accepted: DNS names (letters, digits, `-`, `.`, `_`), IPv4, bracketed IPv6. Refused:
+/// userinfo (`user@host`), empty labels, control bytes, spaces, non-ASCII (IDNs arrive as
+/// punycode), ports that are not 1-65535.
+pub fn parse_host(authority: &[u8]) -> Result<Host, RedirectError> {
+    if authority.is_empty() || authority.len() > 260 {
+        return Err(RedirectError::BadHost);
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix(b"[") {
+        let (inner, rest) = split_once_byte(bracketed, b']').ok_or(RedirectError::BadHost)?;
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            || !inner.contains(&b':')
+        {
+            return Err(RedirectError::BadHost);
+        }
+        let port = match rest {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return Err(RedirectError::BadHost),
+        };
+        (authority.get(..inner.len() + 2).unwrap_or(authority), port)
+    } else {
+        match split_once_byte(authority, b':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.len() <= 5
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| p != 0);
+        if !valid {
+            return Err(RedirectError::BadHost);
+        }
+    }
+    if host.first() != Some(&b'[') {
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        let labels_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split(|&b| b == b'.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !labels_ok {
+            return Err(RedirectError::BadHost);
+        }
+    }
+    // Checked ASCII above.
+    let text = String::from_utf8(host.to_ascii_lowercase()).map_err(|_| RedirectError::BadHost)?;
+    Ok(Host(text.trim_end_matches('.').to_owned()))
+}
+
+/// The `Location` for a plain-HTTP request: `https://<host>[:port]<path>?<query>`.
+pub fn location(
+    authority: Option<&[u8]>,
+    path: &[u8],
+    config: &RedirectConfig,
+) -> Result<String, RedirectError> {
+    let authority = authority
+        .filter(|a| !a.is_empty())
+        .ok_or(RedirectError::MissingHost)?;
+    let host = parse_host(authority)?;
+    if !config.allowed_hosts.is_empty()
+        && !config.allowed_hosts.iter().any(|allowed| {
+            allowed
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(host.as_str())
+        })
+    {
+        return Err(RedirectError::UnknownHost);
+    }
+    // Origin-form only (RFC 9112 §3.2.1); Envoy has already turned absolute-form into it.
+    // Visible ASCII only: anything else could split the Location header.
+    if path.first() != Some(&b'/') || !path.iter().all(u8::is_ascii_graphic) {
+        return Err(RedirectError::BadPath);
+    }
+    let path = std::str::from_utf8(path).map_err(|_| RedirectError::BadPath)?;
+    let port = match config.https_port {
+        443 => String::new(),
+        port => format!(":{port}"),
+    };
+    Ok(format!("https://{}{port}{path}", host.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RedirectConfig {
+        RedirectConfig {
+            https_port: 443,
+            allowed_hosts: vec![],
+            passthrough_prefixes: vec![],
+        }
+    }
+
+    fn loc(authority: &[u8], path: &[u8]) -> Result<String, RedirectError> {
+        location(Some(authority), path, &config())
+    }
+
+    #[test]
+    fn keeps_path_and_query_and_drops_the_plain_port() {
+        assert_eq!(
+            loc(b"Example.COM:80", b"/a/b?x=1&y=%20").unwrap(),
+            "https://example.com/a/b?x=1&y=%20"
+        );
+        assert_eq!(loc(b"example.com", b"/").unwrap(), "https://example.com/");
+        assert_eq!(loc(b"example.com.", b"/").unwrap(), "https://example.com/");
+        assert_eq!(loc(b"10.0.0.1:8080", b"/x").unwrap(), "https://10.0.0.1/x");
+        assert_eq!(loc(b"[::1]:8080", b"/x").unwrap(), "https://[::1]/x");
+        assert_eq!(
+            loc(b"[2001:DB8::1]", b"/").unwrap(),
+            "https://[2001:db8::1]/"
+        );
+    }
+
+    #[test]
+    fn uses_the_configured_https_port() {
+        let mut c = config();
+        c.https_port = 8443;
+        assert_eq!(
+            location(Some(b"example.com:8080"), b"/p?q", &c).unwrap(),
+            "https://example.com:8443/p?q"
+        );
+    }
+
+    #[test]
+    fn missing_host_is_400() {
+        assert_eq!(
+            location(None, b"/", &config()),
+            Err(RedirectError::MissingHost)
+        );
+        assert_eq!(
+            location(Some(b""), b"/", &config()),
+            Err(RedirectError::MissingHost)
+        );
+        assert_eq!(RedirectError::MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn hostile_hosts_are_400() {
+        let long = "a".repeat(300);
+        let hostile: [&[u8]; 17] = [
+            b"evil.com@example.com",
+            b"example.com\r\nSet-Cookie: a=b",
+            b"example.com\0",
+            b"exa mple.com",
+            b"example.com:",
+            b"example.com:0",
+            b"example.com:65536",
+            b"example.com:80:80",
+            b"example.com/evil",
+            "exämple.com".as_bytes(),
+            b"..",
+            b"a..b",
+            b"[::1",
+            b"[::1]x",
+            b"[]",
+            b"[example.com]",
+            long.as_bytes(),
+        ];
+        for host in hostile {
+            assert_eq!(loc(host, b"/"), Err(RedirectError::BadHost), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_400() {
+        let hostile: [&[u8]; 7] = [
+            b"",
+            b"*",
+            b"http://evil.com/",
+            b"/a\r\nLocation: http://evil.com",
+            b"/a b",
+            b"/\0",
+            "/é".as_bytes(),
+        ];
+        for path in hostile {
+            assert_eq!(
+                loc(b"example.com", path),
+                Err(RedirectError::BadPath),
+                "{path:?}"
+            );
+        }
+        // A path starting with `//` stays on the same host: the authority comes first.
+        assert_eq!(
+            loc(b"example.com", b"//evil.com/x").unwrap(),
+            "https://example.com//evil.com/x"
+        );
+        // Dot segments and encodings are passed through, not interpreted, as the origin would.
+        assert_eq!(
+            loc(b"example.com", b"/%2e%2e/../x").unwrap(),
+            "https://example.com/%2e%2e/../x"
+        );
+    }
+
+    #[test]
+    fn allow_list_gives_421_for_other_hosts() {
+        let mut c = config();
+        c.allowed_hosts = vec!["example.com".into(), "www.example.com.".into()];
+        assert!(location(Some(b"EXAMPLE.com:80"), b"/", &c).is_ok());
+        assert!(location(Some(b"www.example.com"), b"/", &c).is_ok());
+        assert_eq!(
+            location(Some(b"evil.com"), b"/", &c),
+            Err(RedirectError::UnknownHost)
+        );
+        assert_eq!(RedirectError::UnknownHost.status(), 421);
+        assert_eq!(
+            location(Some(b"ex ample.com"), b"/", &c),
+            Err(RedirectError::BadHost)
+        );
+    }
+}

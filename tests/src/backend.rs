@@ -1,0 +1,167 @@
+//! The application behind Envoy: a WebSocket echo server that says who it is.
+//!
+//! Sticky routing and header hygiene can only be checked from the backend's side: which
+//! instance got the upgrade, and which headers actually reached it. So every backend has an id,
+//! puts it in the handshake response and answers "whoami" with it, and records what it received.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::server::{RecordedRequest, ServerTask};
+
+/// A running echo backend. Dropping it closes the listener, every HTTP connection and every
+/// open WebSocket.
+#[derive(Debug)]
+pub struct EchoBackend {
+    pub id: String,
+    pub port: u16,
+    state: Arc<EchoState>,
+    server: ServerTask,
+    // Dropping the sender wakes every WebSocket task (their receivers see the channel close):
+    // axum runs upgraded sockets on detached tasks the accept loop cannot abort.
+    _shutdown: watch::Sender<()>,
+}
+
+#[derive(Debug)]
+struct EchoState {
+    id: String,
+    upgrades: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    shutdown: watch::Receiver<()>,
+}
+
+impl EchoBackend {
+    /// Starts a backend named `id` on 127.0.0.1 and a free port.
+    ///
+    /// * WebSocket upgrade (HTTP/1.1 GET or HTTP/2 extended CONNECT) on any path: the response
+    ///   carries `x-backend-id: <id>`; messages are echoed, except text "whoami" which gets the id.
+    /// * `GET /healthz` → 200 "ok" (for Envoy active health checks).
+    /// * an upgrade attempt with an invalid handshake (e.g. no `sec-websocket-key`) → the 4xx
+    ///   axum answers with, plus `x-backend-id`, and recorded in `requests()`;
+    /// * anything else → 200, body = id, header `x-backend-id`.
+    pub async fn start(id: &str) -> Result<EchoBackend> {
+        let (tx, rx) = watch::channel(());
+        let state = Arc::new(EchoState {
+            id: id.to_string(),
+            upgrades: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
+            shutdown: rx,
+        });
+        let router = Router::new().fallback(handle).with_state(state.clone());
+        let server = ServerTask::spawn(router).await?;
+        Ok(EchoBackend {
+            id: id.to_string(),
+            port: server.port(),
+            state,
+            server,
+            _shutdown: tx,
+        })
+    }
+
+    /// `127.0.0.1:<port>`, as Envoy cluster endpoints want it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Request headers of every accepted upgrade, oldest first.
+    pub fn upgrades(&self) -> Vec<RecordedRequest> {
+        self.state.upgrades.lock().unwrap().clone()
+    }
+
+    pub fn upgrade_count(&self) -> usize {
+        self.state.upgrades.lock().unwrap().len()
+    }
+
+    /// Plain (non-upgrade) requests, health checks included.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Plain requests other than `/healthz`, so health-check traffic doesn't blur assertions.
+    pub fn app_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path != "/healthz")
+            .collect()
+    }
+
+    /// Stops the backend (the port then refuses connections) while keeping its records, to
+    /// test failover when an instance dies.
+    pub async fn stop(&mut self) {
+        self.server.stop().await;
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<EchoState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+) -> Response {
+    let record = RecordedRequest::new(&method, &uri, version, &headers);
+    let id_header = HeaderValue::from_str(&state.id).unwrap_or(HeaderValue::from_static("?"));
+    match ws {
+        Ok(ws) => {
+            state.upgrades.lock().unwrap().push(record);
+            let id = state.id.clone();
+            let shutdown = state.shutdown.clone();
+            let mut response = ws.on_upgrade(move |socket| echo(socket, id, shutdown));
+            response.headers_mut().insert("x-backend-id", id_header);
+            response
+        }
+        Err(rejection) => {
+            state.requests.lock().unwrap().push(record);
+            // A WebSocket attempt with a bad handshake gets the 4xx a real app would send
+            // (e.g. no sec-websocket-key), not a 200 a proxy could mistake for success.
+            let wants_ws = method == Method::CONNECT
+                || headers
+                    .get_all(header::UPGRADE)
+                    .iter()
+                    .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            if wants_ws {
+                let mut response = rejection.into_response();
+                response.headers_mut().insert("x-backend-id", id_header);
+                return response;
+            }
+            if uri.path() == "/healthz" {
+                return "ok".into_response();
+            }
+            let mut response = state.id.clone().into_response();
+            response.headers_mut().insert("x-backend-id", id_header);
+            response
+        }
+    }
+}
+
+async fn echo(mut socket: WebSocket, id: String, mut shutdown: watch::Receiver<()>) {
+    loop {
+        let msg = tokio::select! {
+            msg = socket.recv() => msg,
+            // Err means the backend was dropped: close the socket with it.
+            _ = shutdown.changed() => return,
+        };
+        let reply = match msg {
+            Some(Ok(Message::Text(text))) if text.as_str() == "whoami" => {
+                Message::Text(id.as_str().into())
+            }
+            Some(Ok(Message::Text(text))) => Message::Text(text),
+            Some(Ok(Message::Binary(bytes))) => Message::Binary(bytes),
+            // Pings are answered by tungstenite itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+        };
+        if socket.send(reply).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Test harness for acme-edge.
+//!
+//! Integration tests need real servers (Envoy with the wasm filter, WebSocket apps, HTTP stores,
+//! a fake GCS, a fake metadata server). Starting them ad hoc in every test leads to port clashes,
+//! leaked processes and flaky waits, so this crate is the one place that owns their life cycle:
+//!
+//! * everything listens on 127.0.0.1 only, on a port picked by the kernel;
+//! * every spawned process or task is stopped in `Drop`, so a panicking test leaves nothing
+//!   behind (except if the whole test binary is SIGKILLed: child processes then outlive it);
+//! * waits are bounded by generous timeouts, and nothing here asserts on timing.
+//!
+//! Modules are named by domain; the most used items are re-exported at the root.
+
+pub mod backend;
+pub mod client;
+pub mod envoy;
+pub mod gcs;
+pub mod http2;
+pub mod metadata;
+pub mod ports;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+use std::path::PathBuf;
+
+pub use backend::EchoBackend;
+pub use client::{
+    http_get, http_request, percent_encode, raw_http, raw_https, tls_client_config,
+    tls_peer_certificates, ws_connect, ws_echo, ws_try_connect, RawResponse, WsResponse, WsStream,
+};
+pub use envoy::{
+    envoy_bin, envoy_expect_refusal, envoy_validate, render_app_node, squash_whitespace, wasm_path,
+    ClusterHost, Envoy,
+};
+pub use gcs::{fake_gcs_bin, FakeGcs};
+pub use http2::{h2_extended_connect, H2Connect, H2Io};
+pub use metadata::MetadataServer;
+pub use ports::{free_port, wait_for, IO_TIMEOUT, STARTUP_TIMEOUT};
+pub use server::RecordedRequest;
+pub use store::HttpStore;
+pub use tls::TlsFiles;
+
+/// Re-exported so tests can build and match WebSocket messages without naming the crate.
+pub use tokio_tungstenite::tungstenite::Message;
+
+/// The workspace root, so tests find `deploy/`, `.venv/` and `target/` wherever cargo runs them.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}

@@ -1,0 +1,142 @@
+//! The in-process server plumbing shared by the fakes (echo backend, store, metadata server).
+//!
+//! `axum::serve` hands every connection to a detached task, so stopping it closes the listener
+//! but keeps keep-alive connections served: a "store is down" test would still get answers over
+//! Envoy's pooled connection. This accept loop owns its connections in a `JoinSet`, so aborting
+//! it drops the listener *and* every open connection.
+
+use anyhow::{Context, Result};
+use axum::http::{HeaderMap, Method, Uri, Version};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// One request as a fake server saw it, so tests can assert on what the proxy forwarded
+/// (added, stripped or rewritten headers) rather than only on what came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path with the query string, exactly as received.
+    pub path: String,
+    /// "HTTP/1.1" or "HTTP/2.0": shows whether Envoy downgraded an HTTP/2 request upstream.
+    pub version: String,
+    /// Lower-cased names in arrival order; repeated headers appear once per value.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    pub(crate) fn new(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) -> Self {
+        RecordedRequest {
+            method: method.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_string())
+                .unwrap_or_else(|| uri.path().to_string()),
+            version: format!("{version:?}"),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// First value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, to catch a client-sent copy surviving next to the proxy's one.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A running accept loop. Dropping it aborts the loop and, with it, every connection.
+#[derive(Debug)]
+pub(crate) struct ServerTask {
+    port: u16,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ServerTask {
+    /// Serves `router` on 127.0.0.1 and a kernel-chosen port, speaking HTTP/1.1 (with upgrades)
+    /// and HTTP/2 prior knowledge with RFC 8441 extended CONNECT enabled, so the same fake can be
+    /// reached by Envoy however the cluster is configured.
+    pub(crate) async fn spawn(router: Router) -> Result<ServerTask> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("bind 127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let handle = tokio::spawn(accept_loop(listener, router));
+        Ok(ServerTask {
+            port,
+            handle: Some(handle),
+        })
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops serving and waits until the listener is closed, so a connection attempt made right
+    /// after this returns is refused.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            // The only possible error is the cancellation we just asked for.
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, router: Router) {
+    // Dropping the JoinSet (when this task is aborted) aborts every connection task.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // E.g. EMFILE: back off instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(router.clone());
+                connections.spawn(async move {
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http2().enable_connect_protocol();
+                    // Connection errors (resets, garbage from hostile tests) are not our concern.
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}

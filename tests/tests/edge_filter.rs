@@ -1,0 +1,799 @@
+//! The edge filter inside a real Envoy (from `.venv`, loading `target/wasm/edge_filter.wasm`),
+//! configured by the shipped `deploy/envoy/render.sh`, in front of real WebSocket backends.
+//!
+//! Run through `make test` (which builds the wasm first) or `make integration`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures_util::stream::{self, StreamExt};
+use harness::{
+    envoy_expect_refusal, envoy_validate, free_port, raw_http, raw_https, render_app_node,
+    wasm_path, ws_connect, ws_echo, ws_try_connect, EchoBackend, Envoy, FakeGcs, HttpStore,
+    MetadataServer, RawResponse, TlsFiles,
+};
+
+const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+const SECRET: &str = "integration-test-secret-0123456789abcdef";
+const HOST: &str = "app.test";
+const ORIGIN: &str = "https://app.test";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// How the plain listener finds key authorizations.
+enum Acme {
+    Stateless,
+    /// An HTTP store at this port, this path template, optionally with a metadata server.
+    Store {
+        port: u16,
+        authority: &'static str,
+        path: String,
+        metadata_port: Option<u16>,
+        timeout_ms: u32,
+    },
+}
+
+/// One app node: Envoy with the filter, its TLS files, and its backends.
+struct Node {
+    envoy: Envoy,
+    http: u16,
+    https: u16,
+    tls: TlsFiles,
+    backends: Vec<EchoBackend>,
+}
+
+impl Node {
+    async fn start(acme: Acme, backends: usize) -> Result<Node> {
+        Self::start_with(acme, backends, &[]).await
+    }
+
+    async fn start_with(acme: Acme, n_backends: usize, extra: &[(&str, String)]) -> Result<Node> {
+        let wasm = wasm_path();
+        anyhow::ensure!(
+            wasm.exists(),
+            "{} is missing: run `make wasm` (or `make test`) first",
+            wasm.display()
+        );
+        let mut backends = Vec::new();
+        for i in 0..n_backends {
+            backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
+        }
+        let tls = TlsFiles::self_signed(&[HOST])?;
+        let (http, https, admin) = (free_port(), free_port(), free_port());
+        let mut vars = vec![
+            ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+            ("HTTP_PORT", http.to_string()),
+            ("HTTPS_PORT", https.to_string()),
+            ("PUBLIC_HTTPS_PORT", https.to_string()),
+            ("ADMIN_PORT", admin.to_string()),
+            ("WASM_PATH", wasm.display().to_string()),
+            ("TLS_DIR", tls.path().display().to_string()),
+            ("COOKIE_SECRET", SECRET.to_owned()),
+            ("WS_PATHS", "/ws".to_owned()),
+            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+            (
+                "AFFINITY_SOURCES",
+                "query:room header:x-session cookie client_address".to_owned(),
+            ),
+            (
+                "APP_BACKENDS",
+                backends
+                    .iter()
+                    .map(|b| format!("127.0.0.1:{}", b.port))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ];
+        match acme {
+            Acme::Stateless => vars.push(("ACME_THUMBPRINT", THUMB.to_owned())),
+            Acme::Store {
+                port,
+                authority,
+                path,
+                metadata_port,
+                timeout_ms,
+            } => {
+                vars.extend([
+                    ("ACME_MODE", "store".to_owned()),
+                    ("STORE_ADDRESS", format!("127.0.0.1:{port}")),
+                    ("STORE_TLS", "0".to_owned()),
+                    ("STORE_AUTHORITY", authority.to_owned()),
+                    ("STORE_PATH", path),
+                    ("STORE_TIMEOUT_MS", timeout_ms.to_string()),
+                ]);
+                match metadata_port {
+                    Some(p) => vars.extend([
+                        ("STORE_METADATA_TOKEN", "1".to_owned()),
+                        ("METADATA_ADDRESS", "127.0.0.1".to_owned()),
+                        ("METADATA_PORT", p.to_string()),
+                    ]),
+                    None => vars.push(("STORE_METADATA_TOKEN", "0".to_owned())),
+                }
+            }
+        }
+        vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let config = render_app_node(&vars)?;
+        let envoy = Envoy::start(&config, admin).await?;
+        if n_backends > 0 {
+            envoy.wait_cluster_healthy("app", n_backends, WAIT).await?;
+        }
+        Ok(Node {
+            envoy,
+            http,
+            https,
+            tls,
+            backends,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<RawResponse> {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {HOST}:{}\r\nConnection: close\r\n\r\n",
+            self.http
+        );
+        raw_http(self.http, req.as_bytes()).await
+    }
+
+    async fn https_raw(&self, request: &str) -> Result<RawResponse> {
+        raw_https(self.https, HOST, &self.tls.ca_pem, request.as_bytes()).await
+    }
+
+    fn wss(&self, path_and_query: &str) -> String {
+        format!("wss://{HOST}:{}{path_and_query}", self.https)
+    }
+
+    async fn counter(&self, name: &str) -> Result<u64> {
+        Ok(self.envoy.wasm_counter(name).await?.unwrap_or(0))
+    }
+
+    /// Opens a WebSocket, checks it echoes, and returns the backend id and the response.
+    async fn ws_backend(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(String, harness::WsResponse)> {
+        let (mut ws, resp) = ws_connect(&self.wss(path), headers, Some(&self.tls.ca_pem)).await?;
+        let id = resp
+            .headers()
+            .get("x-backend-id")
+            .context("no x-backend-id on the 101")?
+            .to_str()?
+            .to_owned();
+        anyhow::ensure!(ws_echo(&mut ws, "hello").await? == "hello", "no echo");
+        anyhow::ensure!(
+            ws_echo(&mut ws, "whoami").await? == id,
+            "backend id mismatch"
+        );
+        let _ = ws.close(None).await;
+        Ok((id, resp))
+    }
+}
+
+fn challenge_path(token: &str) -> String {
+    format!("/.well-known/acme-challenge/{token}")
+}
+
+fn set_cookie_value(resp: &harness::WsResponse) -> Option<String> {
+    let header = resp.headers().get("set-cookie")?.to_str().ok()?;
+    Some(header.split(';').next()?.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// ACME HTTP-01
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_mode_answers_with_the_thumbprint() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 1).await?;
+    let resp = node.get(&challenge_path(TOKEN)).await?;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body_text(), format!("{TOKEN}.{THUMB}"));
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(node.counter("edge_http.challenge.answered").await?, 1);
+    // Nothing went to the app.
+    assert!(node.backends[0].app_requests().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_mode_serves_found_404s_unknown_and_5xx_when_down() -> Result<()> {
+    let mut store = HttpStore::start().await?;
+    store.put(&format!("/challenges/{TOKEN}"), format!("{TOKEN}.{THUMB}"));
+    let acme = Acme::Store {
+        port: store.port(),
+        authority: "store.test",
+        path: "/challenges/{token}".into(),
+        metadata_port: None,
+        timeout_ms: 500,
+    };
+    let node = Node::start(acme, 1).await?;
+
+    let found = node.get(&challenge_path(TOKEN)).await?;
+    assert_eq!(found.status, 200, "{found:?}");
+    assert_eq!(found.body_text(), format!("{TOKEN}.{THUMB}"));
+    assert_eq!(found.header("cache-control"), Some("no-store"));
+    let seen = store.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, format!("/challenges/{TOKEN}"));
+    assert_eq!(
+        seen[0].header("host").or(seen[0].header(":authority")),
+        Some("store.test")
+    );
+
+    let unknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    assert_eq!(node.get(&challenge_path(unknown)).await?.status, 404);
+
+    // A store answering with something that is not this token's key authorization.
+    store.put(&format!("/challenges/{unknown}"), "<html>oops</html>");
+    assert_eq!(node.get(&challenge_path(unknown)).await?.status, 502);
+
+    // Slow store: the filter's timeout gives 504.
+    store.set_delay(Duration::from_secs(3));
+    assert_eq!(node.get(&challenge_path(TOKEN)).await?.status, 504);
+    store.set_delay(Duration::ZERO);
+
+    // Store down: 502, not a hang and not a redirect.
+    store.stop().await;
+    let down = node.get(&challenge_path(TOKEN)).await?;
+    assert!(down.status == 502 || down.status == 503, "{down:?}");
+    assert!(node.counter("edge_http.challenge.store_error").await? >= 2);
+    assert_eq!(node.counter("edge_http.challenge.answered").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_tokens_get_404_and_the_store_sees_nothing() -> Result<()> {
+    let store = HttpStore::start().await?;
+    let acme = Acme::Store {
+        port: store.port(),
+        authority: "store.test",
+        path: "/challenges/{token}".into(),
+        metadata_port: None,
+        timeout_ms: 1000,
+    };
+    let node = Node::start(acme, 1).await?;
+    let long = "a".repeat(200);
+    let malformed = [
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd".to_owned(),
+        "..%2f..%2fsecret-secret-secret".to_owned(),
+        "short".to_owned(),
+        long,
+        format!("{TOKEN}="),
+        format!("{}+/{}", &TOKEN[..20], &TOKEN[22..]),
+        format!("{TOKEN}?x=1"),
+        format!("{TOKEN};x"),
+        "%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9".to_owned(),
+    ];
+    for token in &malformed {
+        let resp = node.get(&challenge_path(token)).await?;
+        assert_eq!(resp.status, 404, "{token}: {resp:?}");
+    }
+    // Some bytes never get past Envoy's own path checks: a 400 from Envoy, before the filter.
+    for token in [
+        format!("{TOKEN}%00"),
+        format!("{TOKEN}%0d%0aX-Injected:%20yes"),
+    ] {
+        let resp = node.get(&challenge_path(&token)).await?;
+        assert!((400..500).contains(&resp.status), "{token}: {resp:?}");
+    }
+    // Dot segments are resolved by Envoy before the filter runs: the request is no longer a
+    // challenge at all (it is redirected), and still never reaches the store.
+    let resp = node
+        .get("/.well-known/acme-challenge/../../etc/passwd")
+        .await?;
+    assert_ne!(resp.status, 200, "{resp:?}");
+    assert!(
+        store.requests().is_empty(),
+        "store saw {:?}",
+        store.requests()
+    );
+    assert!(node.counter("edge_http.challenge.refused").await? >= malformed.len() as u64);
+    assert!(node.backends[0].app_requests().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_mode_sends_a_cached_metadata_server_token() -> Result<()> {
+    let store = HttpStore::start().await?;
+    store.put(&format!("/challenges/{TOKEN}"), format!("{TOKEN}.{THUMB}"));
+    store.require_bearer(Some("ya29.test-token"));
+    let metadata = MetadataServer::start_with("ya29.test-token", 3600).await?;
+    let acme = Acme::Store {
+        port: store.port(),
+        authority: "store.test",
+        path: "/challenges/{token}".into(),
+        metadata_port: Some(metadata.port()),
+        timeout_ms: 1000,
+    };
+    let node = Node::start(acme, 1).await?;
+    // Envoy runs two workers, each with its own cache: at most one token fetch per worker.
+    for _ in 0..6 {
+        let resp = node.get(&challenge_path(TOKEN)).await?;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.body_text(), format!("{TOKEN}.{THUMB}"));
+    }
+    assert!(
+        (1..=2).contains(&metadata.hits()),
+        "token fetched {} times for 6 challenges",
+        metadata.hits()
+    );
+    for req in metadata.requests() {
+        assert_eq!(req.header("metadata-flavor"), Some("Google"));
+    }
+    for req in store.requests() {
+        assert_eq!(req.header("authorization"), Some("Bearer ya29.test-token"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_mode_reads_the_gcs_json_api_of_fake_gcs_server() -> Result<()> {
+    let gcs = FakeGcs::start().await?;
+    gcs.create_bucket("acme-edge-test").await?;
+    gcs.upload(
+        "acme-edge-test",
+        &format!("acme-challenge/{TOKEN}"),
+        format!("{TOKEN}.{THUMB}").as_bytes(),
+    )
+    .await?;
+    // The default STORE_PATH is the GCS JSON API media download of acme-challenge/<token>.
+    let node = Node::start_with(
+        Acme::Store {
+            port: gcs.port(),
+            authority: "storage.googleapis.com",
+            path: "/storage/v1/b/acme-edge-test/o/acme-challenge%2F{token}?alt=media".into(),
+            metadata_port: None,
+            timeout_ms: 2000,
+        },
+        1,
+        &[],
+    )
+    .await?;
+    let resp = node.get(&challenge_path(TOKEN)).await?;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body_text(), format!("{TOKEN}.{THUMB}"));
+    let missing = node
+        .get(&challenge_path(
+            "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+        ))
+        .await?;
+    assert_eq!(missing.status, 404);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP -> HTTPS
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_redirected_to_https() -> Result<()> {
+    let node = Node::start_with(
+        Acme::Stateless,
+        1,
+        &[("DOMAINS", format!("{HOST} www.{HOST}"))],
+    )
+    .await?;
+    let resp = node.get("/chat/room?id=7&x=%20y").await?;
+    assert_eq!(resp.status, 308, "{resp:?}");
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("https://{HOST}:{}/chat/room?id=7&x=%20y", node.https).as_str())
+    );
+    // POST keeps its method and body across a 308; the redirect is the same.
+    let post = format!(
+        "POST /api HTTP/1.1\r\nHost: www.{HOST}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    );
+    let resp = raw_http(node.http, post.as_bytes()).await?;
+    assert_eq!(resp.status, 308);
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("https://www.{HOST}:{}/api", node.https).as_str())
+    );
+    // Another host: 421 from the filter.
+    let other = "GET / HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http(node.http, other.as_bytes()).await?.status, 421);
+    // No Host: Envoy's HTTP/1.1 codec answers 400 itself, and refuses HTTP/1.0 (which may
+    // omit Host) with 426; the filter's own missing-Host 400 is covered by unit tests.
+    let no_host = raw_http(node.http, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await?;
+    assert_eq!(no_host.status, 400, "{no_host:?}");
+    let http10 = raw_http(node.http, b"GET / HTTP/1.0\r\n\r\n").await?;
+    assert!((400..500).contains(&http10.status), "{http10:?}");
+    // The node's own health check is not redirected.
+    assert_eq!(node.get("/.edge/healthz").await?.status, 200);
+    assert_eq!(node.counter("edge_http.redirect.sent").await?, 2);
+    assert_eq!(node.counter("edge_http.redirect.refused").await?, 1);
+    assert!(node.backends[0].app_requests().is_empty());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket handshakes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_handshakes_upgrade_and_echo_over_tls() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 3).await?;
+    let (id, resp) = node
+        .ws_backend("/ws?room=lobby", &[("origin", ORIGIN)])
+        .await?;
+    assert!(id.starts_with("backend-"));
+    assert_eq!(resp.status(), 101);
+    // No Origin (a non-browser client) is fine too, and lists in Connection are understood.
+    node.ws_backend("/ws/deeper", &[]).await?;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let resp = node.https_raw(&req).await?;
+    assert_eq!(resp.status, 101, "{resp:?}");
+    assert_eq!(node.counter("edge_https.upgrade.accepted").await?, 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 1).await?;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let handshake = |method: &str, extra: &str, drop: &str| {
+        let mut lines = vec![
+            format!("{method} /ws HTTP/1.1"),
+            format!("Host: {HOST}"),
+            "Upgrade: websocket".to_owned(),
+            "Connection: Upgrade".to_owned(),
+            format!("Sec-WebSocket-Key: {key}"),
+            "Sec-WebSocket-Version: 13".to_owned(),
+        ];
+        if !drop.is_empty() {
+            lines.retain(|l| !l.to_ascii_lowercase().starts_with(drop));
+        }
+        let mut req = lines.join("\r\n");
+        req.push_str("\r\n");
+        req.push_str(extra);
+        req.push_str("Content-Length: 0\r\n\r\n");
+        req
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "no key",
+            handshake("GET", "", "sec-websocket-key"),
+            400,
+            "key",
+        ),
+        (
+            "short key",
+            handshake(
+                "GET",
+                "Sec-WebSocket-Key: c2hvcnQ=\r\n",
+                "sec-websocket-key",
+            ),
+            400,
+            "key",
+        ),
+        (
+            "two keys",
+            handshake("GET", &format!("Sec-WebSocket-Key: {key}\r\n"), ""),
+            400,
+            "key",
+        ),
+        (
+            "version 8",
+            handshake(
+                "GET",
+                "Sec-WebSocket-Version: 8\r\n",
+                "sec-websocket-version",
+            ),
+            426,
+            "version",
+        ),
+        (
+            "no version",
+            handshake("GET", "", "sec-websocket-version"),
+            426,
+            "version",
+        ),
+        (
+            "foreign origin",
+            handshake("GET", "Origin: https://evil.test\r\n", ""),
+            403,
+            "origin",
+        ),
+        (
+            "not websocket",
+            handshake("GET", "Upgrade: h2c\r\n", "upgrade:"),
+            400,
+            "upgrade",
+        ),
+        (
+            "no upgrade",
+            handshake("GET", "", "upgrade:"),
+            400,
+            "upgrade",
+        ),
+        ("POST", handshake("POST", "", ""), 400, "method"),
+    ];
+    for (what, req, status, _) in &cases {
+        let resp = node
+            .https_raw(req)
+            .await
+            .with_context(|| what.to_string())?;
+        assert_eq!(resp.status, *status, "{what}: {resp:?}");
+        if *status == 426 {
+            assert_eq!(resp.header("sec-websocket-version"), Some("13"), "{what}");
+        }
+    }
+    for reason in ["key", "version", "origin", "upgrade", "method"] {
+        assert!(
+            node.counter(&format!("edge_https.upgrade.refused.{reason}"))
+                .await?
+                >= 1,
+            "no refusal counted for {reason}"
+        );
+    }
+    assert_eq!(node.backends[0].upgrade_count(), 0);
+    assert!(
+        node.backends[0].app_requests().is_empty(),
+        "{:?}",
+        node.backends[0].app_requests()
+    );
+    // The refused ones are refused through the WebSocket client too.
+    let refused = ws_try_connect(
+        &node.wss("/ws"),
+        &[("origin", "https://evil.test")],
+        Some(&node.tls.ca_pem),
+    )
+    .await?;
+    assert_eq!(refused.err().map(|r| r.status().as_u16()), Some(403));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Sticky routing
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_with_the_same_cookie_or_room_reach_the_same_backend() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 3).await?;
+    // A browser (it sends Origin) without a cookie gets one.
+    let (first, resp) = node.ws_backend("/ws", &[("origin", ORIGIN)]).await?;
+    let cookie = set_cookie_value(&resp).context("no Set-Cookie for a new browser")?;
+    let header = resp.headers()["set-cookie"].to_str()?;
+    for attr in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=86400",
+    ] {
+        assert!(header.contains(attr), "{attr} missing in {header}");
+    }
+    for _ in 0..20 {
+        let (id, resp) = node
+            .ws_backend("/ws", &[("origin", ORIGIN), ("cookie", &cookie)])
+            .await?;
+        assert_eq!(id, first, "cookie {cookie} moved to another backend");
+        assert!(
+            set_cookie_value(&resp).is_none(),
+            "a valid cookie was replaced"
+        );
+    }
+    assert_eq!(node.counter("edge_https.affinity.cookie_issued").await?, 1);
+
+    // Everyone in a room meets on one backend, whatever their cookie.
+    let (room_backend, _) = node.ws_backend("/ws?room=blue", &[]).await?;
+    for i in 0..20 {
+        let (id, _) = if i % 2 == 0 {
+            node.ws_backend("/ws?room=blue", &[("origin", ORIGIN)])
+                .await?
+        } else {
+            node.ws_backend("/ws?room=blue", &[("cookie", &cookie)])
+                .await?
+        };
+        assert_eq!(id, room_backend, "room blue moved");
+    }
+    // The header source works the same way.
+    let (session_backend, _) = node.ws_backend("/ws", &[("x-session", "s-42")]).await?;
+    for _ in 0..5 {
+        let (id, _) = node.ws_backend("/ws", &[("x-session", "s-42")]).await?;
+        assert_eq!(id, session_backend);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_keys_reach_every_backend() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 3).await?;
+    let node = &node;
+    let ids: Vec<String> = stream::iter(0..1000)
+        .map(|i| async move {
+            let (mut ws, resp) = ws_connect(
+                &node.wss(&format!("/ws?room=room-{i}")),
+                &[],
+                Some(&node.tls.ca_pem),
+            )
+            .await?;
+            let id = resp.headers()["x-backend-id"].to_str()?.to_owned();
+            let _ = ws.close(None).await;
+            anyhow::Ok(id)
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (id, n) in &counts {
+        assert!(*n >= 150, "{id} got only {n} of 1000 keys: {counts:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_cookies_and_client_sent_internal_headers_do_not_steer() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 3).await?;
+    // Without room, session or cookie, a non-browser client is keyed by its address: every
+    // request from 127.0.0.1 lands on one backend, whatever internal header it sends.
+    let (home, _) = node.ws_backend("/ws", &[]).await?;
+    let mut seen = HashSet::new();
+    for i in 0..20 {
+        let value = format!("steer-{i}");
+        let (id, _) = node
+            .ws_backend("/ws", &[("x-edge-affinity", &value)])
+            .await?;
+        seen.insert(id);
+    }
+    assert_eq!(
+        seen,
+        HashSet::from([home.clone()]),
+        "the client header steered"
+    );
+    // The backend saw exactly one internal header, the proxy's, never the client's.
+    for upgrade in node.backends.iter().flat_map(|b| b.upgrades()) {
+        let values = upgrade.header_all("x-edge-affinity");
+        assert_eq!(values.len(), 1, "{upgrade:?}");
+        assert!(
+            !values[0].starts_with("steer-"),
+            "client value leaked: {upgrade:?}"
+        );
+    }
+
+    // A cookie in the right shape with a wrong MAC: ignored, counted, replaced.
+    let forged_key = "AAAAAAAAAAAAAAAAAAAAAA";
+    let forged = format!("edge_affinity={forged_key}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let mut replacement_keys = HashSet::new();
+    for _ in 0..5 {
+        let (_, resp) = node
+            .ws_backend("/ws", &[("origin", ORIGIN), ("cookie", &forged)])
+            .await?;
+        let new = set_cookie_value(&resp).context("forged cookie not replaced")?;
+        assert_ne!(new, forged);
+        replacement_keys.insert(new);
+    }
+    // Each replacement is a fresh key, not something derived from the forged one.
+    assert_eq!(replacement_keys.len(), 5);
+    assert_eq!(node.counter("edge_https.affinity.cookie_forged").await?, 5);
+    for upgrade in node.backends.iter().flat_map(|b| b.upgrades()) {
+        assert_ne!(upgrade.header("x-edge-affinity"), Some(forged_key));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_plugin_config_is_refused_with_the_field_named() -> Result<()> {
+    let tls = TlsFiles::self_signed(&[HOST])?;
+    let admin = free_port();
+    let config = render_app_node(&[
+        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+        ("HTTP_PORT", free_port().to_string()),
+        ("HTTPS_PORT", free_port().to_string()),
+        ("ADMIN_PORT", admin.to_string()),
+        ("WASM_PATH", wasm_path().display().to_string()),
+        ("TLS_DIR", tls.path().display().to_string()),
+        ("COOKIE_SECRET", SECRET.to_owned()),
+        ("ACME_THUMBPRINT", THUMB.to_owned()),
+    ])?;
+    let needle = "\"max_age_s\": 86400";
+    assert!(config.contains(needle));
+    let bad = config.replacen(needle, "\"max_age_s\": 86400, \"colour\": \"blue\"", 1);
+    let (status, log) = envoy_expect_refusal(&bad, WAIT).await?;
+    assert!(!status.success());
+    assert!(
+        log.contains("invalid plugin configuration: affinity.cookie.colour"),
+        "field not named in Envoy's log:\n{log}"
+    );
+    let (ok, output) = envoy_validate(&bad).await?;
+    assert!(!ok, "validate accepted a bad plugin config:\n{output}");
+    assert!(output.contains("affinity.cookie.colour"), "{output}");
+    // A short secret names its field, and the secret itself is not logged.
+    let short = config.replacen(SECRET, "tooshort", 1);
+    let (_, log) = envoy_expect_refusal(&short, WAIT).await?;
+    assert!(log.contains("affinity.cookie.secret"), "{log}");
+    assert!(!log.contains("tooshort"), "secret leaked into the log");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_envoy_configs_pass_validation() -> Result<()> {
+    let tls = TlsFiles::self_signed(&[HOST])?;
+    let wasm = wasm_path().display().to_string();
+    let tls_dir = tls.path().display().to_string();
+    // The committed example is exactly the renderer's output with the example values.
+    let example = std::fs::read_to_string(harness::repo_root().join("deploy/envoy/app-node.yaml"))?;
+    let rendered = render_app_node(&[
+        (
+            "COOKIE_SECRET",
+            "CHANGE-ME-openssl-rand-base64-48".to_owned(),
+        ),
+        (
+            "ACME_THUMBPRINT",
+            "CHANGE-ME-run-renewer-account-to-get-it-now".to_owned(),
+        ),
+    ])?;
+    assert_eq!(
+        example, rendered,
+        "deploy/envoy/app-node.yaml is stale: run `make envoy-config`"
+    );
+    // It validates once its two host paths point at real files.
+    let local = example
+        .replace("/opt/acme-edge/edge_filter.wasm", &wasm)
+        .replace("/var/lib/acme-edge/tls", &tls_dir);
+    let (ok, output) = envoy_validate(&local).await?;
+    assert!(ok, "app-node.yaml does not validate:\n{output}");
+    // And so does every mode the renderer offers.
+    let base = [
+        ("WASM_PATH", wasm.clone()),
+        ("TLS_DIR", tls_dir.clone()),
+        ("COOKIE_SECRET", SECRET.to_owned()),
+    ];
+    let variants: Vec<Vec<(&str, String)>> = vec![
+        vec![("ACME_THUMBPRINT", THUMB.to_owned())],
+        vec![
+            ("ACME_MODE", "store".to_owned()),
+            ("BUCKET", "my-bucket".to_owned()),
+        ],
+        vec![
+            ("ACME_MODE", "store".to_owned()),
+            ("STORE_ADDRESS", "127.0.0.1:8080".to_owned()),
+            ("STORE_TLS", "0".to_owned()),
+            ("STORE_METADATA_TOKEN", "0".to_owned()),
+            (
+                "STORE_PATH",
+                "/.well-known/acme-challenge/{token}".to_owned(),
+            ),
+        ],
+    ];
+    for variant in variants {
+        let mut vars = base.to_vec();
+        vars.extend(variant.iter().cloned());
+        let config = render_app_node(&vars)?;
+        let (ok, output) = envoy_validate(&config).await?;
+        assert!(ok, "{variant:?} does not validate:\n{output}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_renderer_refuses_unsafe_settings() {
+    for (name, value) in [
+        ("COOKIE_SECRET", "short"),
+        ("COOKIE_SECRET", "has\"quote-0123456789abcdef0123456789"),
+        ("HTTP_PORT", "80; rm -rf /"),
+        ("WS_PATHS", "/ws\"}"),
+        ("AFFINITY_SOURCES", "query:room bogus"),
+        ("ACME_THUMBPRINT", "not-a-thumbprint"),
+    ] {
+        let mut vars = vec![
+            ("COOKIE_SECRET", SECRET.to_owned()),
+            ("ACME_THUMBPRINT", THUMB.to_owned()),
+        ];
+        vars.retain(|(n, _)| *n != name);
+        vars.push((name, value.to_owned()));
+        let err = render_app_node(&vars).expect_err(&format!("{name}={value} accepted"));
+        assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
+    }
+}
