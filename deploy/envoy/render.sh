@@ -45,6 +45,7 @@ Settings (environment variables, default in brackets):
   WS_IDLE_TIMEOUT      idle WebSocket lifetime                          [3600s]
   MAX_CONNECTIONS      downstream connection limit (overload manager)   [100000]
   NODE_ID              Envoy node id (the instance name on GCE)         [app-node]
+  EDGE_FILTER          0 leaves the edge filter out (benchmark baseline) [1]
   METADATA_ADDRESS     metadata server address (store mode)             [169.254.169.254]
   METADATA_PORT        metadata server port                             [80]
 EOF
@@ -93,6 +94,7 @@ COOKIE_MAX_AGE=${COOKIE_MAX_AGE:-86400}
 WS_IDLE_TIMEOUT=${WS_IDLE_TIMEOUT:-3600s}
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-100000}
 NODE_ID=${NODE_ID:-app-node}
+EDGE_FILTER=${EDGE_FILTER:-1}
 
 port_re='^[0-9]{1,5}$'
 path_re='^/[A-Za-z0-9._~/%{}?=&:+-]*$'
@@ -177,6 +179,8 @@ esac
 
 # wasm_filter NAME JSON: the edge filter with one listener's plugin configuration.
 wasm_filter() {
+    # Without the filter (benchmark baseline only) nothing answers challenges or redirects.
+    [ "$EDGE_FILTER" = 1 ] || return 0
     cat <<EOF
           - name: envoy.filters.http.wasm
             typed_config:

@@ -61,8 +61,9 @@ impl LocalReply {
 pub struct Forward {
     /// Remove every client-sent copy of this header (the internal affinity header).
     pub remove_header: Option<String>,
-    /// Then set this header (the affinity key) and have Envoy re-evaluate the route.
-    pub set_header: Option<(String, String)>,
+    /// Then set these headers (the affinity key, a substitute WebSocket key) and have Envoy
+    /// re-evaluate the route.
+    pub set_headers: Vec<(String, String)>,
     /// Add this `Set-Cookie` to the response.
     pub set_cookie: Option<String>,
 }
@@ -174,6 +175,7 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdi
     }
 
     let mut events = Vec::new();
+    let mut forward = Forward::default();
     if let Some(ws) = &config.websocket {
         let on_ws_path = ws
             .path_prefixes
@@ -181,8 +183,19 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdi
             .any(|p| path_has_prefix(request.path_only(), p));
         if on_ws_path {
             match websocket::check(request, ws) {
-                Ok(Handshake::Upgrade | Handshake::ExtendedConnect) => {
+                Ok(Handshake::Upgrade) => events.push(Event::UpgradeAccepted),
+                Ok(Handshake::ExtendedConnect) => {
                     events.push(Event::UpgradeAccepted);
+                    // Envoy forwards an RFC 8441 CONNECT to HTTP/1.1 backends as an Upgrade
+                    // but adds no Sec-WebSocket-Key (envoyproxy/envoy#8547), which RFC 6455
+                    // backends must refuse. The client never sees the backend's Accept over
+                    // HTTP/2, so any well-formed key does.
+                    if request.first("sec-websocket-key").is_none() {
+                        forward.set_headers.push((
+                            "sec-websocket-key".to_owned(),
+                            websocket::substitute_key(nonce),
+                        ));
+                    }
                 }
                 Ok(Handshake::PlainHttp) => {}
                 Err(refusal) => {
@@ -200,11 +213,12 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdi
         }
     }
 
-    let mut forward = Forward::default();
     if let Some(config) = &config.affinity {
         let decided = affinity::decide(request, config, nonce);
         forward.remove_header = Some(config.header.clone());
-        forward.set_header = decided.key.map(|key| (config.header.clone(), key));
+        if let Some(key) = decided.key {
+            forward.set_headers.push((config.header.clone(), key));
+        }
         if decided.forged_cookie {
             events.push(Event::CookieForged);
         }
@@ -390,7 +404,7 @@ mod tests {
             v.action,
             Action::Forward(Forward {
                 remove_header: Some("x-edge-affinity".into()),
-                set_header: Some(("x-edge-affinity".into(), "blue".into())),
+                set_headers: vec![("x-edge-affinity".into(), "blue".into())],
                 set_cookie: None,
             })
         );
@@ -442,6 +456,48 @@ mod tests {
         assert_eq!(reply(&down).status, 502);
         assert_eq!(down.events, vec![Event::ChallengeStoreError]);
         assert_eq!(reply(&store_reply(&token, Some(504), b"")).status, 504);
+    }
+
+    #[test]
+    fn extended_connect_gets_a_substitute_key_for_http1_backends() {
+        // What Envoy's HTTP/2 codec hands the filter for an RFC 8441 CONNECT.
+        let mut r = req(&[
+            (":method", "GET"),
+            (":path", "/ws?room=red"),
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "13"),
+        ]);
+        r.http_version = Some("HTTP/2".into());
+        let v = classify(&r, &tls_listener(), b"nonce-1");
+        let Action::Forward(f) = &v.action else {
+            panic!("{v:?}")
+        };
+        let key = f
+            .set_headers
+            .iter()
+            .find(|(n, _)| n == "sec-websocket-key")
+            .map(|(_, v)| v.clone())
+            .expect("no substitute key");
+        // It is a valid RFC 6455 key: base64 of 16 bytes.
+        let mut h1 = r.clone();
+        h1.http_version = Some("HTTP/1.1".into());
+        h1.headers
+            .push(("sec-websocket-key".into(), key.into_bytes()));
+        assert_eq!(
+            crate::websocket::check(&h1, tls_listener().websocket.as_ref().unwrap()),
+            Ok(Handshake::Upgrade)
+        );
+        assert!(f
+            .set_headers
+            .contains(&("x-edge-affinity".into(), "red".into())));
+        assert_eq!(v.events, vec![Event::UpgradeAccepted]);
+        // An HTTP/1.1 handshake keeps its own key.
+        let v = classify(&h1, &tls_listener(), b"nonce-1");
+        let Action::Forward(f) = &v.action else {
+            panic!("{v:?}")
+        };
+        assert!(f.set_headers.iter().all(|(n, _)| n != "sec-websocket-key"));
     }
 
     #[test]

@@ -404,10 +404,10 @@ impl HttpContext for EdgeFilter {
                 if let Some(name) = &forward.remove_header {
                     self.set_http_request_header(name, None);
                 }
-                if let Some((name, value)) = &forward.set_header {
+                for (name, value) in &forward.set_headers {
                     self.set_http_request_header(name, Some(value));
                 }
-                if forward.remove_header.is_some() || forward.set_header.is_some() {
+                if forward.remove_header.is_some() || !forward.set_headers.is_empty() {
                     self.clear_route_cache();
                 }
                 self.set_cookie = forward.set_cookie;

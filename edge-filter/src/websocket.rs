@@ -219,6 +219,15 @@ pub fn origin_matches(pattern: &str, origin: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// A `Sec-WebSocket-Key` for a backend when the client (HTTP/2, RFC 8441 §5) sent none:
+/// base64 of 16 bytes derived from the per-request nonce. It only has to be well-formed and
+/// differ between requests; it protects nothing.
+pub fn substitute_key(nonce: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(nonce);
+    STANDARD.encode(digest.get(..16).unwrap_or_default())
+}
+
 /// The headers a 426 carries (RFC 6455 §4.2.2 item 4).
 pub const VERSION_HEADER: (&str, &str) = ("sec-websocket-version", "13");
 

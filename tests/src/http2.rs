@@ -57,21 +57,61 @@ pub async fn h2_extended_connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<H2Connect> {
-    tokio::time::timeout(IO_TIMEOUT, connect(port, authority, path, headers))
+    let exchange = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        connect(tcp, "http", authority, path, headers).await
+    };
+    tokio::time::timeout(IO_TIMEOUT, exchange)
         .await
         .map_err(|_| anyhow!("HTTP/2 extended CONNECT to 127.0.0.1:{port} timed out"))?
 }
 
-async fn connect(
+/// [`h2_extended_connect`] over TLS with ALPN `h2`, as a browser reaches Envoy's TLS
+/// listener: `server_name` is the SNI and the `:authority`; only `ca_pem` is trusted.
+pub async fn h2_extended_connect_tls(
     port: u16,
-    authority: &str,
+    server_name: &str,
+    ca_pem: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<H2Connect> {
-    let tcp = TcpStream::connect(("127.0.0.1", port))
+    let exchange = async {
+        let config = crate::client::tls_client_config(ca_pem, &[b"h2"])?;
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .with_context(|| format!("bad server name {server_name:?}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        anyhow::ensure!(
+            alpn.as_deref() == Some(b"h2".as_slice()),
+            "server did not negotiate h2 (ALPN {alpn:?})"
+        );
+        let authority = format!("{server_name}:{port}");
+        connect(tls, "https", &authority, path, headers).await
+    };
+    tokio::time::timeout(IO_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("connect 127.0.0.1:{port}"))?;
-    let (send_request, connection) = h2::client::handshake(tcp)
+        .map_err(|_| anyhow!("HTTP/2 extended CONNECT over TLS to 127.0.0.1:{port} timed out"))?
+}
+
+async fn connect<T>(
+    io: T,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<H2Connect>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send_request, connection) = h2::client::handshake(io)
         .await
         .context("HTTP/2 handshake")?;
     let driver = ConnectionGuard(tokio::spawn(async move {
@@ -92,7 +132,7 @@ async fn connect(
 
     let mut builder = Request::builder()
         .method(Method::CONNECT)
-        .uri(format!("http://{authority}{path}"))
+        .uri(format!("{scheme}://{authority}{path}"))
         .extension(h2::ext::Protocol::from_static("websocket"));
     if !headers
         .iter()

@@ -34,7 +34,7 @@ pub use envoy::{
     ClusterHost, Envoy,
 };
 pub use gcs::{fake_gcs_bin, FakeGcs};
-pub use http2::{h2_extended_connect, H2Connect, H2Io};
+pub use http2::{h2_extended_connect, h2_extended_connect_tls, H2Connect, H2Io};
 pub use metadata::MetadataServer;
 pub use ports::{free_port, wait_for, IO_TIMEOUT, STARTUP_TIMEOUT};
 pub use server::RecordedRequest;

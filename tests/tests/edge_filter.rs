@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::stream::{self, StreamExt};
 use harness::{
-    envoy_expect_refusal, envoy_validate, free_port, raw_http, raw_https, render_app_node,
-    wasm_path, ws_connect, ws_echo, ws_try_connect, EchoBackend, Envoy, FakeGcs, HttpStore,
-    MetadataServer, RawResponse, TlsFiles,
+    envoy_expect_refusal, envoy_validate, free_port, h2_extended_connect_tls, raw_http, raw_https,
+    render_app_node, wasm_path, ws_connect, ws_echo, ws_try_connect, EchoBackend, Envoy, FakeGcs,
+    HttpStore, MetadataServer, RawResponse, TlsFiles,
 };
 
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
@@ -509,6 +509,12 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
             400,
             "upgrade",
         ),
+        (
+            "no connection upgrade",
+            handshake("GET", "Connection: keep-alive\r\n", "connection:"),
+            400,
+            "connection",
+        ),
         ("POST", handshake("POST", "", ""), 400, "method"),
     ];
     for (what, req, status, _) in &cases {
@@ -521,7 +527,14 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
             assert_eq!(resp.header("sec-websocket-version"), Some("13"), "{what}");
         }
     }
-    for reason in ["key", "version", "origin", "upgrade", "method"] {
+    for reason in [
+        "key",
+        "version",
+        "origin",
+        "upgrade",
+        "connection",
+        "method",
+    ] {
         assert!(
             node.counter(&format!("edge_https.upgrade.refused.{reason}"))
                 .await?
@@ -543,6 +556,51 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
     )
     .await?;
     assert_eq!(refused.err().map(|r| r.status().as_u16()), Some(403));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_extended_connect_is_checked_and_reaches_an_http1_backend() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 3).await?;
+    let connect = |headers: &'static [(&'static str, &'static str)]| {
+        h2_extended_connect_tls(node.https, HOST, &node.tls.ca_pem, "/ws?room=h2", headers)
+    };
+    // RFC 8441: Envoy advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and the upgrade succeeds
+    // against an HTTP/1.1 backend, because the filter supplies the Sec-WebSocket-Key that
+    // HTTP/2 clients do not send.
+    let mut ok = connect(&[("origin", ORIGIN)]).await?;
+    assert!(ok.server_enabled_connect_protocol);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let mut ws = ok
+        .ws
+        .take()
+        .context("no WebSocket over the CONNECT stream")?;
+    assert_eq!(harness::ws_echo(&mut ws, "over h2").await?, "over h2");
+    let h2_backend = harness::ws_echo(&mut ws, "whoami").await?;
+    // The backend got an HTTP/1.1 upgrade with a well-formed key and the affinity key.
+    let upgrade = node
+        .backends
+        .iter()
+        .flat_map(|b| b.upgrades())
+        .find(|u| u.path == "/ws?room=h2")
+        .context("backend saw no upgrade")?;
+    assert_eq!(
+        upgrade.header("sec-websocket-key").map(str::len),
+        Some(24),
+        "{upgrade:?}"
+    );
+    assert_eq!(upgrade.header("x-edge-affinity"), Some("h2"));
+    // The room meets on the same backend over HTTP/1.1.
+    let (h1_backend, _) = node.ws_backend("/ws?room=h2", &[]).await?;
+    assert_eq!(h1_backend, h2_backend);
+    // The same checks apply over HTTP/2.
+    assert_eq!(
+        connect(&[("origin", "https://evil.test")]).await?.status,
+        403
+    );
+    let old = connect(&[("sec-websocket-version", "8")]).await?;
+    assert_eq!(old.status, 426);
+    assert_eq!(old.header("sec-websocket-version"), Some("13"));
     Ok(())
 }
 
