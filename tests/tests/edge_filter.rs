@@ -513,7 +513,7 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
             "no connection upgrade",
             handshake("GET", "Connection: keep-alive\r\n", "connection:"),
             400,
-            "connection",
+            "upgrade",
         ),
         ("POST", handshake("POST", "", ""), 400, "method"),
     ];
@@ -527,14 +527,9 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
             assert_eq!(resp.header("sec-websocket-version"), Some("13"), "{what}");
         }
     }
-    for reason in [
-        "key",
-        "version",
-        "origin",
-        "upgrade",
-        "connection",
-        "method",
-    ] {
+    // "connection" is not among them: when Connection does not name it, Envoy's codec drops
+    // the Upgrade header before the filter runs, so the filter refuses it as "upgrade".
+    for reason in ["key", "version", "origin", "upgrade", "method"] {
         assert!(
             node.counter(&format!("edge_https.upgrade.refused.{reason}"))
                 .await?
