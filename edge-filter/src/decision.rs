@@ -500,6 +500,94 @@ mod tests {
         assert!(f.set_headers.iter().all(|(n, _)| n != "sec-websocket-key"));
     }
 
+    /// Random requests built from hostile pieces, through every configuration: `classify`
+    /// must answer each one (no panic), and every reply it makes must be a 2xx/3xx/4xx/5xx
+    /// with no CR or LF in a header value.
+    #[test]
+    fn random_hostile_requests_never_panic() {
+        const PIECES: [&[u8]; 24] = [
+            b"/",
+            b"/ws",
+            b"/.well-known/acme-challenge/",
+            b"..",
+            b"%2e%2e",
+            b"%00",
+            b"\r\n",
+            b"\0",
+            b"?",
+            b"&",
+            b"=",
+            b"room",
+            b";",
+            b",",
+            b" ",
+            b"\xff\xfe",
+            "é".as_bytes(),
+            b"evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA",
+            b"upgrade",
+            b"websocket",
+            b"dGhlIHNhbXBsZSBub25jZQ==",
+            b"13",
+            b"edge_affinity=",
+            b"[::1]:",
+        ];
+        const NAMES: [&str; 14] = [
+            ":method",
+            ":path",
+            ":authority",
+            ":protocol",
+            "upgrade",
+            "connection",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "origin",
+            "cookie",
+            "x-room",
+            "x-edge-affinity",
+            "x-request-id",
+            "host",
+        ];
+        let configs = [plain_listener(), tls_listener()];
+        // xorshift64: deterministic, so a failure is reproducible.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut r = Request::default();
+            for _ in 0..next(10) {
+                let mut value = Vec::new();
+                for _ in 0..next(6) {
+                    value.extend_from_slice(PIECES[next(PIECES.len())]);
+                }
+                r.headers.push((NAMES[next(NAMES.len())].to_owned(), value));
+            }
+            r.client_address =
+                [None, Some("1.2.3.4:5"), Some("[::1"), Some("")][next(4)].map(Into::into);
+            r.http_version = [None, Some("HTTP/2"), Some("HTTP/1.1")][next(3)].map(Into::into);
+            for config in &configs {
+                let v = classify(&r, config, b"nonce");
+                if let Action::Reply(reply) = &v.action {
+                    assert!((200..600).contains(&reply.status));
+                    for (_, value) in &reply.headers {
+                        assert!(!value.contains(['\r', '\n', '\0']), "{value:?} from {r:?}");
+                    }
+                }
+                if let Action::Forward(f) = &v.action {
+                    for (_, value) in &f.set_headers {
+                        assert!(
+                            value.bytes().all(|b| b.is_ascii_graphic()),
+                            "{value:?} from {r:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn challenge_paths_are_ordinary_without_acme() {
         let path = format!("/.well-known/acme-challenge/{TOKEN}");

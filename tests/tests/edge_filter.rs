@@ -642,6 +642,12 @@ async fn reconnects_with_the_same_cookie_or_room_reach_the_same_backend() -> Res
         };
         assert_eq!(id, room_backend, "room blue moved");
     }
+    // Envoy re-evaluated the route after the header change: the filter warns once if the
+    // clear_route_cache foreign function is missing. (The log is flushed every 100 ms.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = node.envoy.log();
+    assert!(log.contains("edge-filter: configured"), "no filter log lines at all?\n{log}");
+    assert!(!log.contains("has no clear_route_cache"), "{log}");
     // The header source works the same way.
     let (session_backend, _) = node.ws_backend("/ws", &[("x-session", "s-42")]).await?;
     for _ in 0..5 {
