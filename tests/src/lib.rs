@@ -17,6 +17,7 @@ pub mod envoy;
 pub mod gcs;
 pub mod http2;
 pub mod metadata;
+pub mod node;
 pub mod ports;
 pub mod server;
 pub mod store;

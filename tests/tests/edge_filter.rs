@@ -8,176 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::stream::{self, StreamExt};
-use harness::{
-    envoy_expect_refusal, envoy_validate, free_port, h2_extended_connect_tls, raw_http, raw_https,
-    render_app_node, wasm_path, ws_connect, ws_echo, ws_try_connect, EchoBackend, Envoy, FakeGcs,
-    HttpStore, MetadataServer, RawResponse, TlsFiles,
+use harness::node::{
+    challenge_path, set_cookie_value, Acme, Node, HOST, ORIGIN, SECRET, THUMB, TOKEN, WAIT,
 };
-
-const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
-const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
-const SECRET: &str = "integration-test-secret-0123456789abcdef";
-const HOST: &str = "app.test";
-const ORIGIN: &str = "https://app.test";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// How the plain listener finds key authorizations.
-enum Acme {
-    Stateless,
-    /// An HTTP store at this port, this path template, optionally with a metadata server.
-    Store {
-        port: u16,
-        authority: &'static str,
-        path: String,
-        metadata_port: Option<u16>,
-        timeout_ms: u32,
-    },
-}
-
-/// One app node: Envoy with the filter, its TLS files, and its backends.
-struct Node {
-    envoy: Envoy,
-    http: u16,
-    https: u16,
-    tls: TlsFiles,
-    backends: Vec<EchoBackend>,
-}
-
-impl Node {
-    async fn start(acme: Acme, backends: usize) -> Result<Node> {
-        Self::start_with(acme, backends, &[]).await
-    }
-
-    async fn start_with(acme: Acme, n_backends: usize, extra: &[(&str, String)]) -> Result<Node> {
-        let wasm = wasm_path();
-        anyhow::ensure!(
-            wasm.exists(),
-            "{} is missing: run `make wasm` (or `make test`) first",
-            wasm.display()
-        );
-        let mut backends = Vec::new();
-        for i in 0..n_backends {
-            backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
-        }
-        let tls = TlsFiles::self_signed(&[HOST])?;
-        let (http, https, admin) = (free_port(), free_port(), free_port());
-        let mut vars = vec![
-            ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
-            ("HTTP_PORT", http.to_string()),
-            ("HTTPS_PORT", https.to_string()),
-            ("PUBLIC_HTTPS_PORT", https.to_string()),
-            ("ADMIN_PORT", admin.to_string()),
-            ("WASM_PATH", wasm.display().to_string()),
-            ("TLS_DIR", tls.path().display().to_string()),
-            ("COOKIE_SECRET", SECRET.to_owned()),
-            ("WS_PATHS", "/ws".to_owned()),
-            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
-            (
-                "AFFINITY_SOURCES",
-                "query:room header:x-session cookie client_address".to_owned(),
-            ),
-            (
-                "APP_BACKENDS",
-                backends
-                    .iter()
-                    .map(|b| format!("127.0.0.1:{}", b.port))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-        ];
-        match acme {
-            Acme::Stateless => vars.push(("ACME_THUMBPRINT", THUMB.to_owned())),
-            Acme::Store {
-                port,
-                authority,
-                path,
-                metadata_port,
-                timeout_ms,
-            } => {
-                vars.extend([
-                    ("ACME_MODE", "store".to_owned()),
-                    ("STORE_ADDRESS", format!("127.0.0.1:{port}")),
-                    ("STORE_TLS", "0".to_owned()),
-                    ("STORE_AUTHORITY", authority.to_owned()),
-                    ("STORE_PATH", path),
-                    ("STORE_TIMEOUT_MS", timeout_ms.to_string()),
-                ]);
-                match metadata_port {
-                    Some(p) => vars.extend([
-                        ("STORE_METADATA_TOKEN", "1".to_owned()),
-                        ("METADATA_ADDRESS", "127.0.0.1".to_owned()),
-                        ("METADATA_PORT", p.to_string()),
-                    ]),
-                    None => vars.push(("STORE_METADATA_TOKEN", "0".to_owned())),
-                }
-            }
-        }
-        vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-        let config = render_app_node(&vars)?;
-        let envoy = Envoy::start(&config, admin).await?;
-        if n_backends > 0 {
-            envoy.wait_cluster_healthy("app", n_backends, WAIT).await?;
-        }
-        Ok(Node {
-            envoy,
-            http,
-            https,
-            tls,
-            backends,
-        })
-    }
-
-    async fn get(&self, path: &str) -> Result<RawResponse> {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {HOST}:{}\r\nConnection: close\r\n\r\n",
-            self.http
-        );
-        raw_http(self.http, req.as_bytes()).await
-    }
-
-    async fn https_raw(&self, request: &str) -> Result<RawResponse> {
-        raw_https(self.https, HOST, &self.tls.ca_pem, request.as_bytes()).await
-    }
-
-    fn wss(&self, path_and_query: &str) -> String {
-        format!("wss://{HOST}:{}{path_and_query}", self.https)
-    }
-
-    async fn counter(&self, name: &str) -> Result<u64> {
-        Ok(self.envoy.wasm_counter(name).await?.unwrap_or(0))
-    }
-
-    /// Opens a WebSocket, checks it echoes, and returns the backend id and the response.
-    async fn ws_backend(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(String, harness::WsResponse)> {
-        let (mut ws, resp) = ws_connect(&self.wss(path), headers, Some(&self.tls.ca_pem)).await?;
-        let id = resp
-            .headers()
-            .get("x-backend-id")
-            .context("no x-backend-id on the 101")?
-            .to_str()?
-            .to_owned();
-        anyhow::ensure!(ws_echo(&mut ws, "hello").await? == "hello", "no echo");
-        anyhow::ensure!(
-            ws_echo(&mut ws, "whoami").await? == id,
-            "backend id mismatch"
-        );
-        let _ = ws.close(None).await;
-        Ok((id, resp))
-    }
-}
-
-fn challenge_path(token: &str) -> String {
-    format!("/.well-known/acme-challenge/{token}")
-}
-
-fn set_cookie_value(resp: &harness::WsResponse) -> Option<String> {
-    let header = resp.headers().get("set-cookie")?.to_str().ok()?;
-    Some(header.split(';').next()?.to_owned())
-}
+use harness::{
+    envoy_expect_refusal, envoy_validate, free_port, h2_extended_connect_tls, raw_http,
+    render_app_node, wasm_path, ws_connect, ws_try_connect, FakeGcs, HttpStore, MetadataServer,
+    TlsFiles,
+};
 
 // ---------------------------------------------------------------------------------------
 // ACME HTTP-01
@@ -646,7 +484,10 @@ async fn reconnects_with_the_same_cookie_or_room_reach_the_same_backend() -> Res
     // clear_route_cache foreign function is missing. (The log is flushed every 100 ms.)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = node.envoy.log();
-    assert!(log.contains("edge-filter: configured"), "no filter log lines at all?\n{log}");
+    assert!(
+        log.contains("edge-filter: configured"),
+        "no filter log lines at all?\n{log}"
+    );
     assert!(!log.contains("has no clear_route_cache"), "{log}");
     // The header source works the same way.
     let (session_backend, _) = node.ws_backend("/ws", &[("x-session", "s-42")]).await?;

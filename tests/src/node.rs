@@ -1,0 +1,188 @@
+//! One acme-edge app node on loopback, as the shipped config builds it: Envoy with the edge
+//! filter (rendered by `deploy/envoy/render.sh`), self-signed TLS files, and echo backends.
+//! Integration tests and the filter benchmark start nodes through this, so both exercise the
+//! same configuration.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::{
+    free_port, raw_http, raw_https, render_app_node, wasm_path, ws_connect, ws_echo, EchoBackend,
+    Envoy, RawResponse, TlsFiles,
+};
+
+/// A token in Let's Encrypt's shape (RFC 8555 §8.3 example).
+pub const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+/// A JWK thumbprint in RFC 7638's shape.
+pub const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+/// The affinity cookie secret of test nodes.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// The name clients use (SNI, Host); the test certificate is issued for it.
+pub const HOST: &str = "app.test";
+/// The Origin test nodes allow.
+pub const ORIGIN: &str = "https://app.test";
+/// How long to wait for a node to come up or a backend to turn healthy.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How the plain listener finds key authorizations.
+pub enum Acme {
+    Stateless,
+    /// An HTTP store at this port, this path template, optionally with a metadata server.
+    Store {
+        port: u16,
+        authority: &'static str,
+        path: String,
+        metadata_port: Option<u16>,
+        timeout_ms: u32,
+    },
+}
+
+/// One app node: Envoy with the filter, its TLS files, and its backends.
+pub struct Node {
+    pub envoy: Envoy,
+    pub http: u16,
+    pub https: u16,
+    pub tls: TlsFiles,
+    pub backends: Vec<EchoBackend>,
+}
+
+impl Node {
+    pub async fn start(acme: Acme, backends: usize) -> Result<Node> {
+        Self::start_with(acme, backends, &[]).await
+    }
+
+    pub async fn start_with(
+        acme: Acme,
+        n_backends: usize,
+        extra: &[(&str, String)],
+    ) -> Result<Node> {
+        let wasm = wasm_path();
+        anyhow::ensure!(
+            wasm.exists(),
+            "{} is missing: run `make wasm` (or `make test`) first",
+            wasm.display()
+        );
+        let mut backends = Vec::new();
+        for i in 0..n_backends {
+            backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
+        }
+        let tls = TlsFiles::self_signed(&[HOST])?;
+        let (http, https, admin) = (free_port(), free_port(), free_port());
+        let mut vars = vec![
+            ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+            ("HTTP_PORT", http.to_string()),
+            ("HTTPS_PORT", https.to_string()),
+            ("PUBLIC_HTTPS_PORT", https.to_string()),
+            ("ADMIN_PORT", admin.to_string()),
+            ("WASM_PATH", wasm.display().to_string()),
+            ("TLS_DIR", tls.path().display().to_string()),
+            ("COOKIE_SECRET", SECRET.to_owned()),
+            ("WS_PATHS", "/ws".to_owned()),
+            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+            (
+                "AFFINITY_SOURCES",
+                "query:room header:x-session cookie client_address".to_owned(),
+            ),
+            (
+                "APP_BACKENDS",
+                backends
+                    .iter()
+                    .map(|b| format!("127.0.0.1:{}", b.port))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ];
+        match acme {
+            Acme::Stateless => vars.push(("ACME_THUMBPRINT", THUMB.to_owned())),
+            Acme::Store {
+                port,
+                authority,
+                path,
+                metadata_port,
+                timeout_ms,
+            } => {
+                vars.extend([
+                    ("ACME_MODE", "store".to_owned()),
+                    ("STORE_ADDRESS", format!("127.0.0.1:{port}")),
+                    ("STORE_TLS", "0".to_owned()),
+                    ("STORE_AUTHORITY", authority.to_owned()),
+                    ("STORE_PATH", path),
+                    ("STORE_TIMEOUT_MS", timeout_ms.to_string()),
+                ]);
+                match metadata_port {
+                    Some(p) => vars.extend([
+                        ("STORE_METADATA_TOKEN", "1".to_owned()),
+                        ("METADATA_ADDRESS", "127.0.0.1".to_owned()),
+                        ("METADATA_PORT", p.to_string()),
+                    ]),
+                    None => vars.push(("STORE_METADATA_TOKEN", "0".to_owned())),
+                }
+            }
+        }
+        vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let config = render_app_node(&vars)?;
+        let envoy = Envoy::start(&config, admin).await?;
+        if n_backends > 0 {
+            envoy.wait_cluster_healthy("app", n_backends, WAIT).await?;
+        }
+        Ok(Node {
+            envoy,
+            http,
+            https,
+            tls,
+            backends,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<RawResponse> {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {HOST}:{}\r\nConnection: close\r\n\r\n",
+            self.http
+        );
+        raw_http(self.http, req.as_bytes()).await
+    }
+
+    pub async fn https_raw(&self, request: &str) -> Result<RawResponse> {
+        raw_https(self.https, HOST, &self.tls.ca_pem, request.as_bytes()).await
+    }
+
+    pub fn wss(&self, path_and_query: &str) -> String {
+        format!("wss://{HOST}:{}{path_and_query}", self.https)
+    }
+
+    pub async fn counter(&self, name: &str) -> Result<u64> {
+        Ok(self.envoy.wasm_counter(name).await?.unwrap_or(0))
+    }
+
+    /// Opens a WebSocket, checks it echoes, and returns the backend id and the response.
+    pub async fn ws_backend(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(String, crate::WsResponse)> {
+        let (mut ws, resp) = ws_connect(&self.wss(path), headers, Some(&self.tls.ca_pem)).await?;
+        let id = resp
+            .headers()
+            .get("x-backend-id")
+            .context("no x-backend-id on the 101")?
+            .to_str()?
+            .to_owned();
+        anyhow::ensure!(ws_echo(&mut ws, "hello").await? == "hello", "no echo");
+        anyhow::ensure!(
+            ws_echo(&mut ws, "whoami").await? == id,
+            "backend id mismatch"
+        );
+        let _ = ws.close(None).await;
+        Ok((id, resp))
+    }
+}
+
+pub fn challenge_path(token: &str) -> String {
+    format!("/.well-known/acme-challenge/{token}")
+}
+
+pub fn set_cookie_value(resp: &crate::WsResponse) -> Option<String> {
+    let header = resp.headers().get("set-cookie")?.to_str().ok()?;
+    Some(header.split(';').next()?.to_owned())
+}
