@@ -49,10 +49,11 @@ pub struct Affinity {
     pub forged_cookie: bool,
 }
 
-/// Decide the affinity key. `nonce` must differ per request (Envoy's request id, time and a
-/// counter): new keys are HMAC(secret, nonce), unpredictable without the secret even though
-/// wasm32 has no random number generator.
-pub fn decide(request: &Request, config: &AffinityConfig, nonce: &[u8]) -> Affinity {
+/// Decide the affinity key. `nonce` gives bytes that differ per request (Envoy's request id,
+/// time and a counter); it is called only when a new key is minted. New keys are
+/// HMAC(secret, nonce), unpredictable without the secret even though wasm32 has no random
+/// number generator.
+pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Vec<u8>) -> Affinity {
     let mut forged_cookie = false;
     for source in &config.sources {
         let found = match source {
@@ -78,7 +79,7 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &[u8]) -> Affin
                     match valid {
                         Some(key) => Some((key, Source::Cookie, None)),
                         None if should_issue(request, cookie) => {
-                            let key = new_key(cookie.secret.as_bytes(), nonce);
+                            let key = new_key(cookie.secret.as_bytes(), &nonce());
                             let set = set_cookie(cookie, &sign(cookie.secret.as_bytes(), &key));
                             Some((key, Source::NewCookie, Some(set)))
                         }
@@ -346,7 +347,7 @@ mod tests {
             ("x-room", "other"),
             ("cookie", &valid_cookie),
         ]);
-        let a = decide(&r, &c, b"n");
+        let a = decide(&r, &c, &|| b"n".to_vec());
         assert_eq!(
             (a.key.as_deref(), a.source),
             (Some("lobby"), Some(Source::Query))
@@ -356,18 +357,18 @@ mod tests {
             ("x-room", "other"),
             ("cookie", &valid_cookie),
         ]);
-        let a = decide(&r, &c, b"n");
+        let a = decide(&r, &c, &|| b"n".to_vec());
         assert_eq!(
             (a.key.as_deref(), a.source),
             (Some("other"), Some(Source::Header))
         );
         let r = request(&[(":path", "/ws"), ("cookie", &valid_cookie)]);
-        let a = decide(&r, &c, b"n");
+        let a = decide(&r, &c, &|| b"n".to_vec());
         assert_eq!(a.source, Some(Source::Cookie));
         assert_eq!(a.set_cookie, None);
         // No cookie and no Origin: not a browser, so the client address decides.
         let r = request(&[(":path", "/ws")]);
-        let a = decide(&r, &c, b"n");
+        let a = decide(&r, &c, &|| b"n".to_vec());
         assert_eq!(
             (a.key.as_deref(), a.source),
             (Some("203.0.113.7"), Some(Source::ClientAddress))
@@ -378,14 +379,17 @@ mod tests {
             KeySource::Query("room".into()),
         ]);
         let r = request(&[(":path", "/ws?room=lobby"), ("x-room", "other")]);
-        assert_eq!(decide(&r, &reversed, b"n").key.as_deref(), Some("other"));
+        assert_eq!(
+            decide(&r, &reversed, &|| b"n".to_vec()).key.as_deref(),
+            Some("other")
+        );
     }
 
     #[test]
     fn browsers_get_a_new_signed_cookie() {
         let c = config(all_sources());
         let r = request(&[(":path", "/ws"), ("origin", "https://app.example.com")]);
-        let a = decide(&r, &c, b"request-id-1");
+        let a = decide(&r, &c, &|| b"request-id-1".to_vec());
         assert_eq!(a.source, Some(Source::NewCookie));
         let set = a.set_cookie.unwrap();
         assert!(set.starts_with("edge_affinity="), "{set}");
@@ -396,7 +400,7 @@ mod tests {
         // The client sends it back and lands on the same key.
         let value = set.split(';').next().unwrap();
         let back = request(&[(":path", "/ws"), ("cookie", value), ("origin", "https://a")]);
-        let again = decide(&back, &c, b"request-id-2");
+        let again = decide(&back, &c, &|| b"request-id-2".to_vec());
         assert_eq!(again.key, a.key);
         assert_eq!(again.source, Some(Source::Cookie));
         assert!(!again.forged_cookie);
@@ -412,14 +416,14 @@ mod tests {
             ("cookie", forged),
             ("origin", "https://a"),
         ]);
-        let a = decide(&r, &c, b"n1");
+        let a = decide(&r, &c, &|| b"n1".to_vec());
         assert!(a.forged_cookie);
         assert_eq!(a.source, Some(Source::NewCookie));
         assert_ne!(a.key.as_deref(), Some("AAAAAAAAAAAAAAAAAAAAAA"));
         assert!(a.set_cookie.is_some());
         // Without Origin the forged cookie is still counted, and the address decides.
         let r = request(&[(":path", "/ws"), ("cookie", forged)]);
-        let a = decide(&r, &c, b"n1");
+        let a = decide(&r, &c, &|| b"n1".to_vec());
         assert!(a.forged_cookie);
         assert_eq!(a.source, Some(Source::ClientAddress));
     }
@@ -435,7 +439,11 @@ mod tests {
         ];
         for h in &headers {
             let r = request(&[(":path", "/"), ("cookie", h)]);
-            assert_eq!(decide(&r, &c, b"n").source, Some(Source::Cookie), "{h}");
+            assert_eq!(
+                decide(&r, &c, &|| b"n".to_vec()).source,
+                Some(Source::Cookie),
+                "{h}"
+            );
         }
         // Split over two Cookie headers (HTTP/2), forged copy first.
         let r = request(&[
@@ -443,7 +451,7 @@ mod tests {
             ("cookie", "edge_affinity=bogus"),
             ("cookie", &format!("edge_affinity={value}")),
         ]);
-        let a = decide(&r, &c, b"n");
+        let a = decide(&r, &c, &|| b"n".to_vec());
         assert_eq!(a.source, Some(Source::Cookie));
         assert!(a.forged_cookie);
         // Names are case-sensitive (RFC 6265 §5.4 compares them exactly).
@@ -451,19 +459,22 @@ mod tests {
             (":path", "/"),
             ("cookie", &format!("EDGE_AFFINITY={value}")),
         ]);
-        assert_eq!(decide(&r, &c, b"n").source, None);
+        assert_eq!(decide(&r, &c, &|| b"n".to_vec()).source, None);
     }
 
     #[test]
     fn issue_policy() {
         let mut c = config(vec![KeySource::Cookie]);
         let r = request(&[(":path", "/")]);
-        assert_eq!(decide(&r, &c, b"n").source, None);
+        assert_eq!(decide(&r, &c, &|| b"n".to_vec()).source, None);
         c.cookie.as_mut().unwrap().issue = IssuePolicy::Always;
-        assert_eq!(decide(&r, &c, b"n").source, Some(Source::NewCookie));
+        assert_eq!(
+            decide(&r, &c, &|| b"n".to_vec()).source,
+            Some(Source::NewCookie)
+        );
         c.cookie.as_mut().unwrap().issue = IssuePolicy::Never;
         let r = request(&[(":path", "/"), ("origin", "https://a")]);
-        assert_eq!(decide(&r, &c, b"n").source, None);
+        assert_eq!(decide(&r, &c, &|| b"n".to_vec()).source, None);
     }
 
     #[test]
@@ -483,20 +494,26 @@ mod tests {
         ] {
             let r = request(&[(":path", path), ("x-room", header)]);
             assert_eq!(
-                decide(&r, &c, b"n").source,
+                decide(&r, &c, &|| b"n".to_vec()).source,
                 Some(Source::ClientAddress),
                 "{path}"
             );
         }
         let mut r = request(&[(":path", "/ws")]);
         r.headers.push(("x-room".into(), b"r\r\noom".to_vec()));
-        assert_eq!(decide(&r, &c, b"n").source, Some(Source::ClientAddress));
+        assert_eq!(
+            decide(&r, &c, &|| b"n".to_vec()).source,
+            Some(Source::ClientAddress)
+        );
         let mut r = request(&[(":path", "/ws")]);
         r.headers.push(("x-room".into(), vec![0xc3, 0xa9]));
-        assert_eq!(decide(&r, &c, b"n").source, Some(Source::ClientAddress));
+        assert_eq!(
+            decide(&r, &c, &|| b"n".to_vec()).source,
+            Some(Source::ClientAddress)
+        );
         // The first non-empty occurrence of a repeated parameter wins.
         let r = request(&[(":path", "/ws?room=&room=b&room=c")]);
-        assert_eq!(decide(&r, &c, b"n").key.as_deref(), Some("b"));
+        assert_eq!(decide(&r, &c, &|| b"n".to_vec()).key.as_deref(), Some("b"));
     }
 
     #[test]
@@ -519,7 +536,7 @@ mod tests {
     #[test]
     fn no_key_when_no_source_applies() {
         let c = config(vec![KeySource::Query("room".into())]);
-        let a = decide(&request(&[(":path", "/ws")]), &c, b"n");
+        let a = decide(&request(&[(":path", "/ws")]), &c, &|| b"n".to_vec());
         assert_eq!(
             a,
             Affinity {

@@ -123,12 +123,13 @@ impl Verdict {
     }
 }
 
-/// Decide what happens to a request on a listener with this configuration.
+/// Decide what happens to a request on a listener with this configuration. `nonce` supplies
+/// per-request unique bytes and is called only when a new key must be minted.
 ///
 /// Order matters: a challenge is answered before the redirect (CAs validate over plain
 /// HTTP, RFC 8555 §8.3), and the internal affinity header is always stripped from client
 /// input when affinity is on, whatever else happens.
-pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdict {
+pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Vec<u8>) -> Verdict {
     let path = request.path();
     if let Some(acme) = &config.acme {
         if let Some(raw_token) = challenge::token_in_path(path) {
@@ -193,7 +194,7 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &[u8]) -> Verdi
                     if request.first("sec-websocket-key").is_none() {
                         forward.set_headers.push((
                             "sec-websocket-key".to_owned(),
-                            websocket::substitute_key(nonce),
+                            websocket::substitute_key(&nonce()),
                         ));
                     }
                 }
@@ -310,7 +311,7 @@ mod tests {
         let v = classify(
             &req(&[(":path", &path), (":authority", "a.example")]),
             &plain_listener(),
-            b"",
+            &|| b"".to_vec(),
         );
         let r = reply(&v);
         assert_eq!(r.status, 200);
@@ -330,7 +331,7 @@ mod tests {
             let v = classify(
                 &req(&[(":path", path), (":authority", "a.example")]),
                 &plain_listener(),
-                b"",
+                &|| b"".to_vec(),
             );
             assert_eq!(reply(&v).status, 404, "{path}");
             assert_eq!(v.events, vec![Event::ChallengeRefused]);
@@ -342,7 +343,7 @@ mod tests {
         let v = classify(
             &req(&[(":path", "/chat?room=1"), (":authority", "a.example:80")]),
             &plain_listener(),
-            b"",
+            &|| b"".to_vec(),
         );
         let r = reply(&v);
         assert_eq!(r.status, 308);
@@ -350,7 +351,9 @@ mod tests {
             .headers
             .contains(&("location", "https://a.example/chat?room=1".into())));
         assert_eq!(v.events, vec![Event::Redirected]);
-        let v = classify(&req(&[(":path", "/x")]), &plain_listener(), b"");
+        let v = classify(&req(&[(":path", "/x")]), &plain_listener(), &|| {
+            b"".to_vec()
+        });
         assert_eq!(reply(&v).status, 400);
         assert_eq!(v.events, vec![Event::RedirectRefused]);
     }
@@ -360,7 +363,7 @@ mod tests {
         let v = classify(
             &req(&[(":path", "/healthz"), (":authority", "a.example")]),
             &plain_listener(),
-            b"",
+            &|| b"".to_vec(),
         );
         assert_eq!(v.action, Action::Forward(Forward::default()));
     }
@@ -377,7 +380,7 @@ mod tests {
                 ("sec-websocket-version", "8"),
             ]),
             &tls_listener(),
-            b"",
+            &|| b"".to_vec(),
         );
         let r = reply(&v);
         assert_eq!(r.status, 426);
@@ -398,7 +401,7 @@ mod tests {
                 ("x-edge-affinity", "attacker-chosen"),
             ]),
             &tls_listener(),
-            b"",
+            &|| b"".to_vec(),
         );
         assert_eq!(
             v.action,
@@ -420,7 +423,7 @@ mod tests {
                 ("origin", "https://a.example"),
             ]),
             &tls_listener(),
-            b"req-1",
+            &|| b"req-1".to_vec(),
         );
         let Action::Forward(f) = &v.action else {
             panic!("{v:?}")
@@ -441,7 +444,7 @@ mod tests {
         )
         .unwrap();
         let path = format!("/.well-known/acme-challenge/{TOKEN}");
-        let v = classify(&req(&[(":path", &path)]), &config, b"");
+        let v = classify(&req(&[(":path", &path)]), &config, &|| b"".to_vec());
         let Action::FetchChallenge { token, path } = v.action else {
             panic!()
         };
@@ -469,7 +472,7 @@ mod tests {
             ("sec-websocket-version", "13"),
         ]);
         r.http_version = Some("HTTP/2".into());
-        let v = classify(&r, &tls_listener(), b"nonce-1");
+        let v = classify(&r, &tls_listener(), &|| b"nonce-1".to_vec());
         let Action::Forward(f) = &v.action else {
             panic!("{v:?}")
         };
@@ -493,7 +496,7 @@ mod tests {
             .contains(&("x-edge-affinity".into(), "red".into())));
         assert_eq!(v.events, vec![Event::UpgradeAccepted]);
         // An HTTP/1.1 handshake keeps its own key.
-        let v = classify(&h1, &tls_listener(), b"nonce-1");
+        let v = classify(&h1, &tls_listener(), &|| b"nonce-1".to_vec());
         let Action::Forward(f) = &v.action else {
             panic!("{v:?}")
         };
@@ -569,7 +572,7 @@ mod tests {
                 [None, Some("1.2.3.4:5"), Some("[::1"), Some("")][next(4)].map(Into::into);
             r.http_version = [None, Some("HTTP/2"), Some("HTTP/1.1")][next(3)].map(Into::into);
             for config in &configs {
-                let v = classify(&r, config, b"nonce");
+                let v = classify(&r, config, &|| b"nonce".to_vec());
                 if let Action::Reply(reply) = &v.action {
                     assert!((200..600).contains(&reply.status));
                     for (_, value) in &reply.headers {
@@ -591,7 +594,7 @@ mod tests {
     #[test]
     fn challenge_paths_are_ordinary_without_acme() {
         let path = format!("/.well-known/acme-challenge/{TOKEN}");
-        let v = classify(&req(&[(":path", &path)]), &tls_listener(), b"");
+        let v = classify(&req(&[(":path", &path)]), &tls_listener(), &|| b"".to_vec());
         assert!(matches!(v.action, Action::Forward(_)));
     }
 }

@@ -194,11 +194,18 @@ impl EdgeFilter {
             self.get_property(path)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         };
+        // The `_bytes` getter: the String one panics on non-UTF-8 header values.
+        let headers = self.get_http_request_headers_bytes();
+        // Each property read is a host call; the protocol only matters for upgrades.
+        let is_upgrade = headers.iter().any(|(name, _)| name == "upgrade");
         Request {
-            // The `_bytes` getter: the String one panics on non-UTF-8 header values.
-            headers: self.get_http_request_headers_bytes(),
             client_address: text(vec!["source", "address"]),
-            http_version: text(vec!["request", "protocol"]),
+            http_version: if is_upgrade {
+                text(vec!["request", "protocol"])
+            } else {
+                None
+            },
+            headers,
         }
     }
 
@@ -391,8 +398,7 @@ impl Context for EdgeFilter {
 impl HttpContext for EdgeFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> WasmAction {
         let request = self.read_request();
-        let nonce = self.nonce(&request);
-        let verdict = classify(&request, &self.shared.config, &nonce);
+        let verdict = classify(&request, &self.shared.config, &|| self.nonce(&request));
         self.record(&verdict.events);
         match verdict.action {
             Action::Reply(reply) => {
@@ -401,8 +407,12 @@ impl HttpContext for EdgeFilter {
             }
             Action::FetchChallenge { token, path } => self.fetch_challenge(token, path),
             Action::Forward(forward) => {
+                // Setting a header replaces every copy of it, so a separate removal is only
+                // needed when no value is set (one host call fewer per request).
                 if let Some(name) = &forward.remove_header {
-                    self.set_http_request_header(name, None);
+                    if !forward.set_headers.iter().any(|(n, _)| n == name) {
+                        self.set_http_request_header(name, None);
+                    }
                 }
                 for (name, value) in &forward.set_headers {
                     self.set_http_request_header(name, Some(value));

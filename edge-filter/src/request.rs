@@ -11,7 +11,8 @@ pub struct Request {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Downstream peer address as Envoy reports it (`1.2.3.4:5678` or `[::1]:5678`).
     pub client_address: Option<String>,
-    /// Envoy's `request.protocol` property: `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
+    /// Envoy's `request.protocol` property: `HTTP/1.1`, `HTTP/2`, `HTTP/3`. Only consulted
+    /// for requests with an `Upgrade` header, so the glue may leave it `None` otherwise.
     pub http_version: Option<String>,
 }
 

@@ -76,7 +76,10 @@ pub fn check(request: &Request, config: &WebSocketConfig) -> Result<Handshake, R
     let protocol = request.single(":protocol").map_err(|_| Refusal::Upgrade)?;
     let kind = if method == b"CONNECT" || protocol.is_some() {
         check_extended_connect(method, protocol)?
-    } else if request.is_multiplexed() && request.first("sec-websocket-key").is_none() {
+    } else if request.first("upgrade").is_some()
+        && request.first("sec-websocket-key").is_none()
+        && request.is_multiplexed()
+    {
         // Envoy's HTTP/2 codec turns an RFC 8441 CONNECT into the HTTP/1.1 shape (GET +
         // Upgrade) before filters run; such a request has no key, because RFC 8441 §5 drops it.
         check_upgrade_headers(request)?;
@@ -484,6 +487,10 @@ mod tests {
         let mut c = config();
         c.allow_plain_http = true;
         assert_eq!(check(&plain, &c), Ok(Handshake::PlainHttp));
+        // Over HTTP/2 as well (no Upgrade header: not mistaken for an RFC 8441 upgrade).
+        let mut h2_plain = plain.clone();
+        h2_plain.http_version = Some("HTTP/2".into());
+        assert_eq!(check(&h2_plain, &c), Ok(Handshake::PlainHttp));
         // A broken upgrade is still refused when plain HTTP is allowed.
         assert_eq!(
             check(&with(&[("sec-websocket-key", None)]), &c),

@@ -539,8 +539,15 @@ async fn forged_cookies_and_client_sent_internal_headers_do_not_steer() -> Resul
     let mut seen = HashSet::new();
     for i in 0..20 {
         let value = format!("steer-{i}");
+        // Two copies: the proxy must drop both, not just one.
         let (id, _) = node
-            .ws_backend("/ws", &[("x-edge-affinity", &value)])
+            .ws_backend(
+                "/ws",
+                &[
+                    ("x-edge-affinity", &value),
+                    ("x-edge-affinity", "steer-again"),
+                ],
+            )
             .await?;
         seen.insert(id);
     }
