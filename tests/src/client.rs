@@ -409,6 +409,8 @@ pub async fn ws_try_connect(
         let tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        // Without it, Nagle holds the handshake's last segment for the delayed ACK (~40 ms).
+        tcp.set_nodelay(true).context("set TCP_NODELAY")?;
         let result =
             tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
                 .await;
