@@ -3,6 +3,7 @@
 //! Integration tests and the filter benchmark start nodes through this, so both exercise the
 //! same configuration.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -24,6 +25,57 @@ pub const HOST: &str = "app.test";
 pub const ORIGIN: &str = "https://app.test";
 /// How long to wait for a node to come up or a backend to turn healthy.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The three ports of a node, free on loopback.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Plain listener (ACME, redirect).
+    pub http: u16,
+    /// TLS listener (the app).
+    pub https: u16,
+    /// Envoy admin.
+    pub admin: u16,
+}
+
+impl Ports {
+    /// Three free loopback ports.
+    pub fn free() -> Self {
+        Self {
+            http: free_port(),
+            https: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+/// `render.sh` settings every loopback node shares: addresses, files, the cookie secret, the
+/// allowed Origin and the backends. Callers add the ACME mode and anything they vary.
+pub fn loopback_vars(
+    ports: &Ports,
+    wasm: &Path,
+    tls: &TlsFiles,
+    backends: &[EchoBackend],
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+        ("HTTP_PORT", ports.http.to_string()),
+        ("HTTPS_PORT", ports.https.to_string()),
+        ("PUBLIC_HTTPS_PORT", ports.https.to_string()),
+        ("ADMIN_PORT", ports.admin.to_string()),
+        ("WASM_PATH", wasm.display().to_string()),
+        ("TLS_DIR", tls.path().display().to_string()),
+        ("COOKIE_SECRET", SECRET.to_owned()),
+        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+        (
+            "APP_BACKENDS",
+            backends
+                .iter()
+                .map(EchoBackend::addr)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ]
+}
 
 /// How the plain listener finds key authorizations.
 pub enum Acme {
@@ -68,31 +120,16 @@ impl Node {
             backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
         }
         let tls = TlsFiles::self_signed(&[HOST])?;
-        let (http, https, admin) = (free_port(), free_port(), free_port());
-        let mut vars = vec![
-            ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
-            ("HTTP_PORT", http.to_string()),
-            ("HTTPS_PORT", https.to_string()),
-            ("PUBLIC_HTTPS_PORT", https.to_string()),
-            ("ADMIN_PORT", admin.to_string()),
-            ("WASM_PATH", wasm.display().to_string()),
-            ("TLS_DIR", tls.path().display().to_string()),
-            ("COOKIE_SECRET", SECRET.to_owned()),
+        let ports = Ports::free();
+        let (http, https, admin) = (ports.http, ports.https, ports.admin);
+        let mut vars = loopback_vars(&ports, &wasm, &tls, &backends);
+        vars.extend([
             ("WS_PATHS", "/ws".to_owned()),
-            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
             (
                 "AFFINITY_SOURCES",
                 "query:room header:x-session cookie client_address".to_owned(),
             ),
-            (
-                "APP_BACKENDS",
-                backends
-                    .iter()
-                    .map(|b| format!("127.0.0.1:{}", b.port))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-        ];
+        ]);
         match acme {
             Acme::Stateless => vars.push(("ACME_THUMBPRINT", THUMB.to_owned())),
             Acme::Store {

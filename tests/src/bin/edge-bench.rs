@@ -35,9 +35,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
+use harness::node::{loopback_vars, Ports, HOST, ORIGIN, THUMB};
 use harness::{
-    envoy_bin, free_port, render_app_node, repo_root, tls_client_config, wasm_path, EchoBackend,
-    Envoy, Message, TlsFiles, WsStream, IO_TIMEOUT,
+    envoy_bin, render_app_node, repo_root, tls_client_config, wasm_path, EchoBackend, Envoy,
+    Message, TlsFiles, WsStream, IO_TIMEOUT,
 };
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -46,13 +47,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{client_async_tls_with_config, tungstenite, Connector};
 
-/// The name clients use (SNI, Host); the test certificate is issued for it.
-const HOST: &str = "app.test";
-/// Sent on WebSocket handshakes and allowed by the config, as a browser would.
-const ORIGIN: &str = "https://app.test";
-/// Benchmark-only values for the settings render.sh requires.
-const COOKIE_SECRET: &str = "edge-bench-cookie-secret-0123456789abcdef";
-const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
 const N_BACKENDS: usize = 3;
 /// wrk's load shape, fixed so runs on different days compare.
 const WRK_THREADS: u32 = 2;
@@ -273,35 +267,20 @@ async fn start_node(
     backends: &[EchoBackend],
     wasm: &Path,
 ) -> Result<Node> {
-    let (http, https, admin) = (free_port(), free_port(), free_port());
+    let ports = Ports::free();
+    let (https, admin) = (ports.https, ports.admin);
     let edge_filter = match variant {
         Variant::Filter => "1",
         Variant::Baseline => "0",
     };
     // Production defaults for everything that shapes the request path (affinity sources, WS
     // path, cookie policy); only addresses, files and secrets are the benchmark's own.
-    let vars = vec![
+    let mut vars = loopback_vars(&ports, wasm, tls, backends);
+    vars.extend([
         ("EDGE_FILTER", edge_filter.to_owned()),
-        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
-        ("HTTP_PORT", http.to_string()),
-        ("HTTPS_PORT", https.to_string()),
-        ("PUBLIC_HTTPS_PORT", https.to_string()),
-        ("ADMIN_PORT", admin.to_string()),
-        ("WASM_PATH", wasm.display().to_string()),
-        ("TLS_DIR", tls.path().display().to_string()),
-        ("COOKIE_SECRET", COOKIE_SECRET.to_owned()),
-        ("ACME_THUMBPRINT", THUMBPRINT.to_owned()),
-        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+        ("ACME_THUMBPRINT", THUMB.to_owned()),
         ("NODE_ID", format!("edge-bench-{edge_filter}")),
-        (
-            "APP_BACKENDS",
-            backends
-                .iter()
-                .map(EchoBackend::addr)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-    ];
+    ]);
     let config = render_app_node(&vars)?;
     let envoy = Envoy::start(&config, admin)
         .await
