@@ -115,7 +115,7 @@ impl StoreOutcome {
 pub fn judge_store_response(token: &Token, status: Option<u16>, body: &[u8]) -> StoreOutcome {
     match status {
         Some(200) => {
-            let body = trim_ascii_end(body);
+            let body = body.trim_ascii_end();
             let expected_prefix = format!("{}.", token.as_str());
             let thumbprint = body.strip_prefix(expected_prefix.as_bytes());
             match thumbprint {
@@ -137,10 +137,6 @@ pub fn judge_store_response(token: &Token, status: Option<u16>, body: &[u8]) -> 
         Some(504 | 408) => StoreOutcome::Timeout,
         _ => StoreOutcome::Failed,
     }
-}
-
-fn trim_ascii_end(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii_end()
 }
 
 #[cfg(test)]

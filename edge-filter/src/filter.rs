@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel, MetricType};
 
 use crate::challenge::{Token, MAX_KEY_AUTHORIZATION_LEN};
-use crate::config::{FilterConfig, MetadataTokenConfig, StoreConfig};
+use crate::config::{FilterConfig, KeySource, MetadataTokenConfig, StoreConfig};
 use crate::decision::{self, classify, Action, Event, LocalReply, Verdict};
 use crate::metadata_token::TokenCache;
 use crate::request::Request;
@@ -99,6 +99,8 @@ struct Shared {
     requests: Cell<u64>,
     /// Log "clear_route_cache unavailable" once, not per request.
     route_cache_warned: Cell<bool>,
+    /// Whether any key source is the client address (a property read per request).
+    wants_client_address: bool,
 }
 
 /// Root context: parses the plugin configuration.
@@ -115,6 +117,10 @@ impl RootContext for EdgeRoot {
         match FilterConfig::parse(&bytes) {
             Ok(config) => {
                 let metrics = Metrics::define(&config.stat_prefix);
+                let wants_client_address = config
+                    .affinity
+                    .as_ref()
+                    .is_some_and(|a| a.sources.contains(&KeySource::ClientAddress));
                 log::info!(
                     "edge-filter: configured (acme: {}, redirect: {}, websocket: {}, affinity: {})",
                     describe_acme(&config),
@@ -128,6 +134,7 @@ impl RootContext for EdgeRoot {
                     token: RefCell::new(TokenCache::default()),
                     requests: Cell::new(0),
                     route_cache_warned: Cell::new(false),
+                    wants_client_address,
                 }));
                 true
             }
@@ -199,7 +206,12 @@ impl EdgeFilter {
         // Each property read is a host call; the protocol only matters for upgrades.
         let is_upgrade = headers.iter().any(|(name, _)| name == "upgrade");
         Request {
-            client_address: text(vec!["source", "address"]),
+            // Only listeners keyed by client address need it (not the plain listener).
+            client_address: if self.shared.wants_client_address {
+                text(vec!["source", "address"])
+            } else {
+                None
+            },
             http_version: if is_upgrade {
                 text(vec!["request", "protocol"])
             } else {

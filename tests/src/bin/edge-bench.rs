@@ -439,11 +439,10 @@ fn ws_tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
 
 /// Opens `wss://app.test:<port><path_and_query>` with `Origin` via 127.0.0.1.
 ///
-/// Not the harness's `ws_connect`: that one leaves Nagle's algorithm on, and the client's
-/// second small write of the TLS + upgrade exchange then waits for the server's delayed ACK
-/// (40 ms on Linux), which capped the handshake loop at ~350/s whatever the proxy did.
-/// Browsers set `TCP_NODELAY`, so this does too. It also reuses one TLS config instead of
-/// parsing the CA for every connection, keeping the client's share of the CPU small.
+/// Not the harness's `ws_connect`: this reuses one TLS config (without session resumption)
+/// instead of parsing the CA for every connection, keeping the client's share of the CPU
+/// small. Like browsers, it sets `TCP_NODELAY`: otherwise the client's second small write
+/// waits for the server's delayed ACK (40 ms on Linux) and caps the handshake loop at ~350/s.
 async fn ws_open(
     port: u16,
     path_and_query: &str,
