@@ -1,0 +1,177 @@
+//! Where the renewer keeps its state: ACME accounts, certificates, challenge answers and leases.
+//!
+//! Two layers:
+//!
+//! * [`ObjectStore`] is a small key/value interface with compare-and-swap (`get`, `put`, `delete`
+//!   with a [`Precondition`]). It is implemented by a local directory ([`fs::FsStore`], the
+//!   embedded default) and a Cloud Storage bucket prefix ([`gcs::GcsStore`]). Keys are the same
+//!   in both (see `docs/architecture.md`, "Store layout"). The lock, the account cache and the
+//!   HTTP-01 challenge publisher only need this layer.
+//! * [`crate::bundle::BundleStore`] is the certificate-level interface (publish an issued bundle,
+//!   read the current one). It is implemented on top of any `ObjectStore` and by the Secret
+//!   Manager mirror.
+//!
+//! Compare-and-swap is what makes concurrent renewers safe: a lease is created with
+//! [`Precondition::DoesNotExist`] and taken over with [`Precondition::GenerationMatches`], so of
+//! two writers racing on one object exactly one wins.
+
+pub mod fs;
+pub mod gcs;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+/// An opaque version of an object: the GCS `generation`, or a content digest for files.
+/// Only compared for equality, never interpreted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Generation(pub String);
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One stored object and the version it was read at.
+#[derive(Clone)]
+pub struct Object {
+    pub data: Vec<u8>,
+    pub generation: Generation,
+}
+
+impl fmt::Debug for Object {
+    // Objects may hold private keys or account credentials: never print their content.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object")
+            .field("len", &self.data.len())
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// When a write or delete may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Unconditionally.
+    None,
+    /// Only if the object does not exist yet (GCS `ifGenerationMatch=0`, `O_EXCL` on files).
+    DoesNotExist,
+    /// Only if the object still is at this generation.
+    GenerationMatches(Generation),
+}
+
+/// Whether an object holds secret material (private keys, account credentials). Secret files
+/// are created 0600; the flag is also what keeps their content out of logs and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitivity {
+    Public,
+    Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The precondition did not hold: somebody else wrote or deleted the object first.
+    #[error("{location}/{key}: precondition failed (the object was changed by another writer)")]
+    PreconditionFailed { location: String, key: String },
+    /// Anything else: I/O, network, permissions, a malformed answer from the backend.
+    #[error("{location}/{key}: {message}")]
+    Backend {
+        location: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, StoreError::PreconditionFailed { .. })
+    }
+}
+
+/// A key/value store with compare-and-swap. Keys are `/`-separated relative paths made of
+/// `[A-Za-z0-9._-]` segments (checked by [`check_key`]); the store maps them to files or objects.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Where the store is, as configured (`file:///var/lib/acme-edge`, `gs://bucket/prefix`).
+    fn location(&self) -> &str;
+
+    /// The object, or `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+
+    /// Write the whole object atomically: a reader sees the old or the new content, never a mix.
+    async fn put(
+        &self,
+        key: &str,
+        data: &[u8],
+        precondition: Precondition,
+        sensitivity: Sensitivity,
+    ) -> Result<Generation, StoreError>;
+
+    /// Delete the object. Deleting a missing object is not an error with [`Precondition::None`];
+    /// with [`Precondition::GenerationMatches`] it is `PreconditionFailed`.
+    async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError>;
+}
+
+pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// Reject keys that could escape the store's root or mean different things on different
+/// backends (empty segments, `.`/`..`, characters outside `[A-Za-z0-9._-]`).
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > 512 {
+        return Err("key must be 1 to 512 characters".into());
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!("key {key:?} has an empty, '.' or '..' segment"));
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(format!("key {key:?} has characters outside [A-Za-z0-9._-/]"));
+        }
+    }
+    Ok(())
+}
+
+/// Object keys, in one place so the layout in `docs/architecture.md` has one source of truth.
+pub mod keys {
+    pub fn account(directory_hash: &str) -> String {
+        format!("acme/accounts/{directory_hash}.json")
+    }
+    pub fn fullchain(name: &str, serial: &str) -> String {
+        format!("certs/{name}/{serial}/fullchain.pem")
+    }
+    pub fn privkey(name: &str, serial: &str) -> String {
+        format!("certs/{name}/{serial}/privkey.pem")
+    }
+    pub fn current(name: &str) -> String {
+        format!("certs/{name}/current.json")
+    }
+    /// Last attempt, last error and cached ARI answer; advisory, never needed to serve.
+    pub fn state(name: &str) -> String {
+        format!("certs/{name}/state.json")
+    }
+    pub fn challenge(token: &str) -> String {
+        format!("acme-challenge/{token}")
+    }
+    pub fn lock(name: &str) -> String {
+        format!("locks/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(check_key("certs/app/current.json").is_ok());
+        assert!(check_key("acme-challenge/abc_DEF-123").is_ok());
+        for bad in ["", "/abs", "a//b", "a/../b", "./a", "a/b/", "a b", "a\\b", "é"] {
+            assert!(check_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
