@@ -102,7 +102,13 @@ fn inspect_der(der: &[u8]) -> Result<LeafInfo, CertError> {
     });
     let validity = cert.validity();
     Ok(LeafInfo {
-        serial: hex::encode(serial_der.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>()),
+        serial: hex::encode(
+            serial_der
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<u8>>(),
+        ),
         domains,
         issuer: cert.issuer().to_string(),
         not_before: validity.not_before.to_datetime(),
@@ -169,10 +175,9 @@ mod tests {
 
     fn self_signed(names: &[&str]) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("params");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let cert = params.self_signed(&key).expect("cert");
         (cert.pem(), key.serialize_pem())
     }
@@ -191,7 +196,10 @@ mod tests {
             check_key_matches(&other, &info),
             Err(CertError::KeyMismatch)
         ));
-        assert!(matches!(check_key_matches("junk", &info), Err(CertError::Key)));
+        assert!(matches!(
+            check_key_matches("junk", &info),
+            Err(CertError::Key)
+        ));
     }
 
     #[test]

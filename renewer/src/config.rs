@@ -284,8 +284,8 @@ impl Config {
             err(&field, e.message().to_string())
         })?;
         let overridden = apply_env(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let field = e.path().to_string();
                 // A bad value that came from the environment is reported against its variable.
                 let source = overridden
@@ -303,7 +303,9 @@ impl Config {
                     message: e.inner().message().to_string(),
                 }
             })?;
-        config.validate().map_err(|(field, message)| err(&field, message))?;
+        config
+            .validate()
+            .map_err(|(field, message)| err(&field, message))?;
         Ok(config)
     }
 
@@ -342,11 +344,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let dir = self.acme.directory.as_str();
-        if !matches!(dir, "letsencrypt" | "letsencrypt-staging") && !dir.starts_with("https://")
-        {
+        if !matches!(dir, "letsencrypt" | "letsencrypt-staging") && !dir.starts_with("https://") {
             return Err((
                 "acme.directory".into(),
-                format!("{dir:?} is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"),
+                format!(
+                    "{dir:?} is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"
+                ),
             ));
         }
         for (i, c) in self.acme.contact.iter().enumerate() {
@@ -416,8 +419,7 @@ impl Config {
                 ));
             }
             if let Some(endpoint) = &sm.endpoint {
-                check_http_url(endpoint)
-                    .map_err(|m| ("secret_manager.endpoint".to_string(), m))?;
+                check_http_url(endpoint).map_err(|m| ("secret_manager.endpoint".to_string(), m))?;
             }
         }
         if self.lock.ttl_seconds < 30 {
@@ -437,7 +439,9 @@ impl Config {
             let n = &cert.name;
             if n.is_empty()
                 || n.len() > 64
-                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err((
                     format!("certificates[{i}].name"),
@@ -492,7 +496,11 @@ impl Config {
 impl CertificateConfig {
     /// The configured names, lowercased and sorted: what a certificate must contain.
     pub fn normalized_domains(&self) -> Vec<String> {
-        let mut d: Vec<String> = self.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let mut d: Vec<String> = self
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
         d.sort();
         d.dedup();
         d
@@ -563,9 +571,9 @@ pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
     if let Some(rest) = url.strip_prefix("gs://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let ok_bucket = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+            && bucket.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            })
             && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
             && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
         if !ok_bucket {
@@ -586,7 +594,8 @@ pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {
-    if (url.starts_with("http://") || url.starts_with("https://")) && url.parse::<http::Uri>().is_ok()
+    if (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok()
     {
         Ok(())
     } else {
@@ -616,7 +625,10 @@ pub fn check_domain(d: &str) -> Result<(), String> {
         if label.is_empty() || label.len() > 63 {
             return Err("labels must be 1 to 63 characters".into());
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err("only letters, digits and '-' are allowed in labels".into());
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -713,7 +725,12 @@ domains = ["app.example.com", "www.example.com"]
 
     #[test]
     fn certificate_errors() {
-        let with = |cert: &str| format!("{}\n{cert}", GOOD.split("[[certificates]]").next().unwrap_or(""));
+        let with = |cert: &str| {
+            format!(
+                "{}\n{cert}",
+                GOOD.split("[[certificates]]").next().unwrap_or("")
+            )
+        };
         assert_eq!(field_of(&with("")), "certificates");
         assert_eq!(
             field_of(&with("[[certificates]]\nname = \"a\"\ndomains = []")),
@@ -724,11 +741,15 @@ domains = ["app.example.com", "www.example.com"]
             "certificates[0].domains[1]"
         );
         assert_eq!(
-            field_of(&with("[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\", \"A.example.com\"]")),
+            field_of(&with(
+                "[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\", \"A.example.com\"]"
+            )),
             "certificates[0].domains[1]"
         );
         assert_eq!(
-            field_of(&with("[[certificates]]\nname = \"a\"\ndomains = [\"*.example.com\"]")),
+            field_of(&with(
+                "[[certificates]]\nname = \"a\"\ndomains = [\"*.example.com\"]"
+            )),
             "certificates[0].domains[0]"
         );
         assert_eq!(
@@ -740,11 +761,15 @@ domains = ["app.example.com", "www.example.com"]
             "certificates[1].name"
         );
         assert_eq!(
-            field_of(&with("[[certificates]]\nname = \"a/b\"\ndomains = [\"a.example.com\"]")),
+            field_of(&with(
+                "[[certificates]]\nname = \"a/b\"\ndomains = [\"a.example.com\"]"
+            )),
             "certificates[0].name"
         );
         assert_eq!(
-            field_of(&with("[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\"]\ncolour = 1")),
+            field_of(&with(
+                "[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\"]\ncolour = 1"
+            )),
             "certificates[0].colour"
         );
     }
@@ -752,9 +777,15 @@ domains = ["app.example.com", "www.example.com"]
     #[test]
     fn env_overrides() {
         let env = vec![
-            ("RENEWER__STORE__URL".to_string(), "gs://my-bucket/acme".to_string()),
+            (
+                "RENEWER__STORE__URL".to_string(),
+                "gs://my-bucket/acme".to_string(),
+            ),
             ("RENEWER__RENEWAL__ARI".to_string(), "false".to_string()),
-            ("RENEWER__ACME__CONTACT".to_string(), "[\"a@example.org\"]".to_string()),
+            (
+                "RENEWER__ACME__CONTACT".to_string(),
+                "[\"a@example.org\"]".to_string(),
+            ),
             ("PATH".to_string(), "/bin".to_string()),
         ];
         let c = Config::parse(GOOD, "renewer.toml", &env).expect("overrides apply");
@@ -772,10 +803,16 @@ domains = ["app.example.com", "www.example.com"]
         let e = Config::parse(GOOD, "renewer.toml", &bad).expect_err("unknown env key");
         assert!(e.source_name.contains("RENEWER__STORE__URLL"), "{e}");
 
-        let bad = vec![("RENEWER__RENEWAL__FRACTION_LEFT".to_string(), "yes".to_string())];
+        let bad = vec![(
+            "RENEWER__RENEWAL__FRACTION_LEFT".to_string(),
+            "yes".to_string(),
+        )];
         let e = Config::parse(GOOD, "renewer.toml", &bad).expect_err("bad type");
         assert_eq!(e.field, "renewal.fraction_left");
-        assert!(e.source_name.contains("RENEWER__RENEWAL__FRACTION_LEFT"), "{e}");
+        assert!(
+            e.source_name.contains("RENEWER__RENEWAL__FRACTION_LEFT"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -783,7 +820,15 @@ domains = ["app.example.com", "www.example.com"]
         for ok in ["example.com", "a-b.example.co.uk", "xn--bcher-kva.example"] {
             assert!(check_domain(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "com", "-a.example.com", "a_b.example.com", "1.2.3.4", "a..b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "com",
+            "-a.example.com",
+            "a_b.example.com",
+            "1.2.3.4",
+            "a..b",
+            &"a".repeat(64),
+        ] {
             assert!(check_domain(bad).is_err(), "{bad}");
         }
     }

@@ -2,9 +2,32 @@
 //! directory or Cloud Storage bucket, optionally mirrored into Secret Manager.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library; integration tests drive the
-//! library and the binary against a real Pebble CA.
+//! binary against a real Pebble CA, and the library against emulators.
+//!
+//! Layout: `config` (the TOML file), `policy` (pure: renew now, and why), `acme` (the order
+//! flow), `store` (object stores and Secret Manager), `bundle` (an issued certificate and where
+//! it is published), `lock` (the renewal lease), `state` (last attempts), `run` (one pass),
+//! `status` (the table), `logging`.
 
+pub mod acme;
 pub mod bundle;
 pub mod certinfo;
 pub mod config;
+pub mod lock;
+pub mod logging;
+pub mod policy;
+pub mod run;
+pub mod state;
+pub mod status;
 pub mod store;
+
+/// Failures that stop the renewer before it can look at any certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Setup(String),
+}

@@ -101,9 +101,40 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<RawResponse> {
+    let bytes = well_formed_request(&format!("127.0.0.1:{port}"), method, path, headers, body);
+    raw_http(port, &bytes)
+        .await
+        .with_context(|| format!("{method} http://127.0.0.1:{port}{path}"))
+}
+
+/// [`http_request`] over TLS (see [`raw_https`]): for HTTPS services such as Pebble's ACME and
+/// management APIs. `Host: <server_name>:<port>` is added unless `headers` has a host.
+pub async fn https_request(
+    port: u16,
+    server_name: &str,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<RawResponse> {
+    let authority = format!("{server_name}:{port}");
+    let bytes = well_formed_request(&authority, method, path, headers, body);
+    raw_https(port, server_name, ca_pem, &bytes)
+        .await
+        .with_context(|| format!("{method} https://{authority}{path}"))
+}
+
+fn well_formed_request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("host: 127.0.0.1:{port}\r\n"));
+        req.push_str(&format!("host: {authority}\r\n"));
     }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -114,9 +145,7 @@ pub async fn http_request(
     req.push_str("connection: close\r\n\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    raw_http(port, &bytes)
-        .await
-        .with_context(|| format!("{method} http://127.0.0.1:{port}{path}"))
+    bytes
 }
 
 pub async fn http_get(port: u16, path: &str) -> Result<RawResponse> {

@@ -1,8 +1,9 @@
 //! Test harness for acme-edge.
 //!
 //! Integration tests need real servers (Envoy with the wasm filter, WebSocket apps, HTTP stores,
-//! a fake GCS, a fake metadata server). Starting them ad hoc in every test leads to port clashes,
-//! leaked processes and flaky waits, so this crate is the one place that owns their life cycle:
+//! a fake GCS, a fake metadata server, Pebble as the ACME CA). Starting them ad hoc in every
+//! test leads to port clashes, leaked processes and flaky waits, so this crate is the one place
+//! that owns their life cycle:
 //!
 //! * everything listens on 127.0.0.1 only, on a port picked by the kernel;
 //! * every spawned process or task is stopped in `Drop`, so a panicking test leaves nothing
@@ -11,6 +12,9 @@
 //!
 //! Modules are named by domain; the most used items are re-exported at the root.
 
+pub mod acme_responder;
+pub mod acme_stack;
+pub mod ari;
 pub mod backend;
 pub mod client;
 pub mod envoy;
@@ -18,16 +22,21 @@ pub mod gcs;
 pub mod http2;
 pub mod metadata;
 pub mod node;
+pub mod pebble;
 pub mod ports;
+pub mod secret_manager;
 pub mod server;
 pub mod store;
 pub mod tls;
 
 use std::path::PathBuf;
 
+pub use acme_responder::{key_auth_lookup, Http01Request, Http01Responder, KeyAuthLookup};
+pub use acme_stack::{renewer_bin, run_renewer, store_lookup, AcmeStack, RenewerOutput};
+pub use ari::AriResponder;
 pub use backend::EchoBackend;
 pub use client::{
-    http_get, http_request, percent_encode, raw_http, raw_https, tls_client_config,
+    http_get, http_request, https_request, percent_encode, raw_http, raw_https, tls_client_config,
     tls_peer_certificates, ws_connect, ws_echo, ws_try_connect, RawResponse, WsResponse, WsStream,
 };
 pub use envoy::{
@@ -37,7 +46,9 @@ pub use envoy::{
 pub use gcs::{fake_gcs_bin, FakeGcs};
 pub use http2::{h2_extended_connect, h2_extended_connect_tls, H2Connect, H2Io};
 pub use metadata::MetadataServer;
+pub use pebble::{Pebble, PebbleBuilder};
 pub use ports::{free_port, wait_for, IO_TIMEOUT, STARTUP_TIMEOUT};
+pub use secret_manager::FakeSecretManager;
 pub use server::RecordedRequest;
 pub use store::HttpStore;
 pub use tls::TlsFiles;

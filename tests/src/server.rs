@@ -4,6 +4,12 @@
 //! but keeps keep-alive connections served: a "store is down" test would still get answers over
 //! Envoy's pooled connection. This accept loop owns its connections in a `JoinSet`, so aborting
 //! it drops the listener *and* every open connection.
+//!
+//! The same loop serves TLS (for fakes of HTTPS services such as an ACME server's ARI
+//! endpoint): the handshake runs in the connection's task, so a stalled client never blocks
+//! the accept loop.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::http::{HeaderMap, Method, Uri, Version};
@@ -13,6 +19,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// One request as a fake server saw it, so tests can assert on what the proxy forwarded
 /// (added, stripped or rewritten headers) rather than only on what came back.
@@ -78,11 +85,22 @@ impl ServerTask {
     /// and HTTP/2 prior knowledge with RFC 8441 extended CONNECT enabled, so the same fake can be
     /// reached by Envoy however the cluster is configured.
     pub(crate) async fn spawn(router: Router) -> Result<ServerTask> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Self::spawn_on(0, router, None).await
+    }
+
+    /// Like [`ServerTask::spawn`] on a chosen `port` (0: kernel-chosen), over TLS when `tls`
+    /// is given. A chosen port is for servers a process must find at a fixed place, e.g. the
+    /// HTTP-01 port Pebble validates on; ALPN is whatever `tls` offers.
+    pub(crate) async fn spawn_on(
+        port: u16,
+        router: Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<ServerTask> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .context("bind 127.0.0.1:0")?;
+            .with_context(|| format!("bind 127.0.0.1:{port}"))?;
         let port = listener.local_addr()?.port();
-        let handle = tokio::spawn(accept_loop(listener, router));
+        let handle = tokio::spawn(accept_loop(listener, router, tls.map(TlsAcceptor::from)));
         Ok(ServerTask {
             port,
             handle: Some(handle),
@@ -112,7 +130,7 @@ impl Drop for ServerTask {
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router) {
+async fn accept_loop(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>) {
     // Dropping the JoinSet (when this task is aborted) aborts every connection task.
     let mut connections = JoinSet::new();
     loop {
@@ -127,13 +145,26 @@ async fn accept_loop(listener: TcpListener, router: Router) {
                     }
                 };
                 let service = TowerToHyperService::new(router.clone());
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http2().enable_connect_protocol();
-                    // Connection errors (resets, garbage from hostile tests) are not our concern.
-                    let _ = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    // Connection errors (resets, garbage from hostile tests, failed TLS
+                    // handshakes) are not our concern.
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -96,7 +96,11 @@ impl FsStore {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         for _ in 0..16 {
-            let tmp = dir.join(format!(".{file_name}.tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+            let tmp = dir.join(format!(
+                ".{file_name}.tmp-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -149,9 +153,7 @@ impl FsStore {
             .mode(0o600)
             .open(dir.join(format!(".{name}.cas")))
             .map_err(|e| self.io(key, "open lock file", e))?;
-        guard
-            .lock()
-            .map_err(|e| self.io(key, "lock", e))?;
+        guard.lock().map_err(|e| self.io(key, "lock", e))?;
         let result = f();
         let _ = guard.unlock();
         result
@@ -181,14 +183,14 @@ impl FsStore {
                 let _ = fs::remove_file(&tmp);
                 linked
             }
-            Precondition::GenerationMatches(expected) => self.with_cas_lock(key, &path, || {
-                match self.read(key, &path)? {
+            Precondition::GenerationMatches(expected) => {
+                self.with_cas_lock(key, &path, || match self.read(key, &path)? {
                     Some(current) if current.generation == *expected => {
                         fs::rename(&tmp, &path).map_err(|e| self.io(key, "rename", e))
                     }
                     _ => Err(self.precondition_failed(key)),
-                }
-            }),
+                })
+            }
         };
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -211,12 +213,12 @@ impl FsStore {
                 None => Ok(()),
                 Some(_) => Err(self.precondition_failed(key)),
             },
-            Precondition::GenerationMatches(expected) => self.with_cas_lock(key, &path, || {
-                match self.read(key, &path)? {
+            Precondition::GenerationMatches(expected) => {
+                self.with_cas_lock(key, &path, || match self.read(key, &path)? {
                     Some(current) if current.generation == expected => remove().map(|_| ()),
                     _ => Err(self.precondition_failed(key)),
-                }
-            }),
+                })
+            }
         }
     }
 }
@@ -268,11 +270,21 @@ mod tests {
         let (_d, s) = store();
         assert!(s.get("a/b.json").await.expect("get").is_none());
         let g1 = s
-            .put("a/b.json", b"one", Precondition::DoesNotExist, Sensitivity::Public)
+            .put(
+                "a/b.json",
+                b"one",
+                Precondition::DoesNotExist,
+                Sensitivity::Public,
+            )
             .await
             .expect("create");
         let err = s
-            .put("a/b.json", b"two", Precondition::DoesNotExist, Sensitivity::Public)
+            .put(
+                "a/b.json",
+                b"two",
+                Precondition::DoesNotExist,
+                Sensitivity::Public,
+            )
             .await
             .expect_err("exists");
         assert!(err.is_precondition_failed());
@@ -280,11 +292,21 @@ mod tests {
         assert_eq!(got.data, b"one");
         assert_eq!(got.generation, g1);
         let g2 = s
-            .put("a/b.json", b"two", Precondition::GenerationMatches(g1.clone()), Sensitivity::Public)
+            .put(
+                "a/b.json",
+                b"two",
+                Precondition::GenerationMatches(g1.clone()),
+                Sensitivity::Public,
+            )
             .await
             .expect("cas");
         let err = s
-            .put("a/b.json", b"three", Precondition::GenerationMatches(g1.clone()), Sensitivity::Public)
+            .put(
+                "a/b.json",
+                b"three",
+                Precondition::GenerationMatches(g1.clone()),
+                Sensitivity::Public,
+            )
             .await
             .expect_err("stale generation");
         assert!(err.is_precondition_failed());
@@ -297,7 +319,9 @@ mod tests {
             .await
             .expect("delete");
         assert!(s.get("a/b.json").await.expect("get").is_none());
-        s.delete("a/b.json", Precondition::None).await.expect("idempotent delete");
+        s.delete("a/b.json", Precondition::None)
+            .await
+            .expect("idempotent delete");
         // No temporary files are left behind.
         let leftovers: Vec<_> = fs::read_dir(s.root().join("a"))
             .expect("dir")
@@ -311,18 +335,31 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_0600_from_the_start() {
         let (_d, s) = store();
-        s.put("k/privkey.pem", b"secret", Precondition::None, Sensitivity::Secret)
-            .await
-            .expect("put");
+        s.put(
+            "k/privkey.pem",
+            b"secret",
+            Precondition::None,
+            Sensitivity::Secret,
+        )
+        .await
+        .expect("put");
         let mode = fs::metadata(s.root().join("k/privkey.pem"))
             .expect("meta")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        s.put("k/pub.pem", b"public", Precondition::None, Sensitivity::Public)
-            .await
-            .expect("put");
-        let mode = fs::metadata(s.root().join("k/pub.pem")).expect("meta").permissions().mode();
+        s.put(
+            "k/pub.pem",
+            b"public",
+            Precondition::None,
+            Sensitivity::Public,
+        )
+        .await
+        .expect("put");
+        let mode = fs::metadata(s.root().join("k/pub.pem"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o644);
     }
 
@@ -331,7 +368,10 @@ mod tests {
         let (_d, s) = store();
         for key in ["../escape", "/abs", "a//b"] {
             assert!(s.get(key).await.is_err(), "{key}");
-            assert!(s.put(key, b"x", Precondition::None, Sensitivity::Public).await.is_err());
+            assert!(s
+                .put(key, b"x", Precondition::None, Sensitivity::Public)
+                .await
+                .is_err());
         }
     }
 
@@ -343,12 +383,20 @@ mod tests {
                 .map(|i| {
                     let s = &s;
                     scope.spawn(move || {
-                        s.put_sync("locks/x", format!("{i}").as_bytes(), Precondition::DoesNotExist, Sensitivity::Public)
-                            .is_ok()
+                        s.put_sync(
+                            "locks/x",
+                            format!("{i}").as_bytes(),
+                            Precondition::DoesNotExist,
+                            Sensitivity::Public,
+                        )
+                        .is_ok()
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| usize::from(h.join().unwrap_or(false))).sum()
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap_or(false)))
+                .sum()
         });
         assert_eq!(wins, 1);
     }
@@ -364,12 +412,20 @@ mod tests {
                 .map(|i| {
                     let (s, g) = (&s, g.clone());
                     scope.spawn(move || {
-                        s.put_sync("locks/y", format!("{i}").as_bytes(), Precondition::GenerationMatches(g), Sensitivity::Public)
-                            .is_ok()
+                        s.put_sync(
+                            "locks/y",
+                            format!("{i}").as_bytes(),
+                            Precondition::GenerationMatches(g),
+                            Sensitivity::Public,
+                        )
+                        .is_ok()
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| usize::from(h.join().unwrap_or(false))).sum()
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap_or(false)))
+                .sum()
         });
         assert_eq!(wins, 1);
     }

@@ -17,6 +17,7 @@
 
 pub mod fs;
 pub mod gcs;
+pub mod secret_manager;
 
 use std::fmt;
 use std::sync::Arc;
@@ -116,6 +117,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
 pub type SharedStore = Arc<dyn ObjectStore>;
 
+/// Open the store named by `store.url`.
+pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    Ok(match config.store_url() {
+        crate::config::StoreUrl::File(dir) => Arc::new(fs::FsStore::new(dir)?),
+        crate::config::StoreUrl::Gcs { bucket, prefix } => Arc::new(
+            gcs::GcsStore::new(&bucket, &prefix, config.store.gcs_endpoint.as_deref()).await?,
+        ),
+    })
+}
+
 /// Reject keys that could escape the store's root or mean different things on different
 /// backends (empty segments, `.`/`..`, characters outside `[A-Za-z0-9._-]`).
 pub fn check_key(key: &str) -> Result<(), String> {
@@ -130,7 +141,9 @@ pub fn check_key(key: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
-            return Err(format!("key {key:?} has characters outside [A-Za-z0-9._-/]"));
+            return Err(format!(
+                "key {key:?} has characters outside [A-Za-z0-9._-/]"
+            ));
         }
     }
     Ok(())
@@ -170,7 +183,9 @@ mod tests {
     fn keys_are_checked() {
         assert!(check_key("certs/app/current.json").is_ok());
         assert!(check_key("acme-challenge/abc_DEF-123").is_ok());
-        for bad in ["", "/abs", "a//b", "a/../b", "./a", "a/b/", "a b", "a\\b", "é"] {
+        for bad in [
+            "", "/abs", "a//b", "a/../b", "./a", "a/b/", "a b", "a\\b", "é",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -613,7 +613,7 @@ impl Round {
 
 /// Order of the two variants in round `i`: A B, B A, A B, ...
 fn order(i: usize) -> [Variant; 2] {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         [Variant::Filter, Variant::Baseline]
     } else {
         [Variant::Baseline, Variant::Filter]

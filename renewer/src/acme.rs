@@ -1,0 +1,718 @@
+//! Talking to the ACME CA with `instant-acme`: the HTTP client, the account, and one order.
+//!
+//! The order flow, for one certificate:
+//! 1. one `newOrder` with all its names (and `replaces`, and a profile, when configured);
+//! 2. for every authorization not already valid, the HTTP-01 key authorization is written to
+//!    `acme-challenge/<token>` in the store *before* the CA is told to validate (`set_ready`),
+//!    so whichever node the CA reaches (Envoy's filter, `renewer serve`) can answer;
+//! 3. wait for the order to be ready (instant-acme honours `Retry-After` while polling);
+//! 4. finalize with a CSR for a freshly generated key (never reused across issuances);
+//! 5. download the full chain; remove the challenge objects whatever happened.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, ExternalAccountKey, HttpClient, Identifier, NewAccount,
+    NewOrder, OrderStatus, Problem, RetryPolicy,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::Secret;
+use crate::config::{Config, KeyType};
+use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// The CA could not be reached, answered 5xx, or rate-limited us: worth another attempt.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        /// When the CA asked us to come back (`Retry-After`), if it did.
+        retry_after: Option<SystemTime>,
+    },
+    /// The CA refused the domain (failed validation, policy): retrying now will not help.
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Local problems: configuration, key generation, an unexpected answer.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AcmeError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AcmeError::Transient { .. })
+    }
+}
+
+/// What the last error response of the CA said about retrying, recorded by [`CaHttp`] because
+/// `instant-acme` drops the headers of error responses.
+#[derive(Debug, Clone, Copy)]
+struct ResponseHint {
+    status: u16,
+    retry_after: Option<SystemTime>,
+}
+
+/// The HTTP client for the CA: web roots plus `acme.extra_root_ca`, a per-request timeout,
+/// and a record of the last error status and `Retry-After`.
+struct CaHttp {
+    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    timeout: Duration,
+    last_error: Arc<Mutex<Option<ResponseHint>>>,
+}
+
+impl HttpClient for CaHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.client.request(req);
+        let timeout = self.timeout;
+        let last_error = self.last_error.clone();
+        Box::pin(async move {
+            let rsp = match tokio::time::timeout(timeout, fut).await {
+                Ok(Ok(rsp)) => rsp,
+                Ok(Err(e)) => return Err(instant_acme::Error::Other(Box::new(e))),
+                Err(_) => {
+                    return Err(instant_acme::Error::Other(
+                        format!("no answer from the CA within {} s", timeout.as_secs()).into(),
+                    ))
+                }
+            };
+            let status = rsp.status().as_u16();
+            if status >= 400 {
+                let retry_after = retry_after(rsp.headers());
+                if let Ok(mut slot) = last_error.lock() {
+                    *slot = Some(ResponseHint {
+                        status,
+                        retry_after,
+                    });
+                }
+            }
+            Ok(BytesResponse::from(rsp))
+        })
+    }
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<SystemTime> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(SystemTime::now() + Duration::from_secs(secs));
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// A connection to the CA with a loaded account.
+pub struct Acme {
+    account: Account,
+    directory_url: String,
+    last_error: Arc<Mutex<Option<ResponseHint>>>,
+    poll_timeout: Duration,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("directory", &self.directory_url)
+            .field("account", &self.account.id())
+            .finish()
+    }
+}
+
+/// An account as `renewer account` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountInfo {
+    pub directory: String,
+    pub account_url: String,
+    pub thumbprint: String,
+    pub contact: Vec<String>,
+    /// Store object holding the credentials.
+    pub object: String,
+    pub created: bool,
+}
+
+fn build_http(
+    config: &Config,
+    last_error: Arc<Mutex<Option<ResponseHint>>>,
+) -> Result<CaHttp, AcmeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &config.acme.extra_root_ca {
+        let added = add_roots(&mut roots, path)?;
+        tracing::debug!(file = %path.display(), added, "trusting extra roots for the CA");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| AcmeError::Other(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client = HyperClient::builder(TokioExecutor::new()).build(connector);
+    Ok(CaHttp {
+        client,
+        timeout: Duration::from_secs(config.acme.request_timeout_seconds),
+        last_error,
+    })
+}
+
+fn add_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<usize, AcmeError> {
+    let bad = |m: String| AcmeError::Other(format!("acme.extra_root_ca {}: {m}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(bad("no usable certificate in the file".into()));
+    }
+    Ok(added)
+}
+
+/// Store key of the account credentials for this directory: one account per CA.
+pub fn account_key(directory_url: &str) -> String {
+    let digest = hex::encode(Sha256::digest(directory_url.as_bytes()));
+    keys::account(digest.get(..16).unwrap_or(&digest))
+}
+
+impl Acme {
+    /// Load the account of `config`'s directory from the store, creating and storing it when
+    /// there is none (unless `create` is false).
+    pub async fn open(
+        config: &Config,
+        store: &SharedStore,
+        create: bool,
+    ) -> Result<(Acme, AccountInfo), AcmeError> {
+        let directory_url = config.directory_url().to_string();
+        let last_error = Arc::new(Mutex::new(None));
+        let key = account_key(&directory_url);
+        let object = format!("{}/{key}", store.location());
+        let hint = last_error.clone();
+        let classify_ = move |e: instant_acme::Error| classify(e, &hint);
+
+        let (account, created) = match store.get(&key).await? {
+            Some(obj) => {
+                let creds: AccountCredentials = serde_json::from_slice(&obj.data).map_err(|e| {
+                    AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
+                })?;
+                let http = build_http(config, last_error.clone())?;
+                let account = Account::builder_with_http(Box::new(http))
+                    .from_credentials(creds)
+                    .await
+                    .map_err(&classify_)?;
+                (account, false)
+            }
+            None if !create => {
+                return Err(AcmeError::Other(format!(
+                "no ACME account for {directory_url} in {} (run `renewer account` to create one)",
+                store.location()
+            )))
+            }
+            None => {
+                let contact = config.contact_urls();
+                let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let eab = match &config.acme.eab {
+                    Some(eab) => Some(external_account_key(eab)?),
+                    None => None,
+                };
+                let http = build_http(config, last_error.clone())?;
+                let (account, creds) = Account::builder_with_http(Box::new(http))
+                    .create(
+                        &NewAccount {
+                            contact: &contact_refs,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        directory_url.clone(),
+                        eab.as_ref(),
+                    )
+                    .await
+                    .map_err(&classify_)?;
+                let json = serde_json::to_vec(&creds)
+                    .map_err(|e| AcmeError::Other(format!("serialize account: {e}")))?;
+                match store
+                    .put(&key, &json, Precondition::DoesNotExist, Sensitivity::Secret)
+                    .await
+                {
+                    Ok(_) => (account, true),
+                    Err(e) if e.is_precondition_failed() => {
+                        // Another renewer created one at the same moment: use theirs, so every
+                        // renewer (and the filter's thumbprint) agrees on one account.
+                        return Box::pin(Acme::open(config, store, false)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let info = AccountInfo {
+            directory: directory_url.clone(),
+            account_url: account.id().to_string(),
+            thumbprint: account.key_thumbprint().to_string(),
+            contact: config.contact_urls(),
+            object,
+            created,
+        };
+        if created {
+            tracing::info!(directory = %directory_url, account = %info.account_url, "created ACME account");
+        }
+        Ok((
+            Acme {
+                account,
+                directory_url,
+                last_error,
+                poll_timeout: Duration::from_secs(config.acme.poll_timeout_seconds),
+            },
+            info,
+        ))
+    }
+
+    pub fn directory_url(&self) -> &str {
+        &self.directory_url
+    }
+
+    fn classify(&self, e: instant_acme::Error) -> AcmeError {
+        classify(e, &self.last_error)
+    }
+
+    fn take_hint(&self) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = None;
+        }
+    }
+
+    /// The CA's suggested renewal window for a certificate (RFC 9773), and when to ask again.
+    /// `Ok(None)` when the CA does not offer renewal information.
+    pub async fn renewal_info(
+        &self,
+        ari_id: &str,
+    ) -> Result<Option<(crate::policy::AriWindow, SystemTime)>, AcmeError> {
+        let Some(id) = certificate_identifier(ari_id) else {
+            return Err(AcmeError::Other(format!(
+                "malformed ARI certificate id {ari_id:?}"
+            )));
+        };
+        self.take_hint();
+        match self.account.renewal_info(&id).await {
+            Ok((info, retry_in)) => Ok(Some((
+                crate::policy::AriWindow {
+                    start: info.suggested_window.start,
+                    end: info.suggested_window.end,
+                },
+                SystemTime::now() + retry_in,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Run one order for `domains` and return the chain and the new private key.
+    pub async fn issue(
+        &self,
+        store: &SharedStore,
+        name: &str,
+        domains: &[String],
+        key_type: KeyType,
+        profile: Option<&str>,
+        replaces: Option<&str>,
+    ) -> Result<(String, Secret), AcmeError> {
+        self.take_hint();
+        let identifiers: Vec<Identifier> =
+            domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = self.new_order(&identifiers, profile, replaces).await?;
+        tracing::info!(certificate = name, order = order.url(), "order placed");
+
+        let mut published: Vec<String> = Vec::new();
+        let result = self
+            .complete(&mut order, store, name, domains, &mut published, key_type)
+            .await;
+        // Cleanup happens whatever the outcome: stale answers are useless and would only
+        // accumulate. A failure to clean up is logged, not fatal.
+        for token in &published {
+            if let Err(e) = store
+                .delete(&keys::challenge(token), Precondition::None)
+                .await
+            {
+                tracing::warn!(certificate = name, error = %e, "could not remove a challenge answer");
+            }
+        }
+        result
+    }
+
+    async fn new_order(
+        &self,
+        identifiers: &[Identifier],
+        profile: Option<&str>,
+        replaces: Option<&str>,
+    ) -> Result<instant_acme::Order, AcmeError> {
+        let plain = || {
+            let o = NewOrder::new(identifiers);
+            match profile {
+                Some(p) => o.profile(p),
+                None => o,
+            }
+        };
+        if let Some(id) = replaces.and_then(certificate_identifier) {
+            match self.account.new_order(&plain().replaces(id)).await {
+                Ok(order) => return Ok(order),
+                // RFC 9773 §5: a server may refuse `replaces` (already replaced, unknown
+                // certificate, or — Pebble before 2.5 — ignore it so instant-acme sees no
+                // echo). The renewal matters more than the hint: order again without it.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the CA did not accept `replaces`; ordering without it"
+                ),
+            }
+        }
+        self.account
+            .new_order(&plain())
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    async fn complete(
+        &self,
+        order: &mut instant_acme::Order,
+        store: &SharedStore,
+        name: &str,
+        domains: &[String],
+        published: &mut Vec<String>,
+        key_type: KeyType,
+    ) -> Result<(String, Secret), AcmeError> {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| self.classify(e))?;
+            let domain = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Valid => {
+                    tracing::info!(
+                        certificate = name,
+                        domain,
+                        "authorization already valid; no challenge needed"
+                    );
+                    continue;
+                }
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(AcmeError::Rejected(format!(
+                        "{domain}: authorization is {other:?}"
+                    )))
+                }
+            }
+            let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+                AcmeError::Rejected(format!("{domain}: the CA offers no http-01 challenge"))
+            })?;
+            let token = challenge.token.clone();
+            let key_auth = challenge.key_authorization();
+            store
+                .put(
+                    &keys::challenge(&token),
+                    key_auth.as_str().as_bytes(),
+                    Precondition::None,
+                    Sensitivity::Public,
+                )
+                .await?;
+            published.push(token);
+            tracing::info!(
+                certificate = name,
+                domain,
+                "challenge answer published; asking the CA to validate"
+            );
+            challenge.set_ready().await.map_err(|e| self.classify(e))?;
+        }
+
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.poll_timeout);
+        let status = match order.poll_ready(&retries).await {
+            Ok(status) => status,
+            Err(instant_acme::Error::Api(problem)) => {
+                return Err(self.validation_failure(order, Some(problem)).await)
+            }
+            Err(e) => return Err(self.classify(e)),
+        };
+        if status != OrderStatus::Ready {
+            return Err(self.validation_failure(order, None).await);
+        }
+
+        // The configured names, not the order's cached authorizations: polling replaces the
+        // order state and drops them.
+        let (csr, key_pem) = csr_for(domains.to_vec(), key_type)?;
+        order
+            .finalize_csr(&csr)
+            .await
+            .map_err(|e| self.classify(e))?;
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok((chain, key_pem))
+    }
+
+    /// Explain a failed order: which domain, and the CA's problem detail for it.
+    async fn validation_failure(
+        &self,
+        order: &mut instant_acme::Order,
+        order_problem: Option<Problem>,
+    ) -> AcmeError {
+        let mut reasons = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let Ok(mut authz) = authz else { continue };
+            let _ = authz.refresh().await;
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let domain = authz.identifier().to_string();
+            let detail = authz
+                .challenges
+                .iter()
+                .find_map(|c| c.error.as_ref())
+                .map(problem_text)
+                .unwrap_or_else(|| format!("authorization {:?}", authz.status));
+            reasons.push(format!("{domain}: {detail}"));
+        }
+        if reasons.is_empty() {
+            reasons.push(match order_problem {
+                Some(p) => problem_text(&p),
+                None => "the order became invalid".into(),
+            });
+        }
+        AcmeError::Rejected(format!("validation failed: {}", reasons.join("; ")))
+    }
+}
+
+fn problem_text(p: &Problem) -> String {
+    let mut s = p.detail.clone().unwrap_or_else(|| "no detail".into());
+    if let Some(t) = &p.r#type {
+        s.push_str(&format!(" ({t})"));
+    }
+    s
+}
+
+fn certificate_identifier(ari_id: &str) -> Option<CertificateIdentifier<'static>> {
+    let (aki, serial) = ari_id.split_once('.')?;
+    if aki.is_empty() || serial.is_empty() || serial.contains('.') {
+        return None;
+    }
+    Some(CertificateIdentifier {
+        authority_key_identifier: Cow::Owned(aki.to_string()),
+        serial: Cow::Owned(serial.to_string()),
+    })
+}
+
+fn classify(e: instant_acme::Error, last_error: &Mutex<Option<ResponseHint>>) -> AcmeError {
+    let hint = last_error.lock().ok().and_then(|mut s| s.take());
+    let retry_after = hint.and_then(|h| h.retry_after);
+    match e {
+        instant_acme::Error::Api(problem) => {
+            let status = problem.status.or(hint.map(|h| h.status)).unwrap_or(0);
+            let kind = problem.r#type.as_deref().unwrap_or("");
+            let transient = status == 429
+                || status >= 500
+                || kind.ends_with(":rateLimited")
+                || kind.ends_with(":serverInternal")
+                || kind.ends_with(":badNonce");
+            let message = format!("the CA answered: {}", problem_text(&problem));
+            if transient {
+                AcmeError::Transient {
+                    message,
+                    retry_after,
+                }
+            } else {
+                AcmeError::Rejected(message)
+            }
+        }
+        // Connection refused, TLS, timeouts, a body that is not JSON (a proxy's 502 page).
+        instant_acme::Error::Other(_)
+        | instant_acme::Error::Hyper(_)
+        | instant_acme::Error::Timeout(_)
+        | instant_acme::Error::Json(_) => AcmeError::Transient {
+            message: match hint {
+                Some(h) if h.status >= 400 => format!("the CA answered HTTP {}: {e}", h.status),
+                _ => format!("cannot reach the CA: {e}"),
+            },
+            retry_after,
+        },
+        other => AcmeError::Other(format!("ACME: {other}")),
+    }
+}
+
+fn external_account_key(eab: &crate::config::EabConfig) -> Result<ExternalAccountKey, AcmeError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let raw = match (&eab.hmac_key_env, &eab.hmac_key_file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| {
+            AcmeError::Other(format!(
+                "acme.eab.hmac_key_env: environment variable {var} is not set"
+            ))
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            AcmeError::Other(format!("acme.eab.hmac_key_file {}: {e}", path.display()))
+        })?,
+        (None, None) => return Err(AcmeError::Other("acme.eab: no HMAC key source".into())),
+    };
+    let key = URL_SAFE_NO_PAD
+        .decode(raw.trim().trim_end_matches('='))
+        .map_err(|_| AcmeError::Other("acme.eab: the HMAC key is not base64url".into()))?;
+    Ok(ExternalAccountKey::new(eab.key_id.clone(), &key))
+}
+
+/// A CSR for `domains` with a fresh key of `key_type`; returns the CSR DER and the key PEM.
+pub fn csr_for(domains: Vec<String>, key_type: KeyType) -> Result<(Vec<u8>, Secret), AcmeError> {
+    let key = generate_key(key_type)?;
+    let mut params = rcgen::CertificateParams::new(domains)
+        .map_err(|e| AcmeError::Other(format!("CSR: {e}")))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| AcmeError::Other(format!("CSR: {e}")))?;
+    Ok((csr.der().to_vec(), Secret::new(key.serialize_pem())))
+}
+
+/// A new private key. ECDSA through ring; RSA through the `rsa` crate, because ring (the
+/// crypto backend here) can sign with RSA keys but not generate them.
+pub fn generate_key(key_type: KeyType) -> Result<rcgen::KeyPair, AcmeError> {
+    let err = |e: String| AcmeError::Other(format!("generate {key_type} key: {e}"));
+    match key_type {
+        KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| err(e.to_string())),
+        KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+            .map_err(|e| err(e.to_string())),
+        KeyType::Rsa2048 | KeyType::Rsa4096 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let bits = if key_type == KeyType::Rsa2048 {
+                2048
+            } else {
+                4096
+            };
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+                .map_err(|e| err(e.to_string()))?;
+            let der = key.to_pkcs8_der().map_err(|e| err(e.to_string()))?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
+                .map_err(|e| err(e.to_string()))
+        }
+    }
+}
+
+/// Parse a PEM chain into DER certificates (used to double-check what the CA returned).
+pub fn chain_len(chain_pem: &str) -> usize {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .filter(Result::is_ok)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_every_type_sign_a_csr() {
+        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            let (csr, key) = csr_for(vec!["a.example.com".into()], kt).expect("csr");
+            assert!(!csr.is_empty());
+            assert!(key.expose().contains("PRIVATE KEY"), "{kt}");
+        }
+        // Fresh key every time.
+        let (_, k1) = csr_for(vec!["a.example.com".into()], KeyType::EcdsaP256).expect("csr");
+        let (_, k2) = csr_for(vec!["a.example.com".into()], KeyType::EcdsaP256).expect("csr");
+        assert_ne!(k1, k2);
+    }
+
+    #[test]
+    fn account_keys_differ_per_directory() {
+        let a = account_key("https://a.example/dir");
+        assert!(a.starts_with("acme/accounts/") && a.ends_with(".json"));
+        assert_ne!(a, account_key("https://b.example/dir"));
+        crate::store::check_key(&a).expect("valid key");
+    }
+
+    #[test]
+    fn ari_ids_parse() {
+        assert!(certificate_identifier("aki.serial").is_some());
+        for bad in ["", "a", "a.", ".b", "a.b.c"] {
+            assert!(certificate_identifier(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("120"),
+        );
+        let t = retry_after(&h).expect("seconds");
+        assert!(t > SystemTime::now() + Duration::from_secs(100));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2037 07:28:00 GMT"),
+        );
+        assert!(retry_after(&h).is_some());
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("soon"),
+        );
+        assert!(retry_after(&h).is_none());
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let slot = Mutex::new(Some(ResponseHint {
+            status: 429,
+            retry_after: Some(SystemTime::now()),
+        }));
+        let p: Problem = serde_json::from_str(
+            r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many","status":429}"#,
+        )
+        .expect("problem");
+        let e = classify(instant_acme::Error::Api(p), &slot);
+        assert!(
+            matches!(
+                e,
+                AcmeError::Transient {
+                    retry_after: Some(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let p: Problem = serde_json::from_str(
+            r#"{"type":"urn:ietf:params:acme:error:unauthorized","detail":"no","status":403}"#,
+        )
+        .expect("problem");
+        assert!(matches!(
+            classify(instant_acme::Error::Api(p), &Mutex::new(None)),
+            AcmeError::Rejected(_)
+        ));
+    }
+}

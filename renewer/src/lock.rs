@@ -1,0 +1,305 @@
+//! A renewal lease per certificate, `locks/<name>`, so that concurrent renewers (a retried
+//! Cloud Run job overlapping the next schedule, or several replicas of `renewer serve`) place
+//! one order, not several.
+//!
+//! The lease is an object `{owner, expires_at}` created only if absent (GCS
+//! `ifGenerationMatch=0`, a hard link on files). An expired lease — its holder crashed — is
+//! taken over by a compare-and-swap on the generation that was read, so of two renewers that
+//! both see it expired only one wins. Release deletes the lease only if it is still ours.
+//!
+//! The holder re-reads the certificate after acquiring: a renewer that waited while another
+//! one renewed then finds the certificate fresh and does nothing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{keys, Generation, Precondition, Sensitivity, SharedStore, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Who holds it: `host/pid/random`, for operators reading the object.
+    pub owner: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "certificate {name} is being renewed by {owner} (lease until {until}); waited {waited_s} s"
+    )]
+    Held {
+        name: String,
+        owner: String,
+        until: String,
+        waited_s: u64,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A held lease. Release it with [`Lease::release`]; if the process dies instead, the lease
+/// expires after its TTL.
+#[derive(Debug)]
+pub struct Lease {
+    store: SharedStore,
+    key: String,
+    generation: Generation,
+    pub record: LeaseRecord,
+}
+
+/// A fresh owner identity for this process.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown-host".into());
+    format!(
+        "{host}/{}/{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Take the lease of certificate `name`, waiting up to `wait` for another holder.
+pub async fn acquire(
+    store: &SharedStore,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<Lease, LockError> {
+    let key = keys::lock(name);
+    let started = tokio::time::Instant::now();
+    loop {
+        let record = LeaseRecord {
+            owner: owner.to_string(),
+            expires_at: OffsetDateTime::now_utc() + ttl,
+        };
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        match store
+            .put(&key, &body, Precondition::DoesNotExist, Sensitivity::Public)
+            .await
+        {
+            Ok(generation) => return Ok(lease(store, &key, generation, record)),
+            Err(e) if e.is_precondition_failed() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(existing) = store.get(&key).await? else {
+            continue; // released between our create and our read: try again at once
+        };
+        let held: Option<LeaseRecord> = serde_json::from_slice(&existing.data).ok();
+        let expired = held
+            .as_ref()
+            .is_none_or(|h| h.expires_at <= OffsetDateTime::now_utc());
+        if expired {
+            // An unreadable lease is treated as expired: nobody can prove they hold it.
+            match store
+                .put(
+                    &key,
+                    &body,
+                    Precondition::GenerationMatches(existing.generation.clone()),
+                    Sensitivity::Public,
+                )
+                .await
+            {
+                Ok(generation) => {
+                    tracing::warn!(
+                        certificate = name,
+                        previous_owner = held.as_ref().map_or("(unreadable)", |h| h.owner.as_str()),
+                        "took over an expired renewal lease"
+                    );
+                    return Ok(lease(store, &key, generation, record));
+                }
+                Err(e) if e.is_precondition_failed() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= wait {
+            let (owner, until) = held
+                .map(|h| (h.owner, crate::policy::rfc3339(h.expires_at)))
+                .unwrap_or_default();
+            return Err(LockError::Held {
+                name: name.to_string(),
+                owner,
+                until,
+                waited_s: waited.as_secs(),
+            });
+        }
+        tracing::debug!(
+            certificate = name,
+            "renewal lease held by another renewer; waiting"
+        );
+        let pause = Duration::from_millis(250 + u64::from(rand::random::<u8>()) * 3);
+        tokio::time::sleep(
+            pause
+                .min(wait.saturating_sub(waited))
+                .max(Duration::from_millis(50)),
+        )
+        .await;
+    }
+}
+
+fn lease(store: &SharedStore, key: &str, generation: Generation, record: LeaseRecord) -> Lease {
+    Lease {
+        store: store.clone(),
+        key: key.to_string(),
+        generation,
+        record,
+    }
+}
+
+impl Lease {
+    /// Give the lease back. If it was taken over meanwhile (we overran the TTL), say so and
+    /// leave the new holder's lease alone.
+    pub async fn release(self) {
+        match self
+            .store
+            .delete(&self.key, Precondition::GenerationMatches(self.generation))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_precondition_failed() => tracing::warn!(
+                lease = self.key,
+                "the renewal lease was taken over before release; the renewal outlasted lock.ttl_seconds"
+            ),
+            Err(e) => tracing::warn!(lease = self.key, error = %e, "could not release the renewal lease; it expires on its own"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::fs::FsStore;
+
+    fn store() -> (tempfile::TempDir, SharedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s: SharedStore = Arc::new(FsStore::new(dir.path()).expect("store"));
+        (dir, s)
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn one_holder_at_a_time() {
+        let (_d, s) = store();
+        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+            .await
+            .expect("a");
+        let e = acquire(&s, "app", "b", TTL, Duration::ZERO)
+            .await
+            .expect_err("held");
+        assert!(
+            matches!(&e, LockError::Held { owner, .. } if owner == "a"),
+            "{e}"
+        );
+        // Another certificate is independent.
+        let other = acquire(&s, "api", "b", TTL, Duration::ZERO)
+            .await
+            .expect("api");
+        a.release().await;
+        let b = acquire(&s, "app", "b", TTL, Duration::ZERO)
+            .await
+            .expect("b after release");
+        b.release().await;
+        other.release().await;
+        assert!(s.get("locks/app").await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_and_corrupt_leases_are_taken_over() {
+        let (_d, s) = store();
+        let stale = LeaseRecord {
+            owner: "crashed".into(),
+            expires_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        };
+        s.put(
+            "locks/app",
+            &serde_json::to_vec(&stale).expect("json"),
+            Precondition::None,
+            Sensitivity::Public,
+        )
+        .await
+        .expect("seed");
+        let l = acquire(&s, "app", "b", TTL, Duration::ZERO)
+            .await
+            .expect("takeover");
+        assert_eq!(l.record.owner, "b");
+        l.release().await;
+        s.put(
+            "locks/app",
+            b"{not json",
+            Precondition::None,
+            Sensitivity::Public,
+        )
+        .await
+        .expect("seed");
+        acquire(&s, "app", "c", TTL, Duration::ZERO)
+            .await
+            .expect("corrupt lease");
+    }
+
+    #[tokio::test]
+    async fn release_leaves_a_new_holder_alone() {
+        let (_d, s) = store();
+        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+            .await
+            .expect("a");
+        // Simulate a takeover after a's lease expired.
+        s.put("locks/app", b"{}", Precondition::None, Sensitivity::Public)
+            .await
+            .expect("overwrite");
+        a.release().await;
+        assert!(s.get("locks/app").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn waiters_get_it_after_release() {
+        let (_d, s) = store();
+        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+            .await
+            .expect("a");
+        let s2 = s.clone();
+        let waiter =
+            tokio::spawn(
+                async move { acquire(&s2, "app", "b", TTL, Duration::from_secs(30)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.release().await;
+        let b = waiter
+            .await
+            .expect("join")
+            .expect("b acquires after release");
+        assert_eq!(b.record.owner, "b");
+    }
+
+    #[tokio::test]
+    async fn racing_acquirers_one_winner() {
+        let (_d, s) = store();
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                acquire(&s, "app", &format!("r{i}"), TTL, Duration::ZERO)
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.expect("join"));
+        }
+        assert_eq!(wins, 1);
+    }
+}

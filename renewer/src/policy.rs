@@ -1,0 +1,416 @@
+//! Should a certificate be renewed now, and why. A pure function of its inputs (the clock is a
+//! parameter), so every rule is unit-tested without a CA.
+//!
+//! Rules, in order:
+//! 1. `--force` renews.
+//! 2. No current certificate, or it has expired: renew.
+//! 3. The configured names or key type differ from the certificate's: renew.
+//! 4. ACME Renewal Information (RFC 9773), when the CA gave a window: renew once a point chosen
+//!    uniformly at random inside the window has passed (or the window has ended). The point is
+//!    derived from the certificate and the window, so every run, and `status`, agree on it
+//!    while the window stays the same.
+//! 5. Otherwise (the backstop, and the only rule without ARI): renew when less than
+//!    `fraction_left` of the lifetime remains.
+//!
+//! Rules 4 and 5 are skipped, with the time of the next attempt, while an earlier failure's
+//! backoff runs: a failing CA or DNS setup must not be hammered every time the job fires.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use crate::bundle::CertMeta;
+use crate::config::{CertificateConfig, KeyType};
+
+/// A renewal window suggested by the CA (RFC 9773 `suggestedWindow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AriWindow {
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+}
+
+/// Earlier failures of this certificate, from its state object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureHistory {
+    pub consecutive_failures: u32,
+    pub last_failure: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    Forced,
+    Missing,
+    Expired,
+    NamesChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    KeyTypeChanged {
+        from: KeyType,
+        to: KeyType,
+    },
+    AriWindow {
+        at: OffsetDateTime,
+    },
+    LifetimeLow {
+        fraction_left: f64,
+    },
+    NotDue,
+    BackingOff {
+        failures: u32,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Forced => f.write_str("forced (--force)"),
+            Reason::Missing => f.write_str("no certificate yet"),
+            Reason::Expired => f.write_str("the certificate has expired"),
+            Reason::NamesChanged { added, removed } => write!(
+                f,
+                "names changed (added: [{}], removed: [{}])",
+                added.join(", "),
+                removed.join(", ")
+            ),
+            Reason::KeyTypeChanged { from, to } => {
+                write!(f, "key type changed from {from} to {to}")
+            }
+            Reason::AriWindow { at } => write!(
+                f,
+                "the CA's renewal window (ARI) is open; chosen time {} has passed",
+                rfc3339(*at)
+            ),
+            Reason::LifetimeLow { fraction_left } => write!(
+                f,
+                "{:.1}% of the lifetime left, below the renewal threshold",
+                fraction_left * 100.0
+            ),
+            Reason::NotDue => f.write_str("not due"),
+            Reason::BackingOff { failures } => {
+                write!(f, "backing off after {failures} consecutive failure(s)")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub renew: bool,
+    pub reason: Reason,
+    /// When the certificate is (next) due, if it is not due now; for `status` and logs.
+    pub next_renewal: Option<OffsetDateTime>,
+}
+
+/// Everything the policy looks at.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub now: OffsetDateTime,
+    pub config: &'a CertificateConfig,
+    pub current: Option<&'a CertMeta>,
+    pub fraction_left: f64,
+    pub ari: Option<AriWindow>,
+    pub failures: FailureHistory,
+    pub force: bool,
+}
+
+pub fn decide(i: &Inputs<'_>) -> Decision {
+    let renew = |reason| Decision {
+        renew: true,
+        reason,
+        next_renewal: None,
+    };
+    if i.force {
+        return renew(Reason::Forced);
+    }
+    let Some(current) = i.current else {
+        return renew(Reason::Missing);
+    };
+    if i.now >= current.not_after {
+        return renew(Reason::Expired);
+    }
+    let wanted = i.config.normalized_domains();
+    if wanted != current.domains {
+        let added = wanted
+            .iter()
+            .filter(|d| !current.domains.contains(d))
+            .cloned()
+            .collect();
+        let removed = current
+            .domains
+            .iter()
+            .filter(|d| !wanted.contains(d))
+            .cloned()
+            .collect();
+        return renew(Reason::NamesChanged { added, removed });
+    }
+    if i.config.key_type != current.key_type {
+        return renew(Reason::KeyTypeChanged {
+            from: current.key_type,
+            to: i.config.key_type,
+        });
+    }
+
+    let lifetime_due = lifetime_due_at(current, i.fraction_left);
+    let ari_due = i.ari.map(|w| ari_point(w, current));
+    // ARI can only bring a renewal forward of the lifetime rule's time, never delay it past it:
+    // a CA that suggests a late window must not let a certificate run out.
+    let (due, due_reason) = match ari_due {
+        Some(at) if at <= lifetime_due => (at, Reason::AriWindow { at }),
+        _ => (
+            lifetime_due,
+            Reason::LifetimeLow {
+                fraction_left: fraction_left(current, i.now),
+            },
+        ),
+    };
+    if i.now < due {
+        return Decision {
+            renew: false,
+            reason: Reason::NotDue,
+            next_renewal: Some(due),
+        };
+    }
+    if let Some(retry_at) = backoff_until(i.failures) {
+        if i.now < retry_at {
+            return Decision {
+                renew: false,
+                reason: Reason::BackingOff {
+                    failures: i.failures.consecutive_failures,
+                },
+                next_renewal: Some(retry_at),
+            };
+        }
+    }
+    renew(due_reason)
+}
+
+/// When the lifetime rule makes the certificate due: `not_after - lifetime * fraction_left`.
+pub fn lifetime_due_at(current: &CertMeta, fraction_left: f64) -> OffsetDateTime {
+    let lifetime = current.not_after - current.not_before;
+    let margin = Duration::seconds_f64(lifetime.as_seconds_f64() * fraction_left);
+    current.not_after - margin
+}
+
+fn fraction_left(current: &CertMeta, now: OffsetDateTime) -> f64 {
+    let lifetime = (current.not_after - current.not_before).as_seconds_f64();
+    if lifetime <= 0.0 {
+        return 0.0;
+    }
+    ((current.not_after - now).as_seconds_f64() / lifetime).clamp(0.0, 1.0)
+}
+
+/// The moment inside the ARI window at which this certificate renews. RFC 9773 asks for a
+/// uniformly random point so that a CA's fleet of clients does not renew at once; hashing the
+/// serial with the window gives that spread while staying stable from run to run.
+pub fn ari_point(window: AriWindow, current: &CertMeta) -> OffsetDateTime {
+    if window.end <= window.start {
+        return window.start;
+    }
+    let mut h = Sha256::new();
+    h.update(current.serial.as_bytes());
+    h.update(window.start.unix_timestamp().to_be_bytes());
+    h.update(window.end.unix_timestamp().to_be_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    // 53 random bits → a float in [0, 1).
+    let u = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+    let span = (window.end - window.start).as_seconds_f64();
+    window.start + Duration::seconds_f64(span * u)
+}
+
+/// Backoff after `n` consecutive failures: 5 min, 10, 20, … capped at 6 h.
+pub fn backoff(n: u32) -> Duration {
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    let minutes = 5i64.saturating_mul(1i64 << (n - 1).min(10));
+    Duration::minutes(minutes.min(6 * 60))
+}
+
+fn backoff_until(f: FailureHistory) -> Option<OffsetDateTime> {
+    f.last_failure
+        .filter(|_| f.consecutive_failures > 0)
+        .map(|t| t + backoff(f.consecutive_failures))
+}
+
+/// RFC 3339 in UTC, to the second: for people and logs.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn config(domains: &[&str], key_type: KeyType) -> CertificateConfig {
+        CertificateConfig {
+            name: "app".into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            key_type,
+            challenge: Default::default(),
+            profile: None,
+        }
+    }
+
+    fn meta(domains: &[&str]) -> CertMeta {
+        CertMeta {
+            name: "app".into(),
+            serial: "0a1b".into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            key_type: KeyType::EcdsaP256,
+            issuer: "CN=test".into(),
+            not_before: datetime!(2026-01-01 0:00 UTC),
+            not_after: datetime!(2026-04-01 0:00 UTC), // 90 days
+            ari_id: Some("aki.serial".into()),
+            chain_sha256: String::new(),
+            issued_at: datetime!(2026-01-01 0:00 UTC),
+        }
+    }
+
+    fn inputs<'a>(
+        now: OffsetDateTime,
+        config: &'a CertificateConfig,
+        current: Option<&'a CertMeta>,
+    ) -> Inputs<'a> {
+        Inputs {
+            now,
+            config,
+            current,
+            fraction_left: 1.0 / 3.0,
+            ari: None,
+            failures: FailureHistory::default(),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn missing_forced_expired() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        let m = meta(&["a.example.com"]);
+        let now = datetime!(2026-01-10 0:00 UTC);
+        assert_eq!(decide(&inputs(now, &c, None)).reason, Reason::Missing);
+        let mut i = inputs(now, &c, Some(&m));
+        i.force = true;
+        assert_eq!(decide(&i).reason, Reason::Forced);
+        let d = decide(&inputs(datetime!(2026-04-02 0:00 UTC), &c, Some(&m)));
+        assert_eq!(d.reason, Reason::Expired);
+    }
+
+    #[test]
+    fn lifetime_rule() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        let m = meta(&["a.example.com"]);
+        // 90-day certificate, 1/3 → due 30 days before not_after = 2026-03-02.
+        let d = decide(&inputs(datetime!(2026-03-01 0:00 UTC), &c, Some(&m)));
+        assert!(!d.renew);
+        assert_eq!(d.reason, Reason::NotDue);
+        assert_eq!(d.next_renewal, Some(datetime!(2026-03-02 0:00 UTC)));
+        let d = decide(&inputs(datetime!(2026-03-03 0:00 UTC), &c, Some(&m)));
+        assert!(d.renew);
+        assert!(
+            matches!(d.reason, Reason::LifetimeLow { fraction_left } if fraction_left < 1.0 / 3.0)
+        );
+    }
+
+    #[test]
+    fn names_and_key_type() {
+        let m = meta(&["a.example.com"]);
+        let now = datetime!(2026-01-10 0:00 UTC);
+        let c = config(&["A.example.com", "b.example.com"], KeyType::EcdsaP256);
+        let d = decide(&inputs(now, &c, Some(&m)));
+        assert_eq!(
+            d.reason,
+            Reason::NamesChanged {
+                added: vec!["b.example.com".into()],
+                removed: vec![]
+            }
+        );
+        // Case and order do not matter.
+        let c = config(&["A.EXAMPLE.COM"], KeyType::EcdsaP256);
+        assert!(!decide(&inputs(now, &c, Some(&m))).renew);
+        let c = config(&["a.example.com"], KeyType::Rsa2048);
+        assert_eq!(
+            decide(&inputs(now, &c, Some(&m))).reason,
+            Reason::KeyTypeChanged {
+                from: KeyType::EcdsaP256,
+                to: KeyType::Rsa2048
+            }
+        );
+    }
+
+    #[test]
+    fn ari_window_fixture() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        let m = meta(&["a.example.com"]);
+        // A window the CA moved early (e.g. for a revocation): 2026-01-20 .. 2026-01-22.
+        let w = AriWindow {
+            start: datetime!(2026-01-20 0:00 UTC),
+            end: datetime!(2026-01-22 0:00 UTC),
+        };
+        let point = ari_point(w, &m);
+        assert!(point >= w.start && point < w.end, "{point}");
+        assert_eq!(point, ari_point(w, &m), "stable across runs");
+        let mut i = inputs(datetime!(2026-01-19 0:00 UTC), &c, Some(&m));
+        i.ari = Some(w);
+        let d = decide(&i);
+        assert!(!d.renew);
+        assert_eq!(d.next_renewal, Some(point));
+        i.now = point;
+        assert_eq!(decide(&i).reason, Reason::AriWindow { at: point });
+        // Window entirely in the past: renew now.
+        i.now = datetime!(2026-02-01 0:00 UTC);
+        assert!(decide(&i).renew);
+        // A window later than the lifetime rule does not delay renewal.
+        i.ari = Some(AriWindow {
+            start: datetime!(2026-03-20 0:00 UTC),
+            end: datetime!(2026-03-25 0:00 UTC),
+        });
+        i.now = datetime!(2026-03-05 0:00 UTC);
+        assert!(matches!(decide(&i).reason, Reason::LifetimeLow { .. }));
+    }
+
+    #[test]
+    fn ari_points_spread_over_the_window() {
+        let w = AriWindow {
+            start: datetime!(2026-01-20 0:00 UTC),
+            end: datetime!(2026-01-30 0:00 UTC),
+        };
+        let mut halves = [0u32; 2];
+        for n in 0..400 {
+            let mut m = meta(&["a.example.com"]);
+            m.serial = format!("{n:x}");
+            let p = ari_point(w, &m);
+            assert!(p >= w.start && p < w.end);
+            halves[usize::from(p >= datetime!(2026-01-25 0:00 UTC))] += 1;
+        }
+        assert!(halves[0] > 120 && halves[1] > 120, "{halves:?}");
+    }
+
+    #[test]
+    fn failures_back_off() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        let m = meta(&["a.example.com"]);
+        let mut i = inputs(datetime!(2026-03-10 0:00 UTC), &c, Some(&m));
+        i.failures = FailureHistory {
+            consecutive_failures: 2,
+            last_failure: Some(datetime!(2026-03-09 23:55 UTC)),
+        };
+        let d = decide(&i);
+        assert_eq!(d.reason, Reason::BackingOff { failures: 2 });
+        assert_eq!(d.next_renewal, Some(datetime!(2026-03-10 0:05 UTC)));
+        i.now = datetime!(2026-03-10 0:06 UTC);
+        assert!(decide(&i).renew);
+        // Backoff never blocks a missing certificate or --force.
+        i.current = None;
+        assert!(decide(&i).renew);
+        assert_eq!(backoff(1), Duration::minutes(5));
+        assert_eq!(backoff(30), Duration::hours(6));
+    }
+}

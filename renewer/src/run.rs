@@ -1,0 +1,530 @@
+//! One renewal pass over the configured certificates (`renewer run`, and `POST /` of
+//! `renewer serve`).
+//!
+//! Per certificate: read the current certificate and state → decide (policy) → if due, take
+//! the lease, re-read and re-decide (another renewer may just have renewed), order with
+//! bounded retries, publish to the store (`current.json` last), mirror to Secret Manager,
+//! record the outcome, release the lease. A failure at any step leaves the certificate in
+//! service untouched.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use crate::acme::{Acme, AcmeError};
+use crate::bundle::{Bundle, BundleError, BundleStore, CertMeta, ObjectBundles};
+use crate::config::{CertificateConfig, Config};
+use crate::lock;
+use crate::policy::{self, Decision, Inputs, Reason};
+use crate::state::{self, AriCache, CertState};
+use crate::store::SharedStore;
+
+/// What happened to one certificate.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new certificate is now current.
+    Renewed { serial: String, reason: String },
+    /// Nothing to do.
+    Unchanged {
+        reason: String,
+        #[serde(with = "time::serde::rfc3339::option")]
+        next_renewal: Option<OffsetDateTime>,
+    },
+    /// Something failed; the certificate in service (if any) is untouched.
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertReport {
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The certificate in service after this pass.
+    pub serial: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+}
+
+impl CertReport {
+    /// A certificate is fine when nothing failed and the one in service has not expired.
+    pub fn ok(&self, now: OffsetDateTime) -> bool {
+        !matches!(self.outcome, Outcome::Failed { .. }) && self.not_after.is_some_and(|t| t > now)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub certificates: Vec<CertReport>,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        let now = OffsetDateTime::now_utc();
+        self.certificates.iter().all(|c| c.ok(now))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub force: bool,
+    /// Only these certificates (all when empty).
+    pub only: Vec<String>,
+}
+
+/// The long-lived parts of a renewer: configuration, stores, and (opened on first use) the
+/// ACME account.
+pub struct Renewer {
+    pub config: Config,
+    pub store: SharedStore,
+    pub primary: ObjectBundles,
+    pub mirror: Option<Arc<dyn BundleStore>>,
+    owner: String,
+    acme: OnceCell<Arc<Acme>>,
+}
+
+impl Renewer {
+    pub async fn new(config: Config) -> Result<Renewer, crate::RenewerError> {
+        let store = crate::store::open(&config).await?;
+        let mirror: Option<Arc<dyn BundleStore>> = match &config.secret_manager {
+            Some(sm) => Some(Arc::new(
+                crate::store::secret_manager::SecretManagerMirror::new(sm).await?,
+            )),
+            None => None,
+        };
+        Ok(Renewer {
+            primary: ObjectBundles::new(store.clone()),
+            store,
+            mirror,
+            config,
+            owner: lock::owner_id(),
+            acme: OnceCell::new(),
+        })
+    }
+
+    /// The ACME account, opened (and created if needed) on first use.
+    pub async fn acme(&self) -> Result<Arc<Acme>, AcmeError> {
+        self.acme
+            .get_or_try_init(|| async {
+                Acme::open(&self.config, &self.store, true)
+                    .await
+                    .map(|(acme, _)| Arc::new(acme))
+            })
+            .await
+            .cloned()
+    }
+
+    /// One pass. Never returns early: every selected certificate gets a report.
+    pub async fn run(&self, options: &RunOptions) -> RunReport {
+        let mut certificates = Vec::new();
+        for cert in &self.config.certificates {
+            if !options.only.is_empty() && !options.only.contains(&cert.name) {
+                continue;
+            }
+            let span = tracing::info_span!("certificate", certificate = %cert.name);
+            let _enter = span.enter();
+            let report = self.renew_one(cert, options.force).await;
+            match &report.outcome {
+                Outcome::Renewed { serial, reason } => {
+                    tracing::info!(certificate = %cert.name, serial, reason, "renewed")
+                }
+                Outcome::Unchanged { reason, .. } => {
+                    tracing::info!(certificate = %cert.name, reason, "no renewal needed")
+                }
+                Outcome::Failed { error } => {
+                    tracing::error!(certificate = %cert.name, error, "renewal failed; the certificate in service is unchanged")
+                }
+            }
+            certificates.push(report);
+        }
+        RunReport { certificates }
+    }
+
+    async fn renew_one(&self, cert: &CertificateConfig, force: bool) -> CertReport {
+        let name = cert.name.as_str();
+        let mut st = state::load(&self.store, name).await;
+        let current = match self.primary.current_meta(name).await {
+            Ok(c) => c,
+            Err(e) => {
+                if !force {
+                    return failed(
+                        name,
+                        None,
+                        format!("{e} (renew with --force to replace it)"),
+                    );
+                }
+                tracing::warn!(error = %e, "unreadable current certificate; --force replaces it");
+                None
+            }
+        };
+
+        let ari = self.ari_window(current.as_ref(), &mut st).await;
+        let decision = policy::decide(&Inputs {
+            now: OffsetDateTime::now_utc(),
+            config: cert,
+            current: current.as_ref(),
+            fraction_left: self.config.renewal.fraction_left,
+            ari,
+            failures: st.failures(),
+            force,
+        });
+        if !decision.renew {
+            let mirror_error = match &current {
+                Some(meta) => self.reconcile_mirror(meta).await.err(),
+                None => None,
+            };
+            let _ = state::save(&self.store, name, &st).await;
+            return match mirror_error {
+                Some(error) => failed(name, current.as_ref(), error),
+                None => unchanged(name, current.as_ref(), &decision),
+            };
+        }
+        tracing::info!(reason = %decision.reason, "renewal due");
+
+        let lease = match lock::acquire(
+            &self.store,
+            name,
+            &self.owner,
+            Duration::from_secs(self.config.lock.ttl_seconds),
+            Duration::from_secs(self.config.lock.wait_seconds),
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => return failed(name, current.as_ref(), e.to_string()),
+        };
+        let report = self.renew_locked(cert, current, decision, force, st).await;
+        lease.release().await;
+        report
+    }
+
+    async fn renew_locked(
+        &self,
+        cert: &CertificateConfig,
+        before: Option<CertMeta>,
+        mut decision: Decision,
+        force: bool,
+        mut st: CertState,
+    ) -> CertReport {
+        let name = cert.name.as_str();
+        // Re-read under the lease: if another renewer published while we waited, its
+        // certificate is what the policy must look at.
+        let current = match self.primary.current_meta(name).await {
+            Ok(c) => c,
+            Err(_) if force => None,
+            Err(e) => return failed(name, before.as_ref(), e.to_string()),
+        };
+        if current.as_ref().map(|c| &c.serial) != before.as_ref().map(|c| &c.serial) && !force {
+            decision = policy::decide(&Inputs {
+                now: OffsetDateTime::now_utc(),
+                config: cert,
+                current: current.as_ref(),
+                fraction_left: self.config.renewal.fraction_left,
+                ari: None,
+                failures: Default::default(),
+                force: false,
+            });
+            if !decision.renew {
+                tracing::info!("another renewer renewed this certificate meanwhile");
+                return unchanged(name, current.as_ref(), &decision);
+            }
+        }
+
+        let replaces = current.as_ref().and_then(|c| c.ari_id.clone());
+        let result = self.issue_with_retries(cert, replaces.as_deref()).await;
+        let now = OffsetDateTime::now_utc();
+        let outcome = match result {
+            Ok(bundle) => match self.publish(&bundle).await {
+                Ok(()) => {
+                    st.consecutive_failures = 0;
+                    st.last_error = None;
+                    st.last_failure = None;
+                    st.last_success = Some(now);
+                    st.ari = None;
+                    let report = CertReport {
+                        name: name.to_string(),
+                        outcome: Outcome::Renewed {
+                            serial: bundle.meta.serial.clone(),
+                            reason: decision.reason.to_string(),
+                        },
+                        serial: Some(bundle.meta.serial.clone()),
+                        not_after: Some(bundle.meta.not_after),
+                    };
+                    Ok(report)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(report) => {
+                if let Err(e) = state::save(&self.store, name, &st).await {
+                    tracing::warn!(error = %e, "could not record the success in the state object");
+                }
+                report
+            }
+            Err(error) => {
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                st.last_failure = Some(now);
+                st.last_error = Some(error.clone());
+                if let Err(e) = state::save(&self.store, name, &st).await {
+                    tracing::warn!(error = %e, "could not record the failure in the state object");
+                }
+                // Report what is in service now (the publish may have failed after the
+                // pointer switched only if the mirror failed).
+                let in_service = self.primary.current_meta(name).await.ok().flatten();
+                failed(name, in_service.as_ref().or(current.as_ref()), error)
+            }
+        }
+    }
+
+    async fn issue_with_retries(
+        &self,
+        cert: &CertificateConfig,
+        replaces: Option<&str>,
+    ) -> Result<Bundle, String> {
+        let attempts = self.config.acme.attempts;
+        let domains = cert.normalized_domains();
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                let acme = self.acme().await?;
+                acme.issue(
+                    &self.store,
+                    &cert.name,
+                    &domains,
+                    cert.key_type,
+                    cert.profile.as_deref(),
+                    replaces,
+                )
+                .await
+            }
+            .await;
+            let err = match result {
+                Ok((chain, key)) => {
+                    return self.check_issued(cert, chain, key);
+                }
+                Err(e) => e,
+            };
+            let (transient, retry_after) = match &err {
+                AcmeError::Transient { retry_after, .. } => (true, *retry_after),
+                _ => (false, None),
+            };
+            if !transient || attempt >= attempts {
+                let suffix = if transient && attempts > 1 {
+                    format!(" (gave up after {attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(format!("{err}{suffix}"));
+            }
+            let delay = retry_delay(attempt, retry_after, SystemTime::now());
+            let Some(delay) = delay else {
+                return Err(format!(
+                    "{err} (the CA asks to retry later than {} s from now; giving up for this run)",
+                    MAX_RETRY_AFTER.as_secs()
+                ));
+            };
+            tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// Check what the CA returned before anything is published.
+    fn check_issued(
+        &self,
+        cert: &CertificateConfig,
+        chain: String,
+        key: crate::bundle::Secret,
+    ) -> Result<Bundle, String> {
+        let bundle = Bundle::from_pem(&cert.name, chain, key, OffsetDateTime::now_utc())
+            .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
+        let wanted = cert.normalized_domains();
+        if bundle.meta.domains != wanted {
+            return Err(format!(
+                "the CA returned a certificate for [{}], not the requested [{}]",
+                bundle.meta.domains.join(", "),
+                wanted.join(", ")
+            ));
+        }
+        if bundle.meta.not_after <= OffsetDateTime::now_utc() {
+            return Err("the CA returned an expired certificate".into());
+        }
+        Ok(bundle)
+    }
+
+    async fn publish(&self, bundle: &Bundle) -> Result<(), String> {
+        self.primary.publish(bundle).await.map_err(|e| {
+            format!("storing the new certificate failed, the previous one stays current: {e}")
+        })?;
+        tracing::info!(
+            store = %self.primary.location(),
+            serial = %bundle.meta.serial,
+            not_after = %policy::rfc3339(bundle.meta.not_after),
+            "new certificate is current"
+        );
+        if let Some(mirror) = &self.mirror {
+            mirror.publish(bundle).await.map_err(|e| {
+                format!("the new certificate is current in the store, but mirroring it failed: {e}")
+            })?;
+            tracing::info!(mirror = %mirror.location(), "mirrored");
+        }
+        Ok(())
+    }
+
+    /// Bring the mirror up to date when an earlier run could not (mirror down at the time).
+    async fn reconcile_mirror(&self, meta: &CertMeta) -> Result<(), String> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(());
+        };
+        let mirrored = mirror
+            .current_meta(&meta.name)
+            .await
+            .map_err(|e| format!("cannot read the mirror: {e}"))?;
+        if mirrored.is_some_and(|m| m.serial == meta.serial) {
+            return Ok(());
+        }
+        let bundle = self
+            .primary
+            .current(&meta.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "current certificate vanished".to_string())?;
+        mirror
+            .publish(&bundle)
+            .await
+            .map_err(|e| format!("mirroring the current certificate failed: {e}"))?;
+        tracing::info!(mirror = %mirror.location(), serial = %meta.serial, "mirror caught up with the current certificate");
+        Ok(())
+    }
+
+    /// The ARI window for the current certificate: cached until the CA's `Retry-After`, else
+    /// fetched. Any failure only means "no ARI this time" — the lifetime rule still applies.
+    async fn ari_window(
+        &self,
+        current: Option<&CertMeta>,
+        st: &mut CertState,
+    ) -> Option<policy::AriWindow> {
+        if !self.config.renewal.ari {
+            return None;
+        }
+        let current = current?;
+        let ari_id = current.ari_id.as_deref()?;
+        let now = OffsetDateTime::now_utc();
+        if let Some(cache) = st.ari.as_ref().filter(|a| a.serial == current.serial) {
+            if now < cache.next_check {
+                return st.ari_window(&current.serial);
+            }
+        }
+        let acme = match self.acme().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the CA for renewal information; using the lifetime rule");
+                return st.ari_window(&current.serial);
+            }
+        };
+        match acme.renewal_info(ari_id).await {
+            Ok(Some((window, next_check))) => {
+                tracing::info!(
+                    start = %policy::rfc3339(window.start),
+                    end = %policy::rfc3339(window.end),
+                    "renewal window from the CA (ARI)"
+                );
+                st.ari = Some(AriCache {
+                    serial: current.serial.clone(),
+                    start: window.start,
+                    end: window.end,
+                    next_check: OffsetDateTime::from(next_check),
+                });
+                Some(window)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "renewal information unavailable; using the lifetime rule");
+                st.ari_window(&current.serial)
+            }
+        }
+    }
+}
+
+/// Never wait longer than this inside one run for a `Retry-After`; a later time fails the run
+/// (the next scheduled run tries again).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait before attempt `attempt + 1`: the CA's `Retry-After` when it gave one
+/// (None if that is beyond [`MAX_RETRY_AFTER`]), else 2 s, 4 s, 8 s … capped at 60 s.
+pub fn retry_delay(
+    attempt: u32,
+    retry_after: Option<SystemTime>,
+    now: SystemTime,
+) -> Option<Duration> {
+    match retry_after {
+        Some(at) => {
+            let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+            (wait <= MAX_RETRY_AFTER).then_some(wait.max(Duration::from_millis(100)))
+        }
+        None => Some(Duration::from_secs(
+            2u64.saturating_pow(attempt.min(6)).min(60),
+        )),
+    }
+}
+
+fn failed(name: &str, current: Option<&CertMeta>, error: String) -> CertReport {
+    CertReport {
+        name: name.to_string(),
+        outcome: Outcome::Failed { error },
+        serial: current.map(|c| c.serial.clone()),
+        not_after: current.map(|c| c.not_after),
+    }
+}
+
+fn unchanged(name: &str, current: Option<&CertMeta>, decision: &Decision) -> CertReport {
+    let reason = match &decision.reason {
+        Reason::NotDue => "not due".to_string(),
+        other => other.to_string(),
+    };
+    CertReport {
+        name: name.to_string(),
+        outcome: Outcome::Unchanged {
+            reason,
+            next_renewal: decision.next_renewal,
+        },
+        serial: current.map(|c| c.serial.clone()),
+        not_after: current.map(|c| c.not_after),
+    }
+}
+
+impl From<BundleError> for crate::RenewerError {
+    fn from(e: BundleError) -> Self {
+        crate::RenewerError::Setup(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays() {
+        let now = SystemTime::now();
+        assert_eq!(retry_delay(1, None, now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_delay(2, None, now), Some(Duration::from_secs(4)));
+        assert_eq!(retry_delay(9, None, now), Some(Duration::from_secs(60)));
+        assert_eq!(
+            retry_delay(1, Some(now + Duration::from_secs(30)), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_delay(1, Some(now + Duration::from_secs(3600)), now),
+            None
+        );
+        assert_eq!(
+            retry_delay(1, Some(now - Duration::from_secs(5)), now),
+            Some(Duration::from_millis(100))
+        );
+    }
+}
