@@ -382,13 +382,17 @@ impl Acme {
         if let Some(id) = replaces.and_then(certificate_identifier) {
             match self.account.new_order(&plain().replaces(id)).await {
                 Ok(order) => return Ok(order),
-                // RFC 9773 §5: a server may refuse `replaces` (already replaced, unknown
-                // certificate, or — Pebble before 2.5 — ignore it so instant-acme sees no
-                // echo). The renewal matters more than the hint: order again without it.
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "the CA did not accept `replaces`; ordering without it"
-                ),
+                Err(e) => {
+                    let e = self.classify(e);
+                    // Unreachable, 5xx, rate-limited: the caller's retry loop handles it.
+                    if e.is_transient() {
+                        return Err(e);
+                    }
+                    // RFC 9773 §5: a server may refuse `replaces` (already replaced, unknown
+                    // certificate, or — Pebble before 2.5 — ignore it so instant-acme sees no
+                    // echo). The renewal matters more than the hint: order again without it.
+                    tracing::warn!(error = %e, "the CA did not accept `replaces`; ordering without it");
+                }
             }
         }
         self.account

@@ -304,3 +304,120 @@ impl BundleStore for ObjectBundles {
         Ok(self.read_pointer(name).await?.map(|p| p.meta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::fs::FsStore;
+    use crate::store::{Generation, Object, ObjectStore};
+
+    /// An fs store whose writes fail for keys containing `fail_on`.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: FsStore,
+        fail_on: std::sync::Mutex<Option<String>>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: &[u8],
+            p: Precondition,
+            s: Sensitivity,
+        ) -> Result<Generation, StoreError> {
+            let fail = self.fail_on.lock().map(|f| f.clone()).unwrap_or(None);
+            if fail.is_some_and(|f| key.contains(&f)) {
+                return Err(StoreError::Backend {
+                    location: "test".into(),
+                    key: key.into(),
+                    message: "injected write failure".into(),
+                });
+            }
+            self.inner.put(key, data, p, s).await
+        }
+        async fn delete(&self, key: &str, p: Precondition) -> Result<(), StoreError> {
+            self.inner.delete(key, p).await
+        }
+    }
+
+    fn bundle(name: &str) -> Bundle {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        Bundle::from_pem(
+            name,
+            cert.pem(),
+            Secret::new(key.serialize_pem()),
+            OffsetDateTime::now_utc(),
+        )
+        .expect("bundle")
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_the_previous_certificate_current() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flaky = Arc::new(Flaky {
+            inner: FsStore::new(dir.path()).expect("store"),
+            fail_on: std::sync::Mutex::new(None),
+        });
+        let bundles = ObjectBundles::new(flaky.clone());
+        let old = bundle("app");
+        bundles.publish(&old).await.expect("first publish");
+
+        for part in ["privkey.pem", "fullchain.pem", "current.json"] {
+            *flaky.fail_on.lock().expect("lock") = Some(part.to_string());
+            let new = bundle("app");
+            assert!(bundles.publish(&new).await.is_err(), "{part}");
+            let current = bundles.current("app").await.expect("read").expect("some");
+            assert_eq!(current.meta.serial, old.meta.serial, "{part}");
+            assert_eq!(current.privkey_pem, old.privkey_pem, "{part}");
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_objects_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: SharedStore = Arc::new(FsStore::new(dir.path()).expect("store"));
+        let bundles = ObjectBundles::new(store.clone());
+        let b = bundle("app");
+        bundles.publish(&b).await.expect("publish");
+        // A chain that does not match the digest in current.json.
+        let other = bundle("app");
+        store
+            .put(
+                &keys::fullchain("app", &b.meta.serial),
+                other.fullchain_pem.as_bytes(),
+                Precondition::None,
+                Sensitivity::Public,
+            )
+            .await
+            .expect("overwrite");
+        let e = bundles.current("app").await.expect_err("mismatch");
+        assert!(e.to_string().contains("fullchain.pem"), "{e}");
+        store
+            .put(
+                "certs/app/current.json",
+                b"[]",
+                Precondition::None,
+                Sensitivity::Public,
+            )
+            .await
+            .expect("corrupt");
+        let e = bundles.current_meta("app").await.expect_err("corrupt");
+        assert!(e.to_string().contains("certs/app/current.json"), "{e}");
+        assert!(format!("{:?}", b.privkey_pem).contains("redacted"));
+        assert!(!format!("{b:?}").contains("PRIVATE KEY"));
+    }
+}

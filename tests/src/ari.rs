@@ -53,6 +53,18 @@ struct AriState {
     /// the value to echo.
     replaces_sent: Vec<String>,
     replaces_by_order: HashMap<String, String>,
+    /// Proxy mode: answer the next `remaining` requests whose path starts with `prefix` with
+    /// an ACME problem instead of forwarding them.
+    fault: Option<Fault>,
+    faults_served: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    prefix: String,
+    remaining: usize,
+    status: u16,
+    retry_after: Option<u64>,
 }
 
 /// A running ARI responder on 127.0.0.1 (HTTPS, HTTP/1.1 and h2). Dropping it closes the
@@ -110,6 +122,8 @@ impl AriResponder {
             cert_ids: Vec::new(),
             replaces_sent: Vec::new(),
             replaces_by_order: HashMap::new(),
+            fault: None,
+            faults_served: 0,
         }));
         let router = Router::new()
             .route("/dir", get(directory))
@@ -167,6 +181,30 @@ impl AriResponder {
     /// refused with `badNonce` and retried counts once).
     pub fn replaces_sent(&self) -> Vec<String> {
         self.state.lock().unwrap().replaces_sent.clone()
+    }
+
+    /// Proxy mode: the next `count` requests whose path starts with `path_prefix` (e.g.
+    /// `/order-plz`) are answered with `status` and an ACME problem document (`rateLimited` for
+    /// 429, `serverInternal` otherwise), plus `Retry-After: <seconds>` when given, instead of
+    /// reaching Pebble.
+    pub fn fail_next(
+        &self,
+        path_prefix: &str,
+        count: usize,
+        status: u16,
+        retry_after: Option<u64>,
+    ) {
+        self.state.lock().unwrap().fault = Some(Fault {
+            prefix: path_prefix.to_string(),
+            remaining: count,
+            status,
+            retry_after,
+        });
+    }
+
+    /// How many requests [`AriResponder::fail_next`] has answered so far.
+    pub fn faults_served(&self) -> usize {
+        self.state.lock().unwrap().faults_served
     }
 
     /// Closes the listener and every open connection.
@@ -242,6 +280,19 @@ async fn renewal_info(
 /// Proxy mode: forwards the request to Pebble as received, `Host` included (Pebble checks the
 /// JWS `url` against it and builds the URLs it returns from it), and echoes `replaces` into
 /// orders. Direct mode: 404.
+/// Consume one injected fault for `path`, if one is armed.
+fn take_fault(state: &Mutex<AriState>, path: &str) -> Option<Fault> {
+    let mut st = state.lock().unwrap();
+    let fault = st.fault.as_mut()?;
+    if fault.remaining == 0 || !path.starts_with(&fault.prefix) {
+        return None;
+    }
+    fault.remaining -= 1;
+    let taken = fault.clone();
+    st.faults_served += 1;
+    Some(taken)
+}
+
 async fn forward(
     State(state): State<Arc<Mutex<AriState>>>,
     method: Method,
@@ -262,6 +313,30 @@ async fn forward(
         return StatusCode::NOT_FOUND.into_response();
     }
     let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    if let Some(fault) = take_fault(&state, path) {
+        let kind = if fault.status == 429 {
+            "rateLimited"
+        } else {
+            "serverInternal"
+        };
+        let problem = serde_json::json!({
+            "type": format!("urn:ietf:params:acme:error:{kind}"),
+            "detail": format!("injected by the test ({})", fault.status),
+            "status": fault.status,
+        });
+        let mut resp = (
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            problem.to_string(),
+        )
+            .into_response();
+        if let Some(secs) = fault.retry_after {
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        return resp;
+    }
     // h2 has no Host header; its :authority lands in the URI.
     let host = headers
         .get(header::HOST)

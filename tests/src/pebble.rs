@@ -65,6 +65,7 @@ pub struct PebbleBuilder {
     nonce_reject: bool,
     authz_reuse: Option<u8>,
     certificate_validity: Option<Duration>,
+    eab: Option<(String, String)>,
 }
 
 impl PebbleBuilder {
@@ -90,6 +91,13 @@ impl PebbleBuilder {
     /// still reuses about 1% of the time.
     pub fn authz_reuse(mut self, percent: u8) -> Self {
         self.authz_reuse = Some(percent.min(100));
+        self
+    }
+
+    /// Require external account binding, with one key: `key_id` and its HMAC key as base64url
+    /// (what a CA such as Google Trust Services or ZeroSSL hands out).
+    pub fn require_eab(mut self, key_id: &str, hmac_b64url: &str) -> Self {
+        self.eab = Some((key_id.to_string(), hmac_b64url.to_string()));
         self
     }
 
@@ -160,6 +168,10 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         });
+        if let Some((kid, hmac)) = &opts.eab {
+            config["externalAccountBindingRequired"] = true.into();
+            config["externalAccountMACKeys"] = serde_json::json!({ kid.as_str(): hmac });
+        }
         if let Some(validity) = opts.certificate_validity {
             config["certificateValidityPeriod"] = validity.as_secs().max(1).into();
         }

@@ -600,3 +600,142 @@ async fn gcs_store_round_trips_on_the_emulator() -> Result<()> {
     assert_eq!(rows[0]["serial"], pointer["serial"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn external_account_binding() -> Result<()> {
+    // A 32-byte HMAC key, base64url, as a CA would hand it out.
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let stack = AcmeStack::start_with(Pebble::builder().require_eab("kid-1", hmac), None).await?;
+    // Without EAB the CA refuses the account: a setup failure, nothing stored.
+    let config = stack.write_config("plain.toml", &stack.config_text("", APP))?;
+    let out = stack.renewer(&config, &["account"]).await?;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr.contains("externalAccountRequired"),
+        "{}",
+        out.all()
+    );
+
+    let text = stack.config_text("", APP).replace(
+        "request_timeout_seconds = 10\n",
+        "request_timeout_seconds = 10\n[acme.eab]\nkey_id = \"kid-1\"\nhmac_key_env = \"TEST_EAB_HMAC\"\n",
+    );
+    let config = stack.write_config("eab.toml", &text)?;
+    // The variable is missing: the error says which one.
+    let out = stack.renewer(&config, &["account"]).await?;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("TEST_EAB_HMAC"), "{}", out.all());
+    let out = harness::run_renewer(&config, &["run"], &[("TEST_EAB_HMAC", hmac)]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.stderr.contains(hmac), "the HMAC key is never logged");
+    current(&stack, "app")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_validation_names_the_domain_and_the_problem() -> Result<()> {
+    // The responder reads an empty store, so every validation gets a 404.
+    let empty = tempfile::tempdir()?;
+    let store: renewer::store::SharedStore =
+        std::sync::Arc::new(renewer::store::fs::FsStore::new(empty.path())?);
+    let stack = AcmeStack::start_with(Pebble::builder().authz_reuse(0), Some(store)).await?;
+    let config = stack.write_config("renewer.toml", &stack.config_text("", APP))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("validation failed"), "{}", out.all());
+    assert!(out.stdout.contains("app.example.test: "), "{}", out.all());
+    assert!(out.stdout.contains("404"), "the CA's detail: {}", out.all());
+    assert!(
+        out.stdout.contains("urn:ietf:params:acme:error:"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        challenge_objects(&stack),
+        0,
+        "answers cleaned up after a failure"
+    );
+    assert!(!stack.store_dir().join("certs/app/current.json").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_then_given_up() -> Result<()> {
+    let stack = AcmeStack::start().await?;
+    let proxy = AriResponder::start_proxying(&stack.pebble).await?;
+    let text = stack
+        .config_text_for(&proxy.directory_url(), "", APP)
+        .replace(
+            "request_timeout_seconds = 10",
+            "request_timeout_seconds = 10\nattempts = 3",
+        );
+    let config = stack.write_config("renewer.toml", &text)?;
+
+    // Two 429s with Retry-After: 1 on newOrder, then success.
+    proxy.fail_next("/order-plz", 2, 429, Some(1));
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(proxy.faults_served(), 2);
+    let retries: Vec<Value> = out
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["message"].as_str().unwrap_or("").contains("retrying"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{}", out.all());
+    for r in &retries {
+        assert!(
+            r["error"].as_str().unwrap_or("").contains("rateLimited"),
+            "{r}"
+        );
+        assert!(
+            r["wait_ms"].as_u64().unwrap_or(0) <= 1000,
+            "followed Retry-After: {r}"
+        );
+    }
+    let first = current(&stack, "app")?;
+
+    // A CA that keeps failing with 500: bounded attempts, exit 1, certificate untouched.
+    proxy.fail_next("/order-plz", 100, 500, None);
+    let out = stack.renewer(&config, &["run", "--force"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("gave up after 3 attempts"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(serial(&current(&stack, "app")?), serial(&first));
+
+    // Retry-After beyond what a run may wait: give up at once, and say so.
+    proxy.fail_next("/order-plz", 100, 429, Some(3600));
+    let out = stack.renewer(&config, &["run", "--force"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("retry later than 300 s"),
+        "{}",
+        out.all()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn valid_authorizations_are_not_validated_again() -> Result<()> {
+    let stack = AcmeStack::start_with(Pebble::builder().authz_reuse(100), None).await?;
+    let config = stack.write_config("renewer.toml", &stack.config_text("", APP))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let validated = stack.responder.requests().len();
+    assert!(validated > 0);
+    let out = stack.renewer(&config, &["run", "--force"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        stack.responder.requests().len(),
+        validated,
+        "no new validation"
+    );
+    assert!(
+        out.stderr.contains("authorization already valid"),
+        "{}",
+        out.all()
+    );
+    Ok(())
+}
