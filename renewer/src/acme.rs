@@ -628,13 +628,6 @@ pub fn generate_key(key_type: KeyType) -> Result<rcgen::KeyPair, AcmeError> {
     }
 }
 
-/// Parse a PEM chain into DER certificates (used to double-check what the CA returned).
-pub fn chain_len(chain_pem: &str) -> usize {
-    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .filter(Result::is_ok)
-        .count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,3 +31,9 @@ pub enum RenewerError {
     #[error("{0}")]
     Setup(String),
 }
+
+impl From<bundle::BundleError> for RenewerError {
+    fn from(e: bundle::BundleError) -> Self {
+        RenewerError::Setup(e.to_string())
+    }
+}

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use crate::acme::{Acme, AcmeError};
-use crate::bundle::{Bundle, BundleError, BundleStore, CertMeta, ObjectBundles};
+use crate::bundle::{Bundle, BundleStore, CertMeta, ObjectBundles};
 use crate::config::{CertificateConfig, Config};
 use crate::lock;
 use crate::policy::{self, Decision, Inputs, Reason};
@@ -495,12 +495,6 @@ fn unchanged(name: &str, current: Option<&CertMeta>, decision: &Decision) -> Cer
         },
         serial: current.map(|c| c.serial.clone()),
         not_after: current.map(|c| c.not_after),
-    }
-}
-
-impl From<BundleError> for crate::RenewerError {
-    fn from(e: BundleError) -> Self {
-        crate::RenewerError::Setup(e.to_string())
     }
 }
 
