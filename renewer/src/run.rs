@@ -124,18 +124,23 @@ impl Renewer {
             if !options.only.is_empty() && !options.only.contains(&cert.name) {
                 continue;
             }
+            // Every event of this certificate carries `certificate` through the span (a field
+            // of each JSON log line, a prefix on a terminal).
             let span = tracing::info_span!("certificate", certificate = %cert.name);
             let _enter = span.enter();
             let report = self.renew_one(cert, options.force).await;
             match &report.outcome {
                 Outcome::Renewed { serial, reason } => {
-                    tracing::info!(certificate = %cert.name, serial, reason, "renewed")
+                    tracing::info!(serial, reason, "renewed")
                 }
                 Outcome::Unchanged { reason, .. } => {
-                    tracing::info!(certificate = %cert.name, reason, "no renewal needed")
+                    tracing::info!(reason, "no renewal needed")
                 }
                 Outcome::Failed { error } => {
-                    tracing::error!(certificate = %cert.name, error, "renewal failed; the certificate in service is unchanged")
+                    tracing::error!(
+                        error,
+                        "renewal failed; the certificate in service is unchanged"
+                    )
                 }
             }
             certificates.push(report);
@@ -146,6 +151,7 @@ impl Renewer {
     async fn renew_one(&self, cert: &CertificateConfig, force: bool) -> CertReport {
         let name = cert.name.as_str();
         let mut st = state::load(&self.store, name).await;
+        let loaded = st.clone();
         let current = match self.primary.current_meta(name).await {
             Ok(c) => c,
             Err(e) => {
@@ -176,7 +182,13 @@ impl Renewer {
                 Some(meta) => self.reconcile_mirror(meta).await.err(),
                 None => None,
             };
-            let _ = state::save(&self.store, name, &st).await;
+            // Only a fresh ARI answer changes the state here: skip the write otherwise, so a
+            // run with nothing to do writes nothing.
+            if st != loaded {
+                if let Err(e) = state::save(&self.store, name, &st).await {
+                    tracing::warn!(error = %e, "could not cache the renewal information");
+                }
+            }
             return match mirror_error {
                 Some(error) => failed(name, current.as_ref(), error),
                 None => unchanged(name, current.as_ref(), &decision),

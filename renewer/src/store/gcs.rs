@@ -128,7 +128,7 @@ impl GcsStore {
 
         // reqwest (through the google crates and here) is built without a crypto provider; the
         // process-wide default is ring. A no-op when someone installed one already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        super::install_crypto_provider();
 
         let credentials = match &emulator {
             Some(_) => anonymous::Builder::new().build(),

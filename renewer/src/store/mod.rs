@@ -127,6 +127,15 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
     })
 }
 
+/// The Google client crates (through reqwest) need a process-wide rustls provider; this
+/// project uses ring. Idempotent, and losing a race against another installer is fine: either
+/// way one is installed.
+pub(crate) fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Reject keys that could escape the store's root or mean different things on different
 /// backends (empty segments, `.`/`..`, characters outside `[A-Za-z0-9._-]`).
 pub fn check_key(key: &str) -> Result<(), String> {

@@ -100,7 +100,7 @@ impl SecretManagerMirror {
     /// credentials (emulators, tests); otherwise to the real service with Application Default
     /// Credentials.
     pub async fn new(cfg: &SecretManagerConfig) -> Result<SecretManagerMirror, BundleError> {
-        install_crypto_provider();
+        super::install_crypto_provider();
         if std::env::var("GOOGLE_CLOUD_RUST_LOGGING").is_ok_and(|v| v == "true") {
             // The variable turns on the client's own instrumentation, whose DEBUG spans record
             // every request and response with `{:?}`, payloads included.
@@ -625,15 +625,6 @@ pub fn label_value(s: &str) -> String {
         })
         .take(63)
         .collect()
-}
-
-/// The Secret Manager client's HTTP stack uses rustls without a built-in provider: install
-/// ring (the provider this project uses) as the process default, unless one is installed.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another installer is fine: either way one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
 
 #[cfg(test)]
