@@ -29,6 +29,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::bundle::Secret;
 use crate::config::{Config, KeyType};
 use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
@@ -50,12 +52,28 @@ pub enum AcmeError {
     /// Local problems: configuration, key generation, an unexpected answer.
     #[error("{0}")]
     Other(String),
+    /// The renewer is shutting down (`renewer serve` on SIGTERM): the order was abandoned.
+    #[error("cancelled: the renewer is shutting down")]
+    Cancelled,
 }
 
 impl AcmeError {
     pub fn is_transient(&self) -> bool {
         matches!(self, AcmeError::Transient { .. })
     }
+}
+
+/// What to order: one certificate for `domains`.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderSpec<'a> {
+    /// The certificate's configured name (logs).
+    pub name: &'a str,
+    pub domains: &'a [String],
+    pub key_type: KeyType,
+    /// ACME profile to request, if any.
+    pub profile: Option<&'a str>,
+    /// RFC 9773 identifier of the certificate this one replaces.
+    pub replaces: Option<&'a str>,
 }
 
 /// What the last error response of the CA said about retrying, recorded by [`CaHttp`] because
@@ -333,16 +351,20 @@ impl Acme {
         }
     }
 
-    /// Run one order for `domains` and return the chain and the new private key.
+    /// Run one order and return the chain and the new private key.
     pub async fn issue(
         &self,
         store: &SharedStore,
-        name: &str,
-        domains: &[String],
-        key_type: KeyType,
-        profile: Option<&str>,
-        replaces: Option<&str>,
+        order: &OrderSpec<'_>,
+        cancel: &CancellationToken,
     ) -> Result<(String, Secret), AcmeError> {
+        let OrderSpec {
+            name,
+            domains,
+            key_type,
+            profile,
+            replaces,
+        } = *order;
         self.take_hint();
         let identifiers: Vec<Identifier> =
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
@@ -350,9 +372,12 @@ impl Acme {
         tracing::info!(certificate = name, order = order.url(), "order placed");
 
         let mut published: Vec<String> = Vec::new();
-        let result = self
-            .complete(&mut order, store, name, domains, &mut published, key_type)
-            .await;
+        // On cancellation the order is dropped where it stands (the CA lets it expire), but
+        // the cleanup below still runs.
+        let result = tokio::select! {
+            r = self.complete(&mut order, store, name, domains, &mut published, key_type) => r,
+            _ = cancel.cancelled() => Err(AcmeError::Cancelled),
+        };
         // Cleanup happens whatever the outcome: stale answers are useless and would only
         // accumulate. A failure to clean up is logged, not fatal.
         for token in &published {

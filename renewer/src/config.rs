@@ -43,6 +43,12 @@ pub struct Config {
     pub secret_manager: Option<SecretManagerConfig>,
     #[serde(default)]
     pub lock: LockConfig,
+    /// `renewer serve` (the HTTP runtime).
+    #[serde(default)]
+    pub serve: ServeConfig,
+    /// `renewer sync` (installing the certificate for Envoy on an app node).
+    #[serde(default)]
+    pub sync: SyncConfig,
     /// The certificates to keep issued. At least one.
     #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
@@ -194,6 +200,88 @@ fn default_wait() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Largest request body accepted, bytes; larger requests get 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM, seconds a running renewal pass may still take before it is cancelled
+    /// (its order abandoned, challenge answers removed, lease released).
+    pub pass_grace_seconds: u64,
+    /// After SIGTERM, seconds until the process exits whatever still runs. Cloud Run kills
+    /// the instance 10 s after SIGTERM, hence 9.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_body_bytes: 64 * 1024,
+            pass_grace_seconds: 5,
+            shutdown_timeout_seconds: 9,
+        }
+    }
+}
+
+/// Where `renewer sync` reads the certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SyncSource {
+    /// The `[store]` (directory or bucket) the renewer publishes to.
+    #[default]
+    #[serde(rename = "store")]
+    Store,
+    /// The `[secret_manager]` mirror.
+    #[serde(rename = "secret-manager")]
+    SecretManager,
+}
+
+impl fmt::Display for SyncSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncSource::Store => "store",
+            SyncSource::SecretManager => "secret-manager",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// The certificate to install, by name. Default: the only configured certificate (set it
+    /// when there are several).
+    pub certificate: Option<String>,
+    /// `store` (default) or `secret-manager`.
+    pub source: SyncSource,
+    /// The directory Envoy's SDS configuration points at (`TLS_DIR` of deploy/envoy/render.sh).
+    pub dir: PathBuf,
+    /// SDS secret name written into `sds.yaml`; the Envoy listener refers to it.
+    pub secret_name: String,
+    /// Seconds between checks with `--watch` when no interval is given on the command line.
+    pub interval_seconds: u64,
+    /// Installed versions kept in `dir` (the current one included), for rolling back by hand.
+    pub keep_versions: u32,
+    /// Shell command (`sh -c`) run after a new certificate is installed, e.g. to notify a
+    /// process that does not watch files. Envoy needs none.
+    pub on_change: Option<String>,
+    /// Seconds `on_change` may run before it is killed.
+    pub on_change_timeout_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            certificate: None,
+            source: SyncSource::Store,
+            dir: PathBuf::from("/var/lib/acme-edge/tls"),
+            secret_name: "server_cert".into(),
+            interval_seconds: 300,
+            keep_versions: 3,
+            on_change: None,
+            on_change_timeout_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// Identifier used in object keys, secret ids and logs: `[A-Za-z0-9_-]`, 1 to 64 chars.
@@ -342,6 +430,16 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// Validate again after fields were changed in code (command-line overrides); errors are
+    /// reported against `source_name`.
+    pub fn revalidate(&self, source_name: &str) -> Result<(), ConfigError> {
+        self.validate().map_err(|(field, message)| ConfigError {
+            source_name: source_name.to_string(),
+            field,
+            message,
+        })
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let dir = self.acme.directory.as_str();
         if !matches!(dir, "letsencrypt" | "letsencrypt-staging") && !dir.starts_with("https://") {
@@ -426,6 +524,89 @@ impl Config {
             return Err((
                 "lock.ttl_seconds".into(),
                 "must be at least 30 (an issuance takes longer than that)".into(),
+            ));
+        }
+        let serve = &self.serve;
+        if serve.max_body_bytes == 0 || serve.max_body_bytes > 16 * 1024 * 1024 {
+            return Err((
+                "serve.max_body_bytes".into(),
+                "must be 1 to 16777216".into(),
+            ));
+        }
+        if serve.shutdown_timeout_seconds == 0 || serve.shutdown_timeout_seconds > 3600 {
+            return Err((
+                "serve.shutdown_timeout_seconds".into(),
+                "must be 1 to 3600".into(),
+            ));
+        }
+        if serve.pass_grace_seconds >= serve.shutdown_timeout_seconds {
+            return Err((
+                "serve.pass_grace_seconds".into(),
+                format!(
+                    "must be less than serve.shutdown_timeout_seconds ({}), to leave time to clean up",
+                    serve.shutdown_timeout_seconds
+                ),
+            ));
+        }
+        let sync = &self.sync;
+        if let Some(name) = &sync.certificate {
+            if !self.certificates.iter().any(|c| &c.name == name) {
+                return Err((
+                    "sync.certificate".into(),
+                    format!("{name:?} is not the name of a [[certificates]] entry"),
+                ));
+            }
+        }
+        if sync.source == SyncSource::SecretManager && self.secret_manager.is_none() {
+            return Err((
+                "sync.source".into(),
+                "\"secret-manager\" needs a [secret_manager] section".into(),
+            ));
+        }
+        if !sync.dir.is_absolute() {
+            return Err((
+                "sync.dir".into(),
+                format!("{:?} is not an absolute path", sync.dir),
+            ));
+        }
+        let dir_ok = sync.dir.to_str().is_some_and(|d| {
+            d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        });
+        if !dir_ok {
+            return Err((
+                "sync.dir".into(),
+                "use only [A-Za-z0-9/._-] (the path is written into Envoy's YAML)".into(),
+            ));
+        }
+        if sync.secret_name.is_empty()
+            || !sync
+                .secret_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err((
+                "sync.secret_name".into(),
+                "use 1 or more characters from [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if sync.interval_seconds == 0 {
+            return Err(("sync.interval_seconds".into(), "must be > 0".into()));
+        }
+        if sync.keep_versions == 0 {
+            return Err(("sync.keep_versions".into(), "must be at least 1".into()));
+        }
+        if sync
+            .on_change
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(("sync.on_change".into(), "must not be empty".into()));
+        }
+        if sync.on_change_timeout_seconds == 0 {
+            return Err((
+                "sync.on_change_timeout_seconds".into(),
+                "must be > 0".into(),
             ));
         }
         if self.certificates.is_empty() {
@@ -678,6 +859,10 @@ domains = ["app.example.com", "www.example.com"]
         assert!((c.renewal.fraction_left - 1.0 / 3.0).abs() < 1e-9);
         assert!(c.renewal.ari);
         assert_eq!(c.lock.ttl_seconds, 600);
+        assert_eq!(c.serve.shutdown_timeout_seconds, 9);
+        assert_eq!(c.sync.dir, PathBuf::from("/var/lib/acme-edge/tls"));
+        assert_eq!(c.sync.source, SyncSource::Store);
+        assert_eq!(c.sync.secret_name, "server_cert");
         assert_eq!(
             c.store_url(),
             StoreUrl::File(PathBuf::from("/var/lib/acme-edge"))
@@ -699,6 +884,21 @@ domains = ["app.example.com", "www.example.com"]
             ("[renewal]\nfraction_left = 1.5", "renewal.fraction_left"),
             ("[store]\nurl = \"s3://x\"", "store.url"),
             ("[lock]\nttl_seconds = 1", "lock.ttl_seconds"),
+            ("[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
+            (
+                "[serve]\npass_grace_seconds = 9",
+                "serve.pass_grace_seconds",
+            ),
+            ("[serve]\nport = 80", "serve.port"),
+            ("[sync]\ncertificate = \"other\"", "sync.certificate"),
+            ("[sync]\nsource = \"secret-manager\"", "sync.source"),
+            ("[sync]\nsource = \"s3\"", "sync.source"),
+            ("[sync]\ndir = \"relative/tls\"", "sync.dir"),
+            ("[sync]\ndir = \"/var/lib/tls dir\"", "sync.dir"),
+            ("[sync]\nsecret_name = \"a b\"", "sync.secret_name"),
+            ("[sync]\ninterval_seconds = 0", "sync.interval_seconds"),
+            ("[sync]\nkeep_versions = 0", "sync.keep_versions"),
+            ("[sync]\non_change = \" \"", "sync.on_change"),
         ];
         for (extra, field) in cases {
             // Replace the section in GOOD when the case redefines it.

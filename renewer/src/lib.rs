@@ -7,19 +7,25 @@
 //! Layout: `config` (the TOML file), `policy` (pure: renew now, and why), `acme` (the order
 //! flow), `store` (object stores and Secret Manager), `bundle` (an issued certificate and where
 //! it is published), `lock` (the renewal lease), `state` (last attempts), `run` (one pass),
-//! `status` (the table), `logging`.
+//! `status` (the table), `logging`, `function` (a functions-framework-style HTTP runtime),
+//! `serve` (the renewer on it), `metrics` (Prometheus text), `sync` (installing a certificate
+//! for Envoy on an app node).
 
 pub mod acme;
 pub mod bundle;
 pub mod certinfo;
 pub mod config;
+pub mod function;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod run;
+pub mod serve;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod sync;
 
 /// Failures that stop the renewer before it can look at any certificate.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use renewer::config::Config;
+use std::time::Duration;
+
+use renewer::bundle::BundleStore;
+use renewer::config::{Config, SyncSource};
 use renewer::run::{Renewer, RunOptions};
+use renewer::sync::{self as sync_mod, Outcome as SyncOutcome, SyncError, Target};
 use renewer::{logging, status, RenewerError};
+use tokio_util::sync::CancellationToken;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -21,6 +26,31 @@ Environment:
                         override one config field, e.g. RENEWER__STORE__URL=gs://bucket/prefix
   RENEWER_LOG           log filter (default: info), e.g. debug
   RENEWER_LOG_FORMAT    json | text (default: text on a terminal, JSON otherwise)";
+
+const SERVE_HELP: &str = "\
+POST / body (optional, JSON): {\"only\": [\"name\", ...], \"force\": true}
+  as a plain HTTP request (Cloud Scheduler), a CloudEvent (binary or structured),
+  or a Pub/Sub push envelope. Answers the per-certificate summary: 200 if all
+  are fine, 500 if one failed, 400 for a bad body, 503 while shutting down.
+
+On SIGTERM: stops accepting, gives a running pass serve.pass_grace_seconds, then
+cancels it (the certificate in service never changes half-way), and exits within
+serve.shutdown_timeout_seconds.
+
+Exit codes: 0 stopped cleanly, 1 stopped with work cut off, 2 config, 3 setup.";
+
+const SYNC_HELP: &str = "\
+Writes <dir>/sds.yaml once, then each new certificate into <dir>/<version>/ and
+swaps the <dir>/current symlink by rename; Envoy (watched_directory) reloads it.
+A bundle that does not parse, whose key does not match, that lacks a configured
+name or has expired is refused; the installed certificate stays.
+
+The on_change command gets RENEWER_SYNC_SERIAL, RENEWER_SYNC_NOT_AFTER,
+RENEWER_SYNC_DIR and RENEWER_SYNC_NAME in its environment.
+
+Exit codes (--once): 0 installed or already current, 1 refused or failed (the
+installed certificate stays), 2 usage/config, 3 the source could not be opened.
+With --watch, faults are logged and retried; SIGTERM exits 0.";
 
 /// Keeps acme-edge certificates issued and renewed with an ACME CA (Let's Encrypt, …).
 #[derive(Parser)]
@@ -60,10 +90,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// HTTP runtime for Cloud Run / Cloud Functions (not implemented yet).
-    Serve,
-    /// Install the current certificate for Envoy on an app node (not implemented yet).
-    Sync,
+    /// HTTP runtime for Cloud Run / Cloud Functions: `POST /` runs a renewal pass; also
+    /// `GET /healthz`, `GET /metrics` and `GET /.well-known/acme-challenge/{token}`.
+    #[command(after_help = SERVE_HELP)]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        address: String,
+        /// Port to listen on (Cloud Run sets $PORT).
+        #[arg(long, env = "PORT", default_value = "8080")]
+        port: String,
+    },
+    /// Install the current certificate for Envoy on an app node (SDS files, atomic swap).
+    #[command(after_help = SYNC_HELP)]
+    Sync {
+        /// Check once and exit (the default).
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// Keep running and check every INTERVAL (30s, 5m, 1h; default: sync.interval_seconds).
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "")]
+        watch: Option<String>,
+        /// Only create the directory and sds.yaml, then exit (before Envoy first starts).
+        #[arg(long, conflicts_with_all = ["once", "watch"])]
+        init: bool,
+        /// The certificate to install (default: sync.certificate, or the only one).
+        #[arg(long, value_name = "NAME")]
+        certificate: Option<String>,
+        /// Where to read it: store or secret-manager (default: sync.source).
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        /// Directory Envoy's SDS config reads (default: sync.dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Command (sh -c) to run after a new certificate is installed (default: sync.on_change).
+        #[arg(long, value_name = "COMMAND")]
+        on_change: Option<String>,
+    },
     /// Show the certificates in the store: names, issuer, expiry, next renewal, last error.
     #[command(after_help = EXIT_CODES)]
     Status {
@@ -110,10 +172,75 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let load = || Config::load(&cli.global.config, &env).map_err(|e| (EXIT_CONFIG, e.to_string()));
     match cli.command {
-        Command::Serve | Command::Sync => Err((
-            EXIT_CONFIG,
-            "`renewer serve` and `renewer sync` are not implemented yet".into(),
-        )),
+        Command::Serve { address, port } => {
+            let config = load()?;
+            let addr = renewer::function::listen_address(&address, Some(&port))
+                .map_err(|e| (EXIT_CONFIG, e))?;
+            let serve_config = config.serve.clone();
+            let renewer = std::sync::Arc::new(open(config).await?);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| (EXIT_SETUP, format!("cannot listen on {addr}: {e}")))?;
+            tracing::info!(address = %addr, "renewer serve listening");
+            let stopped = renewer::serve::run(renewer, &serve_config, listener)
+                .await
+                .map_err(|e| (EXIT_SETUP, format!("server error: {e}")))?;
+            match stopped {
+                renewer::function::Stopped::Drained => {
+                    tracing::info!("stopped");
+                    Ok(0)
+                }
+                renewer::function::Stopped::DeadlineExceeded => {
+                    tracing::warn!("stopped with requests still running");
+                    Ok(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Sync {
+            once: _,
+            watch,
+            init,
+            certificate,
+            source,
+            dir,
+            on_change,
+        } => {
+            let mut config = load()?;
+            let cli = "command line";
+            if let Some(c) = certificate {
+                config.sync.certificate = Some(c);
+            }
+            if let Some(s) = source {
+                config.sync.source = match s.as_str() {
+                    "store" => SyncSource::Store,
+                    "secret-manager" => SyncSource::SecretManager,
+                    other => {
+                        return Err((
+                            EXIT_CONFIG,
+                            format!("--source {other:?}: use store or secret-manager"),
+                        ))
+                    }
+                };
+            }
+            if let Some(d) = dir {
+                config.sync.dir = d;
+            }
+            if on_change.is_some() {
+                config.sync.on_change = on_change;
+            }
+            config
+                .revalidate(cli)
+                .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+            let interval = match watch.as_deref() {
+                None => None,
+                Some("") => Some(Duration::from_secs(config.sync.interval_seconds)),
+                Some(text) => Some(
+                    renewer::sync::parse_interval(text)
+                        .map_err(|e| (EXIT_CONFIG, format!("--watch: {e}")))?,
+                ),
+            };
+            sync_command(config, init, interval).await
+        }
         Command::Run { force, only, json } => {
             let config = load()?;
             for name in &only {
@@ -125,7 +252,22 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
                 }
             }
             let renewer = open(config).await?;
-            let report = renewer.run(&RunOptions { force, only }).await;
+            // Cloud Run sends SIGTERM when a job task is cancelled or times out: end the pass
+            // cleanly (lease released, challenge answers removed) instead of dying mid-order.
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                let signal = renewer::function::shutdown_signal().await;
+                tracing::warn!(signal, "stopping: the renewal in progress is cancelled");
+                on_signal.cancel();
+            });
+            let report = renewer
+                .run(&RunOptions {
+                    force,
+                    only,
+                    cancel,
+                })
+                .await;
             if json {
                 println!(
                     "{}",
@@ -214,5 +356,143 @@ fn summary_line(c: &renewer::run::CertReport) -> String {
                 .unwrap_or_default()
         ),
         Outcome::Failed { error } => format!("{}: FAILED: {error}; in service: {expiry}", c.name),
+    }
+}
+
+/// `renewer sync`: prepare the directory, then one check (`--once`) or a loop (`--watch`).
+async fn sync_command(
+    config: Config,
+    init_only: bool,
+    interval: Option<Duration>,
+) -> Result<u8, (u8, String)> {
+    let sync = config.sync.clone();
+    let name =
+        match (&sync.certificate, config.certificates.as_slice()) {
+            (Some(n), _) => n.clone(),
+            (None, [only]) => only.name.clone(),
+            (None, _) => return Err((
+                EXIT_CONFIG,
+                "sync.certificate: several certificates are configured; name the one to install \
+                 (sync.certificate or --certificate)"
+                    .into(),
+            )),
+        };
+    let wanted = config
+        .certificate(&name)
+        .map(|c| c.normalized_domains())
+        .unwrap_or_default();
+    let target = Target {
+        dir: sync.dir.clone(),
+        secret_name: sync.secret_name.clone(),
+        keep_versions: sync.keep_versions as usize,
+    };
+    if init_only {
+        let wrote = sync_mod::prepare(&target).map_err(|e| {
+            (
+                EXIT_FAILED,
+                format!("cannot prepare {}: {e}", target.dir.display()),
+            )
+        })?;
+        tracing::info!(dir = %target.dir.display(), wrote_sds = wrote, "SDS directory ready");
+        return Ok(0);
+    }
+    let source: Box<dyn BundleStore> = match sync.source {
+        SyncSource::Store => {
+            let store = renewer::store::open(&config)
+                .await
+                .map_err(|e| (EXIT_SETUP, e.to_string()))?;
+            Box::new(renewer::bundle::ObjectBundles::new(store))
+        }
+        SyncSource::SecretManager => {
+            let sm = config.secret_manager.as_ref().ok_or((
+                EXIT_CONFIG,
+                "sync.source: secret-manager needs [secret_manager]".to_string(),
+            ))?;
+            Box::new(
+                renewer::store::secret_manager::SecretManagerMirror::new(sm)
+                    .await
+                    .map_err(|e| (EXIT_SETUP, e.to_string()))?,
+            )
+        }
+    };
+    let hook_timeout = Duration::from_secs(sync.on_change_timeout_seconds);
+    let check = || async {
+        let outcome = sync_mod::sync_once(source.as_ref(), &name, &wanted, &target).await?;
+        report_sync(&outcome, interval.is_some());
+        if let (SyncOutcome::Installed { installed, .. }, Some(cmd)) = (&outcome, &sync.on_change) {
+            sync_mod::run_hook(cmd, installed, &target.dir, hook_timeout).await?;
+            tracing::info!("on_change command succeeded");
+        }
+        Ok::<_, SyncError>(outcome)
+    };
+    let Some(interval) = interval else {
+        return match check().await {
+            Ok(_) => Ok(0),
+            Err(e) => Err((EXIT_FAILED, format!("{e}; the installed certificate stays"))),
+        };
+    };
+    tracing::info!(
+        certificate = name,
+        source = %source.location(),
+        dir = %target.dir.display(),
+        interval_seconds = interval.as_secs(),
+        "renewer sync watching"
+    );
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let signal = renewer::function::shutdown_signal().await;
+        tracing::info!(signal, "renewer sync stopping");
+        on_signal.cancel();
+    });
+    loop {
+        if let Err(e) = check().await {
+            tracing::error!(error = %e, "sync failed; the installed certificate stays; retrying at the next check");
+        }
+        let wait = sync_mod::jittered(interval, rand::random::<f64>());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return Ok(0),
+        }
+    }
+}
+
+fn report_sync(outcome: &SyncOutcome, watching: bool) {
+    let now = time::OffsetDateTime::now_utc();
+    match outcome {
+        SyncOutcome::Installed {
+            installed,
+            previous,
+        } => {
+            tracing::info!(
+                serial = installed.serial,
+                previous = previous.as_deref().unwrap_or("none"),
+                not_after = %renewer::policy::rfc3339(installed.not_after),
+                version = installed.version,
+                "installed a new certificate; Envoy reloads it"
+            );
+        }
+        SyncOutcome::Unchanged(installed) => {
+            let days = renewer::certinfo::days_left(installed.not_after, now);
+            if days < 7 {
+                tracing::warn!(
+                    serial = installed.serial,
+                    days_left = days,
+                    "the installed certificate expires soon and the source has no newer one; is the renewer running?"
+                );
+            } else if watching {
+                tracing::debug!(
+                    serial = installed.serial,
+                    days_left = days,
+                    "certificate unchanged"
+                );
+            } else {
+                tracing::info!(
+                    serial = installed.serial,
+                    days_left = days,
+                    "certificate unchanged"
+                );
+            }
+        }
     }
 }

@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::acme::{Acme, AcmeError};
+use crate::acme::{Acme, AcmeError, OrderSpec};
 use crate::bundle::{Bundle, BundleStore, CertMeta, ObjectBundles};
 use crate::config::{CertificateConfig, Config};
 use crate::lock;
@@ -73,6 +75,10 @@ pub struct RunOptions {
     pub force: bool,
     /// Only these certificates (all when empty).
     pub only: Vec<String>,
+    /// Cancelled when the process must stop (`renewer serve` on SIGTERM): waits for a lease,
+    /// orders and retry pauses end at once, challenge answers are removed, the lease is
+    /// released, and the certificate in service stays as it was. Not counted as a failure.
+    pub cancel: CancellationToken,
 }
 
 /// The long-lived parts of a renewer: configuration, stores, and (opened on first use) the
@@ -124,11 +130,19 @@ impl Renewer {
             if !options.only.is_empty() && !options.only.contains(&cert.name) {
                 continue;
             }
+            if options.cancel.is_cancelled() {
+                certificates.push(failed(&cert.name, None, CANCELLED.into()));
+                continue;
+            }
             // Every event of this certificate carries `certificate` through the span (a field
-            // of each JSON log line, a prefix on a terminal).
+            // of each JSON log line, a prefix on a terminal). `instrument`, not `enter`: in
+            // `renewer serve` other requests run on the same threads meanwhile.
             let span = tracing::info_span!("certificate", certificate = %cert.name);
+            let report = self
+                .renew_one(cert, options.force, &options.cancel)
+                .instrument(span.clone())
+                .await;
             let _enter = span.enter();
-            let report = self.renew_one(cert, options.force).await;
             match &report.outcome {
                 Outcome::Renewed { serial, reason } => {
                     tracing::info!(serial, reason, "renewed")
@@ -148,7 +162,12 @@ impl Renewer {
         RunReport { certificates }
     }
 
-    async fn renew_one(&self, cert: &CertificateConfig, force: bool) -> CertReport {
+    async fn renew_one(
+        &self,
+        cert: &CertificateConfig,
+        force: bool,
+        cancel: &CancellationToken,
+    ) -> CertReport {
         let name = cert.name.as_str();
         let mut st = state::load(&self.store, name).await;
         let loaded = st.clone();
@@ -196,19 +215,23 @@ impl Renewer {
         }
         tracing::info!(reason = %decision.reason, "renewal due");
 
-        let lease = match lock::acquire(
+        let acquire = lock::acquire(
             &self.store,
             name,
             &self.owner,
             Duration::from_secs(self.config.lock.ttl_seconds),
             Duration::from_secs(self.config.lock.wait_seconds),
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => return failed(name, current.as_ref(), e.to_string()),
+        );
+        let lease = tokio::select! {
+            l = acquire => match l {
+                Ok(l) => l,
+                Err(e) => return failed(name, current.as_ref(), e.to_string()),
+            },
+            _ = cancel.cancelled() => return failed(name, current.as_ref(), CANCELLED.into()),
         };
-        let report = self.renew_locked(cert, current, decision, force, st).await;
+        let report = self
+            .renew_locked(cert, current, decision, force, st, cancel)
+            .await;
         lease.release().await;
         report
     }
@@ -220,6 +243,7 @@ impl Renewer {
         mut decision: Decision,
         force: bool,
         mut st: CertState,
+        cancel: &CancellationToken,
     ) -> CertReport {
         let name = cert.name.as_str();
         // Re-read under the lease: if another renewer published while we waited, its
@@ -246,7 +270,9 @@ impl Renewer {
         }
 
         let replaces = current.as_ref().and_then(|c| c.ari_id.clone());
-        let result = self.issue_with_retries(cert, replaces.as_deref()).await;
+        let result = self
+            .issue_with_retries(cert, replaces.as_deref(), cancel)
+            .await;
         let now = OffsetDateTime::now_utc();
         let outcome = match result {
             Ok(bundle) => match self.publish(&bundle).await {
@@ -278,6 +304,10 @@ impl Renewer {
                 }
                 report
             }
+            Err(error) if cancel.is_cancelled() => {
+                // Stopping is not the CA's fault: no backoff, no recorded error.
+                failed(name, current.as_ref(), error)
+            }
             Err(error) => {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
                 st.last_failure = Some(now);
@@ -297,6 +327,7 @@ impl Renewer {
         &self,
         cert: &CertificateConfig,
         replaces: Option<&str>,
+        cancel: &CancellationToken,
     ) -> Result<Bundle, String> {
         let attempts = self.config.acme.attempts;
         let domains = cert.normalized_domains();
@@ -306,11 +337,14 @@ impl Renewer {
                 let acme = self.acme().await?;
                 acme.issue(
                     &self.store,
-                    &cert.name,
-                    &domains,
-                    cert.key_type,
-                    cert.profile.as_deref(),
-                    replaces,
+                    &OrderSpec {
+                        name: &cert.name,
+                        domains: &domains,
+                        key_type: cert.key_type,
+                        profile: cert.profile.as_deref(),
+                        replaces,
+                    },
+                    cancel,
                 )
                 .await
             }
@@ -321,6 +355,9 @@ impl Renewer {
                 }
                 Err(e) => e,
             };
+            if matches!(err, AcmeError::Cancelled) {
+                return Err(CANCELLED.into());
+            }
             let (transient, retry_after) = match &err {
                 AcmeError::Transient { retry_after, .. } => (true, *retry_after),
                 _ => (false, None),
@@ -341,7 +378,10 @@ impl Renewer {
                 ));
             };
             tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Err(CANCELLED.into()),
+            }
             attempt += 1;
         }
     }
@@ -462,6 +502,10 @@ impl Renewer {
         }
     }
 }
+
+/// The error of a certificate whose renewal was cut short by a shutdown.
+pub const CANCELLED: &str =
+    "cancelled: the renewer is shutting down; the certificate in service is unchanged";
 
 /// Never wait longer than this inside one run for a `Retry-After`; a later time fails the run
 /// (the next scheduled run tries again).

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Result;
 use axum::extract::{Path, State};
@@ -47,6 +48,8 @@ pub struct Http01Request {
 struct ResponderState {
     lookup: KeyAuthLookup,
     requests: Mutex<Vec<Http01Request>>,
+    /// Held before each answer (after the request is recorded): keeps a renewal mid-order.
+    delay: Mutex<Duration>,
 }
 
 /// A running HTTP-01 responder on 127.0.0.1 (HTTP/1.1 and HTTP/2 prior knowledge). Dropping it
@@ -80,6 +83,7 @@ impl Http01Responder {
         let state = Arc::new(ResponderState {
             lookup,
             requests: Mutex::new(Vec::new()),
+            delay: Mutex::new(Duration::ZERO),
         });
         let router = Router::new()
             .route("/.well-known/acme-challenge/{token}", get(challenge))
@@ -97,6 +101,12 @@ impl Http01Responder {
     /// validation (3, concurrently), so count distinct tokens rather than requests.
     pub fn requests(&self) -> Vec<Http01Request> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Answer every later challenge request only after `delay` (recorded at once), so a test
+    /// can act while a renewal waits for validation.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
     }
 
     pub fn clear_requests(&self) {
@@ -126,6 +136,10 @@ async fn challenge(
         host,
         found: value.is_some(),
     });
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     match value {
         Some(key_auth) => ([(header::CONTENT_TYPE, "text/plain")], key_auth).into_response(),
         None => (StatusCode::NOT_FOUND, "no such token").into_response(),

@@ -107,10 +107,25 @@ impl AcmeStack {
         AcmeStack::start_with(Pebble::builder(), None).await
     }
 
+    /// Pebble validating against `port` on 127.0.0.1 instead of the stack's responder: for a
+    /// test whose own server answers challenges there (`renewer serve`, Envoy's filter). The
+    /// responder still runs, unused.
+    pub async fn start_validating_on(port: u16) -> Result<AcmeStack> {
+        AcmeStack::start_inner(Pebble::builder(), None, Some(port)).await
+    }
+
     /// With Pebble options, and optionally another store for the responder to read (GCS).
     pub async fn start_with(
         pebble: PebbleBuilder,
         store: Option<SharedStore>,
+    ) -> Result<AcmeStack> {
+        AcmeStack::start_inner(pebble, store, None).await
+    }
+
+    async fn start_inner(
+        pebble: PebbleBuilder,
+        store: Option<SharedStore>,
+        http_port: Option<u16>,
     ) -> Result<AcmeStack> {
         let dir = tempfile::Builder::new()
             .prefix("acme-edge-renewer-")
@@ -121,7 +136,10 @@ impl AcmeStack {
             None => Arc::new(FsStore::new(dir.path().join("store"))?),
         };
         let responder = Http01Responder::start(store_lookup(store.clone())).await?;
-        let pebble = pebble.http_port(responder.port()).start().await?;
+        let pebble = pebble
+            .http_port(http_port.unwrap_or(responder.port()))
+            .start()
+            .await?;
         Ok(AcmeStack {
             pebble,
             responder,

@@ -78,17 +78,8 @@ impl TlsFiles {
             ca: Issuer::new(ca_params, ca_key),
         };
         files.rotate(names)?;
-        let sds = format!(
-            r#"resources:
-- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
-  name: {SECRET_NAME}
-  tls_certificate:
-    certificate_chain: {{ filename: {chain} }}
-    private_key: {{ filename: {key} }}
-"#,
-            chain = files.current_dir().join("fullchain.pem").display(),
-            key = files.current_dir().join("privkey.pem").display(),
-        );
+        // The same sds.yaml `renewer sync` writes, so tests load certificates the shipped way.
+        let sds = renewer::sync::sds_yaml(files.path(), SECRET_NAME);
         fs::write(files.sds_path(), sds).context("write sds.yaml")?;
         Ok(files)
     }
