@@ -22,6 +22,7 @@ Settings (environment variables, default in brackets):
   ADMIN_PORT           Envoy admin, on 127.0.0.1 only                   [9901]
   WASM_PATH            edge_filter.wasm                                 [/opt/acme-edge/edge_filter.wasm]
   TLS_DIR              directory `renewer sync` writes (sds.yaml, current/) [/var/lib/acme-edge/tls]
+                       (run `renewer sync --init` before Envoy starts: it writes sds.yaml)
   DOMAINS              space-separated names redirected; empty = any    []
   ACME_MODE            stateless | store                                [stateless]
   ACME_THUMBPRINT      account JWK thumbprint (stateless; `renewer account` prints it)
@@ -285,6 +286,7 @@ $(wasm_filter edge_http "{\"stat_prefix\": \"edge_http\", \"acme\": $acme_json, 
                 resource_api_version: V3
                 # renewer sync writes a new directory and swaps the \`current\` symlink by
                 # rename; Envoy watches the directory and reloads without a restart.
+                # sds.yaml must exist when Envoy starts: \`renewer sync --init\` writes it.
                 path_config_source:
                   path: $TLS_DIR/sds.yaml
                   watched_directory: { path: $TLS_DIR }
