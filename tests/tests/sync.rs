@@ -59,7 +59,9 @@ async fn current_serial(stack: &AcmeStack) -> Result<String> {
 async fn envoy_serves_synced_certificates_and_rotates_without_restart() -> Result<()> {
     let stack = AcmeStack::start().await?;
     let roots = stack.pebble.issuing_roots_pem().await?;
-    let tls = tempfile::Builder::new().prefix("acme-edge-sync-").tempdir()?;
+    let tls = tempfile::Builder::new()
+        .prefix("acme-edge-sync-")
+        .tempdir()?;
     let tls_dir = tls.path().join("tls");
     let hook_log = tls.path().join("hook.log");
     let extra = format!("[sync]\ndir = \"{}\"\n", tls_dir.display());
@@ -102,7 +104,11 @@ async fn envoy_serves_synced_certificates_and_rotates_without_restart() -> Resul
         .renewer(&config, &["sync", "--once", "--on-change", &hook])
         .await?;
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stderr.contains("certificate unchanged"), "{}", out.all());
+    assert!(
+        out.stderr.contains("certificate unchanged"),
+        "{}",
+        out.all()
+    );
     assert_eq!(std::fs::read_to_string(&hook_log)?.lines().count(), 1);
 
     // A WebSocket through Envoy, opened before the rotation.
@@ -137,7 +143,11 @@ async fn envoy_serves_synced_certificates_and_rotates_without_restart() -> Resul
         "names the problem: {}",
         out.all()
     );
-    assert!(out.stderr.contains("installed certificate stays"), "{}", out.all());
+    assert!(
+        out.stderr.contains("installed certificate stays"),
+        "{}",
+        out.all()
+    );
     assert_eq!(installed(&tls_dir).map(|i| i.serial), Some(second.clone()));
     assert_eq!(served_serial(node.https, &roots).await?, second);
     assert_eq!(ws_echo(&mut ws, "still here").await?, "still here");
@@ -151,7 +161,9 @@ async fn envoy_serves_synced_certificates_and_rotates_without_restart() -> Resul
 #[tokio::test]
 async fn watch_mode_installs_renewals_retries_faults_and_stops_on_sigterm() -> Result<()> {
     let stack = AcmeStack::start().await?;
-    let tls = tempfile::Builder::new().prefix("acme-edge-sync-").tempdir()?;
+    let tls = tempfile::Builder::new()
+        .prefix("acme-edge-sync-")
+        .tempdir()?;
     let tls_dir = tls.path().join("tls");
     let extra = format!(
         "[sync]\ndir = \"{}\"\nkeep_versions = 2\n",
@@ -171,9 +183,15 @@ async fn watch_mode_installs_renewals_retries_faults_and_stops_on_sigterm() -> R
         let out = stack.renewer(&config, args).await?;
         assert_eq!(out.code, 0, "{}", out.all());
         let serial = current_serial(&stack).await?;
-        wait_for("the watcher to install it", Duration::from_secs(30), || async {
-            Ok(installed(&tls_dir).filter(|i| i.serial == serial).map(|_| ()))
-        })
+        wait_for(
+            "the watcher to install it",
+            Duration::from_secs(30),
+            || async {
+                Ok(installed(&tls_dir)
+                    .filter(|i| i.serial == serial)
+                    .map(|_| ()))
+            },
+        )
         .await?;
         serials.push(serial);
     }
@@ -196,7 +214,9 @@ async fn watch_mode_installs_renewals_retries_faults_and_stops_on_sigterm() -> R
 async fn sync_reads_the_secret_manager_mirror() -> Result<()> {
     let stack = AcmeStack::start().await?;
     let sm = FakeSecretManager::start("acme-edge-test").await?;
-    let tls = tempfile::Builder::new().prefix("acme-edge-sync-").tempdir()?;
+    let tls = tempfile::Builder::new()
+        .prefix("acme-edge-sync-")
+        .tempdir()?;
     let tls_dir = tls.path().join("tls");
     let extra = format!(
         "[secret_manager]\nproject = \"acme-edge-test\"\nendpoint = \"{}\"\n\
@@ -237,9 +257,7 @@ async fn sync_reads_the_secret_manager_mirror() -> Result<()> {
         .await?;
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("sync.dir"), "{}", out.all());
-    let out = stack
-        .renewer(&config, &["sync", "--watch", "soon"])
-        .await?;
+    let out = stack.renewer(&config, &["sync", "--watch", "soon"]).await?;
     assert_eq!(out.code, 2, "{}", out.all());
     Ok(())
 }
