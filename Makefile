@@ -50,10 +50,10 @@ integration: wasm ## Integration tests with real Envoy and servers
 test: bootstrap lint wasm ## Everything CI runs: bootstrap, lint, unit + integration tests
 	$(CARGO) test --workspace --locked
 
-demo: ## The whole system on this machine (lands with the demo issue)
-	@echo "make demo: coming with the demo issue (Pebble + Envoy + renewer on loopback)."
-	@echo "Today: 'make test' runs the edge filter in a real Envoy; see edge-filter/README.md."
-	@exit 1
+demo: bootstrap wasm ## The whole system on this machine, step by step (KEEP=1 leaves it up)
+	$(CARGO) build --locked -p renewer --bin renewer
+	$(CARGO) build --locked -p acme-edge-tests --bin demo
+	KEEP=$(KEEP) $(CARGO) run --locked -q -p acme-edge-tests --bin demo
 
 bench: wasm ## Benchmarks (not part of make test); prints numbers and ratios
 	@bash scripts/bootstrap.sh --bench

@@ -28,6 +28,7 @@ pub mod renewer_process;
 pub mod secret_manager;
 pub mod server;
 pub mod store;
+pub mod system;
 pub mod tls;
 
 use std::path::PathBuf;
