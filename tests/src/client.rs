@@ -178,6 +178,19 @@ pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::Cli
     Ok(Arc::new(config))
 }
 
+/// The serial (lowercase hex, as the renewer names it) of the leaf certificate served on
+/// 127.0.0.1:`port` for `server_name`, verified against `ca_pem`.
+pub async fn served_serial(port: u16, server_name: &str, ca_pem: &str) -> Result<String> {
+    use base64::Engine;
+    let chain = tls_peer_certificates(port, server_name, ca_pem).await?;
+    let leaf = chain.first().context("no certificate presented")?;
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(leaf)
+    );
+    Ok(renewer::certinfo::inspect(&pem)?.serial)
+}
+
 /// The certificate chain (DER, leaf first) served on 127.0.0.1:`port` for `server_name`, after
 /// verifying it against `ca_pem`; for checking that a renewed certificate got picked up.
 pub async fn tls_peer_certificates(

@@ -38,8 +38,9 @@ pub use acme_stack::{renewer_bin, run_renewer, store_lookup, AcmeStack, RenewerO
 pub use ari::AriResponder;
 pub use backend::EchoBackend;
 pub use client::{
-    http_get, http_request, https_request, percent_encode, raw_http, raw_https, tls_client_config,
-    tls_peer_certificates, ws_connect, ws_echo, ws_try_connect, RawResponse, WsResponse, WsStream,
+    http_get, http_request, https_request, percent_encode, raw_http, raw_https, served_serial,
+    tls_client_config, tls_peer_certificates, ws_connect, ws_echo, ws_try_connect, RawResponse,
+    WsResponse, WsStream,
 };
 pub use envoy::{
     envoy_bin, envoy_expect_refusal, envoy_validate, render_app_node, squash_whitespace, wasm_path,

@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
 use renewer::bundle::{BundleStore, CertMeta, ObjectBundles};
 use renewer::store::fs::FsStore;
 use tempfile::TempDir;
 
 use crate::acme_stack::{run_renewer, RenewerOutput};
-use crate::client::{tls_peer_certificates, ws_connect, WsResponse, WsStream};
+use crate::client::{served_serial, ws_connect, WsResponse, WsStream};
 use crate::envoy::{render_app_node, wasm_path, Envoy};
 use crate::gcs::FakeGcs;
 use crate::pebble::Pebble;
@@ -349,14 +348,7 @@ impl System {
 
     /// The serial of the leaf Envoy presents for the domain.
     pub async fn served_serial(&self) -> Result<String> {
-        let chain =
-            tls_peer_certificates(self.ports.https, &self.options.domain, &self.roots_pem).await?;
-        let leaf = chain.first().context("no certificate presented")?;
-        let pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            base64::engine::general_purpose::STANDARD.encode(leaf)
-        );
-        Ok(renewer::certinfo::inspect(&pem)?.serial)
+        served_serial(self.ports.https, &self.options.domain, &self.roots_pem).await
     }
 
     /// Waits until Envoy presents `serial`.

@@ -6,12 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use base64::Engine;
 use harness::node::{Acme, Node, HOST, ORIGIN};
-use harness::{
-    tls_peer_certificates, wait_for, ws_connect, ws_echo, AcmeStack, FakeSecretManager,
-    RenewerProcess,
-};
+use harness::{wait_for, ws_connect, ws_echo, AcmeStack, FakeSecretManager, RenewerProcess};
 use renewer::bundle::{BundleStore, ObjectBundles};
 use renewer::sync::Installed;
 
@@ -23,13 +19,7 @@ fn installed(dir: &Path) -> Option<Installed> {
 
 /// The serial of the leaf certificate a TLS handshake with `port` presents.
 async fn served_serial(port: u16, roots: &str) -> Result<String> {
-    let chain = tls_peer_certificates(port, HOST, roots).await?;
-    let leaf = chain.first().context("no certificate presented")?;
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        base64::engine::general_purpose::STANDARD.encode(leaf)
-    );
-    Ok(renewer::certinfo::inspect(&pem)?.serial)
+    harness::served_serial(port, HOST, roots).await
 }
 
 async fn wait_served(port: u16, roots: &str, serial: &str) -> Result<()> {
