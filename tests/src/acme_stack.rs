@@ -22,23 +22,43 @@ use crate::repo_root;
 pub const RENEWER_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The `renewer` binary, built (once per test process) with the same cargo that runs the tests,
-/// so a test never runs a stale binary.
+/// so a test never runs a stale binary. `make demo` builds it with the same command first.
 pub fn renewer_bin() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "--quiet", "-p", "renewer", "--bin", "renewer"])
-                .current_dir(repo_root())
-                .status()
-                .map_err(|e| format!("run cargo build: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build -p renewer failed: {status}"));
-            }
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo_root().join("target"));
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "renewer", "--bin", "renewer"])
+                .current_dir(repo_root());
+            // What `cargo test`/`cargo run` put in our environment about *this* crate must not
+            // reach the nested build: a dependency's build script tracks CARGO_MANIFEST_DIR, and
+            // a changed value would rebuild half the tree on every run.
+            for (name, _) in std::env::vars_os() {
+                let n = name.to_string_lossy();
+                let injected = n.starts_with("CARGO_PKG_")
+                    || n.starts_with("CARGO_BIN_EXE_")
+                    || matches!(
+                        n.as_ref(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    );
+                if injected {
+                    cmd.env_remove(&name);
+                }
+            }
+            let status = cmd.status().map_err(|e| format!("run cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build -p renewer failed: {status}"));
+            }
             Ok(target.join("debug/renewer"))
         })
         .clone()
