@@ -48,12 +48,12 @@ impl Ports {
     }
 }
 
-/// `render.sh` settings every loopback node shares: addresses, files, the cookie secret, the
-/// allowed Origin and the backends. Callers add the ACME mode and anything they vary.
-pub fn loopback_vars(
+/// `render.sh` settings of any Envoy on loopback: where it listens, the filter, the TLS
+/// directory and the backends. The rest (ACME mode, cookie secret, names) is the caller's.
+pub fn listener_vars(
     ports: &Ports,
     wasm: &Path,
-    tls: &TlsFiles,
+    tls_dir: &Path,
     backends: &[EchoBackend],
 ) -> Vec<(&'static str, String)> {
     vec![
@@ -63,9 +63,7 @@ pub fn loopback_vars(
         ("PUBLIC_HTTPS_PORT", ports.https.to_string()),
         ("ADMIN_PORT", ports.admin.to_string()),
         ("WASM_PATH", wasm.display().to_string()),
-        ("TLS_DIR", tls.path().display().to_string()),
-        ("COOKIE_SECRET", SECRET.to_owned()),
-        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+        ("TLS_DIR", tls_dir.display().to_string()),
         (
             "APP_BACKENDS",
             backends
@@ -75,6 +73,22 @@ pub fn loopback_vars(
                 .join(" "),
         ),
     ]
+}
+
+/// `render.sh` settings every loopback test node shares: [`listener_vars`] plus the test
+/// cookie secret and the allowed Origin. Callers add the ACME mode and anything they vary.
+pub fn loopback_vars(
+    ports: &Ports,
+    wasm: &Path,
+    tls: &TlsFiles,
+    backends: &[EchoBackend],
+) -> Vec<(&'static str, String)> {
+    let mut vars = listener_vars(ports, wasm, tls.path(), backends);
+    vars.extend([
+        ("COOKIE_SECRET", SECRET.to_owned()),
+        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+    ]);
+    vars
 }
 
 /// How the plain listener finds key authorizations.

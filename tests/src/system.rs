@@ -237,27 +237,18 @@ impl System {
                 .join(", ")
         ));
 
-        let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDRESS", "127.0.0.1".into()),
-            ("HTTP_PORT", ports.http.to_string()),
-            ("HTTPS_PORT", ports.https.to_string()),
-            ("PUBLIC_HTTPS_PORT", ports.https.to_string()),
-            ("ADMIN_PORT", ports.admin.to_string()),
-            ("WASM_PATH", wasm.display().to_string()),
-            ("TLS_DIR", tls_dir.display().to_string()),
+        let listener_ports = crate::node::Ports {
+            http: ports.http,
+            https: ports.https,
+            admin: ports.admin,
+        };
+        let mut vars = crate::node::listener_vars(&listener_ports, &wasm, &tls_dir, &backends);
+        vars.extend([
             ("DOMAINS", options.domain.clone()),
             ("COOKIE_SECRET", COOKIE_SECRET.into()),
             ("WS_PATHS", "/ws".into()),
-            (
-                "APP_BACKENDS",
-                backends
-                    .iter()
-                    .map(EchoBackend::addr)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
             ("NODE_ID", "local-node".into()),
-        ];
+        ]);
         match (options.mode, &gcs) {
             (ChallengeMode::Stateless, _) => {
                 vars.push(("ACME_THUMBPRINT", thumbprint.clone()));
