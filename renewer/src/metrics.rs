@@ -71,82 +71,72 @@ pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     let certs = &s.certificates;
 
-    family(
+    let per_cert =
+        |out: &mut String,
+         metric: &str,
+         kind: &str,
+         help: &str,
+         value: &dyn Fn(&str, Option<&CertSample>) -> Option<String>| {
+            family(out, metric, kind, help);
+            for (name, sample) in certs {
+                if let Some(v) = value(name, sample.as_ref()) {
+                    let _ = writeln!(out, "{metric}{{certificate=\"{}\"}} {v}", label(name));
+                }
+            }
+        };
+    per_cert(
         &mut out,
         "acme_edge_certificate_not_after_timestamp_seconds",
         "gauge",
         "Expiry (notAfter) of the certificate in service, Unix time.",
+        &|_, c| c.and_then(|c| c.not_after).map(unix),
     );
-    for (name, sample) in certs {
-        if let Some(t) = sample.as_ref().and_then(|c| c.not_after) {
-            let _ = writeln!(
-                out,
-                "acme_edge_certificate_not_after_timestamp_seconds{{certificate=\"{}\"}} {}",
-                label(name),
-                unix(t)
-            );
-        }
-    }
-    family(
+    per_cert(
         &mut out,
         "acme_edge_certificate_last_success_timestamp_seconds",
         "gauge",
         "Last successful renewal of the certificate (any renewer), Unix time.",
+        &|_, c| c.and_then(|c| c.last_success).map(unix),
     );
-    for (name, sample) in certs {
-        if let Some(t) = sample.as_ref().and_then(|c| c.last_success) {
-            let _ = writeln!(
-                out,
-                "acme_edge_certificate_last_success_timestamp_seconds{{certificate=\"{}\"}} {}",
-                label(name),
-                unix(t)
-            );
-        }
-    }
-    family(
+    per_cert(
         &mut out,
         "acme_edge_certificate_consecutive_failures",
         "gauge",
         "Failed renewals in a row recorded in the store (0 after a success).",
+        &|_, c| c.map(|c| c.consecutive_failures.to_string()),
     );
-    for (name, sample) in certs {
-        if let Some(c) = sample {
-            let _ = writeln!(
-                out,
-                "acme_edge_certificate_consecutive_failures{{certificate=\"{}\"}} {}",
-                label(name),
-                c.consecutive_failures
-            );
-        }
-    }
-    family(
+    per_cert(
         &mut out,
         "acme_edge_renewal_failures_total",
         "counter",
         "Failed renewals of the certificate in passes of this process.",
+        &|name, _| {
+            Some(
+                s.counters
+                    .failures
+                    .get(name)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
+            )
+        },
     );
-    for name in certs.keys() {
-        let _ = writeln!(
-            out,
-            "acme_edge_renewal_failures_total{{certificate=\"{}\"}} {}",
-            label(name),
-            s.counters.failures.get(name).copied().unwrap_or(0)
-        );
-    }
-    family(
+    per_cert(
         &mut out,
         "acme_edge_renewals_total",
         "counter",
         "New certificates made current by passes of this process.",
+        &|name, _| {
+            Some(
+                s.counters
+                    .renewals
+                    .get(name)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
+            )
+        },
     );
-    for name in certs.keys() {
-        let _ = writeln!(
-            out,
-            "acme_edge_renewals_total{{certificate=\"{}\"}} {}",
-            label(name),
-            s.counters.renewals.get(name).copied().unwrap_or(0)
-        );
-    }
     family(
         &mut out,
         "acme_edge_passes_total",
