@@ -6,14 +6,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-SHELL_SCRIPTS := $(wildcard scripts/*.sh deploy/envoy/*.sh) .ci/run
+SHELL_SCRIPTS := $(wildcard scripts/*.sh deploy/*.sh deploy/envoy/*.sh deploy/node/*.sh) .ci/run
 
 # Example values for the committed deploy/envoy/app-node.yaml (placeholders, not secrets).
 EXAMPLE_ENVOY_ENV := COOKIE_SECRET=CHANGE-ME-openssl-rand-base64-48 \
 	ACME_THUMBPRINT=CHANGE-ME-run-renewer-account-to-get-it-now
 
 .PHONY: help bootstrap build wasm lint fmt-check clippy clippy-wasm shellcheck test unit \
-	integration demo bench envoy-config clean
+	integration demo bench envoy-config clean deploy deploy-plan destroy
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ clippy-wasm:
 	@bash scripts/wasm.sh clippy
 
 shellcheck:
-	shellcheck $(SHELL_SCRIPTS)
+	shellcheck -x $(SHELL_SCRIPTS)
 
 unit: ## Host unit tests only (no Envoy)
 	$(CARGO) test --workspace --lib --bins --locked
@@ -64,3 +64,15 @@ envoy-config: ## Regenerate the example deploy/envoy/app-node.yaml
 
 clean:
 	$(CARGO) clean
+
+# --- Google Cloud (docs/deploy.md) ---------------------------------------------------------------
+CONFIG ?= deploy/config.env
+
+deploy: ## Deploy to Google Cloud from $(CONFIG) (idempotent; see docs/deploy.md)
+	@bash deploy/deploy.sh $(CONFIG)
+
+deploy-plan: ## Print every command `make deploy` would run; run none
+	@bash deploy/deploy.sh --plan $(CONFIG)
+
+destroy: ## Remove what `make deploy` made (asks first; keeps certificates unless PURGE=1)
+	@bash deploy/destroy.sh $(if $(filter 1,$(PURGE)),--purge) $(if $(filter 1,$(YES)),--yes) $(CONFIG)

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod client;
 pub mod envoy;
 pub mod gcs;
+pub mod google_apis;
 pub mod http2;
 pub mod metadata;
 pub mod node;
@@ -47,6 +48,7 @@ pub use envoy::{
     ClusterHost, Envoy,
 };
 pub use gcs::{fake_gcs_bin, FakeGcs};
+pub use google_apis::{ApiRequest, GoogleApis};
 pub use http2::{h2_extended_connect, h2_extended_connect_tls, H2Connect, H2Io};
 pub use metadata::MetadataServer;
 pub use pebble::{Pebble, PebbleBuilder};

@@ -1,0 +1,33 @@
+# The renewer image: `renewer` plus the edge filter's wasm, on a small non-root runtime.
+#
+#   Cloud Run job:      (default command)  renewer run
+#   Cloud Run service:  args ["serve"]     listens on $PORT
+#   app nodes:          args ["sync", "--watch"]; the node copies /opt/acme-edge/edge_filter.wasm
+#                       out of the image for Envoy (deploy/node/startup.sh)
+#
+# Built remotely by `make deploy` (Cloud Build); no local Docker is needed. Settings come from
+# RENEWER__<SECTION>__<FIELD> variables (renewer/README.md): the config file baked in below
+# only exists because the renewer reads one.
+
+# --- build: the renewer (host) and the filter (wasm32) -------------------------------------
+FROM rust:1.89-bookworm AS build
+RUN rustup target add wasm32-unknown-unknown
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p renewer \
+ && cargo build --release --locked -p edge-filter --target wasm32-unknown-unknown \
+ && install -D -m 0755 target/release/renewer /out/usr/local/bin/renewer \
+ && install -D -m 0644 target/wasm32-unknown-unknown/release/edge_filter.wasm \
+        /out/opt/acme-edge/edge_filter.wasm \
+ && install -d /out/etc/acme-edge \
+ && printf '%s\n' '# Settings come from RENEWER__<SECTION>__<FIELD> environment variables.' \
+        > /out/etc/acme-edge/renewer.toml
+
+# --- runtime: glibc, CA certificates, no shell, uid 65532 ----------------------------------
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/ /
+ENV RENEWER_CONFIG=/etc/acme-edge/renewer.toml \
+    RENEWER_LOG_FORMAT=json
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/renewer"]
+CMD ["run"]

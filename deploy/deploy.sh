@@ -1,0 +1,489 @@
+#!/usr/bin/env bash
+# Deploy acme-edge to Google Cloud from one settings file; see docs/deploy.md.
+#
+#   deploy/deploy.sh [--plan] [CONFIG]     (make deploy / make deploy-plan; CONFIG=deploy/config.env)
+#
+# Every step looks before it changes anything, so a second run changes nothing, and a run
+# after a settings change updates only what the change touches. --plan prints the commands a
+# deploy into an empty project would run, and runs nothing (not even the lookups).
+set -euo pipefail
+# shellcheck source=deploy/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/deploy.sh [--plan] [CONFIG]
+
+Deploys acme-edge (renewer on Cloud Run + Scheduler, bucket, secrets, service accounts, app
+nodes behind a network load balancer) into the project CONFIG names.
+
+  --plan     print every command a first deploy runs; run nothing
+  CONFIG     settings file [deploy/config.env]; see deploy/config.env.example
+
+Exit codes: 0 deployed (or plan printed); 1 a setting or a Google Cloud call failed (the
+message says which; rerunning resumes where it stopped).
+EOF
+}
+
+config="$DEPLOY_DIR/config.env"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --plan) PLAN=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    -*) die "unknown option $1 (see --help)" ;;
+    *) config=$1 ;;
+    esac
+    shift
+done
+
+load_config "$config"
+command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI (docs/deploy.md)"
+TAG=$(image_tag)
+IMAGE="$IMAGE_PATH:$TAG"
+mkdir -p "$OUT_DIR"
+G=(--project="$PROJECT" --quiet)
+
+# --- generated files (kept in deploy/.out/ for reading; printed in plan mode) ----------------
+
+toml_list() { # words -> ["a", "b"]
+    local out='' w
+    for w in "$@"; do out+="${out:+, }\"$w\""; done
+    printf '[%s]' "$out"
+}
+
+# Renewer settings as RENEWER__* variables: the image's config file is empty on purpose.
+# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
+renewer_env() { # KEY=value lines, shared by Cloud Run and the nodes' `renewer sync`
+    cat <<EOF
+RENEWER__ACME__DIRECTORY=$ACME_DIRECTORY
+RENEWER__ACME__CONTACT=$(toml_list "$CONTACT_EMAIL")
+RENEWER__STORE__URL=gs://$BUCKET
+RENEWER__SECRET_MANAGER__PROJECT=$PROJECT
+RENEWER__SECRET_MANAGER__SECRET_PREFIX=$NAME-
+RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list $DOMAINS), key_type = "$KEY_TYPE"}]
+RENEWER__SYNC__SOURCE=secret-manager
+RENEWER_LOG_FORMAT=json
+EOF
+}
+
+renewer_env >"$OUT_DIR/renewer.env"
+# Cloud Run takes a YAML map; single quotes keep TOML's double quotes literal.
+sed -E "s/^([A-Z_]+)=(.*)$/\1: '\2'/" "$OUT_DIR/renewer.env" >"$OUT_DIR/renewer-env.yaml"
+
+# What the node startup script reads from instance metadata (deploy/node/startup.sh).
+cat >"$OUT_DIR/node.env" <<EOF
+PROJECT=$PROJECT
+REGION=$REGION
+RENEWER_IMAGE=$IMAGE
+ENVOY_IMAGE=$ENVOY_IMAGE
+APP_IMAGE=$APP_IMAGE
+APP_PORT=$APP_PORT
+APP_HEALTH_PATH=$APP_HEALTH_PATH
+WS_PATHS=$WS_PATHS
+DOMAINS=$DOMAINS
+BUCKET=$BUCKET
+COOKIE_SECRET_NAME=$COOKIE_SECRET
+EOF
+
+cat >"$OUT_DIR/lifecycle.json" <<'EOF'
+{"rule": [{"action": {"type": "Delete"}, "condition": {"age": 1, "matchesPrefix": ["acme-challenge/"]}}]}
+EOF
+
+if [ "$PLAN" = 1 ]; then
+    echo "# acme-edge deploy plan for project $PROJECT ($CONFIG_FILE); nothing was run."
+    echo "# Generated files (deploy/.out/):"
+    for f in renewer-env.yaml node.env lifecycle.json; do
+        echo "# $f:"
+        sed 's/^/#   /' "$OUT_DIR/$f"
+    done
+fi
+
+# --- 1. APIs, registry, image -----------------------------------------------------------------
+
+step "APIs"
+APIS=(run.googleapis.com cloudscheduler.googleapis.com artifactregistry.googleapis.com
+    cloudbuild.googleapis.com secretmanager.googleapis.com compute.googleapis.com
+    iam.googleapis.com storage.googleapis.com logging.googleapis.com monitoring.googleapis.com)
+missing=("${APIS[@]}")
+if [ "$PLAN" != 1 ]; then
+    enabled=$(lookup gcloud services list --enabled "${G[@]}" --format='value(config.name)')
+    missing=()
+    for api in "${APIS[@]}"; do
+        grep -qxF "$api" <<<"$enabled" || missing+=("$api")
+    done
+fi
+[ ${#missing[@]} -eq 0 ] || run gcloud services enable "${missing[@]}" "${G[@]}"
+
+step "Artifact Registry repository $REPO"
+if absent gcloud artifacts repositories describe "$REPO" --location="$REGION" "${G[@]}"; then
+    run gcloud artifacts repositories create "$REPO" --location="$REGION" "${G[@]}" \
+        --repository-format=docker --description="acme-edge images"
+fi
+
+step "renewer image $IMAGE (Cloud Build, from Dockerfile)"
+built=''
+if [ "$PLAN" != 1 ]; then
+    built=$(lookup gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')
+else
+    echo "# if absent: $(show gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')"
+fi
+if ! grep -qxF "$TAG" <<<"$built"; then
+    # Asynchronous, then polled: streaming the log needs read access to Cloud Build's log
+    # bucket, which new projects do not grant, and a dropped stream would fail the deploy.
+    build_id=$(run gcloud builds submit "$REPO_DIR" --tag="$IMAGE" "${G[@]}" --async --format='value(id)')
+    if [ "$PLAN" = 1 ]; then
+        echo "$build_id"
+        echo "# then wait until \`gcloud builds describe BUILD_ID\` says SUCCESS (up to 30 min)"
+    else
+        log "build $build_id: https://console.cloud.google.com/cloud-build/builds/$build_id?project=$PROJECT"
+        status=''
+        for _ in $(seq 1 360); do
+            status=$(gcloud builds describe "$build_id" "${G[@]}" --format='value(status)')
+            case "$status" in
+            SUCCESS) break ;;
+            QUEUED | PENDING | WORKING | '') sleep 5 ;;
+            *) die "build $build_id ended $status; its log: gcloud builds log $build_id --project=$PROJECT" ;;
+            esac
+        done
+        [ "$status" = SUCCESS ] || die "build $build_id still $status after 30 minutes"
+    fi
+fi
+
+# --- 2. storage and secrets -------------------------------------------------------------------
+
+step "bucket gs://$BUCKET (uniform access, public access prevented, challenges expire)"
+if absent gcloud storage buckets describe "gs://$BUCKET" "${G[@]}"; then
+    run gcloud storage buckets create "gs://$BUCKET" "${G[@]}" --location="$REGION" \
+        --uniform-bucket-level-access --public-access-prevention \
+        --lifecycle-file="$OUT_DIR/lifecycle.json"
+else
+    # An existing bucket (chosen by the operator) is brought to the same settings.
+    state=$(lookup gcloud storage buckets describe "gs://$BUCKET" "${G[@]}" \
+        --format='value(uniform_bucket_level_access,public_access_prevention,lifecycle_config.rule[0].condition.matchesPrefix[0])')
+    if [ "$state" != $'True\tenforced\tacme-challenge/' ]; then
+        run gcloud storage buckets update "gs://$BUCKET" "${G[@]}" \
+            --uniform-bucket-level-access --public-access-prevention \
+            --lifecycle-file="$OUT_DIR/lifecycle.json"
+    fi
+fi
+
+step "secrets $CERT_SECRET (certificate mirror) and $COOKIE_SECRET (affinity cookie key)"
+if absent gcloud secrets describe "$CERT_SECRET" "${G[@]}"; then
+    run gcloud secrets create "$CERT_SECRET" "${G[@]}" --replication-policy=automatic \
+        --labels="managed-by=acme-edge,certificate=$CERT_NAME"
+fi
+if absent gcloud secrets describe "$COOKIE_SECRET" "${G[@]}"; then
+    run gcloud secrets create "$COOKIE_SECRET" "${G[@]}" --replication-policy=automatic \
+        --labels=managed-by=acme-edge
+fi
+has_version=''
+[ "$PLAN" = 1 ] || has_version=$(lookup gcloud secrets versions list "$COOKIE_SECRET" "${G[@]}" --limit=1 --format='value(name)')
+if [ -z "$has_version" ]; then
+    # The key never touches disk or the command line.
+    if [ "$PLAN" = 1 ]; then
+        echo "openssl rand -base64 48 | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)"
+    else
+        echo "+ openssl rand -base64 48 | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)" >&2
+        openssl rand -base64 48 | tr -d '\n' | gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-
+    fi
+fi
+
+# --- 3. service accounts and least-privilege grants -------------------------------------------
+
+step "service accounts"
+for sa in renewer scheduler node; do
+    if absent gcloud iam service-accounts describe "$NAME-$sa@$PROJECT.iam.gserviceaccount.com" "${G[@]}"; then
+        run gcloud iam service-accounts create "$NAME-$sa" "${G[@]}" --display-name="acme-edge $sa"
+    fi
+done
+
+step "grants: renewer writes its bucket and adds versions to its secret; nodes only read"
+bucket_get="gcloud storage buckets get-iam-policy gs://$BUCKET --project=$PROJECT"
+bucket_add="gcloud storage buckets add-iam-policy-binding gs://$BUCKET --project=$PROJECT --quiet"
+ensure_binding "$bucket_get" "$bucket_add" roles/storage.objectAdmin "serviceAccount:$SA_RENEWER"
+# Nodes read challenge answers (Envoy's store mode) and nothing else in the bucket: not the
+# account key, not the private keys.
+ensure_binding "$bucket_get" "$bucket_add" roles/storage.objectViewer "serviceAccount:$SA_NODE" \
+    acme-challenge-only "resource.name.startsWith(\"projects/_/buckets/$BUCKET/objects/acme-challenge/\")"
+cert_get="gcloud secrets get-iam-policy $CERT_SECRET --project=$PROJECT"
+cert_add="gcloud secrets add-iam-policy-binding $CERT_SECRET --project=$PROJECT --quiet"
+# Add versions, disable old ones, read the newest: no create or delete of secrets.
+for role in roles/secretmanager.secretVersionManager roles/secretmanager.secretAccessor roles/secretmanager.viewer; do
+    ensure_binding "$cert_get" "$cert_add" "$role" "serviceAccount:$SA_RENEWER"
+done
+for role in roles/secretmanager.secretAccessor roles/secretmanager.viewer; do
+    ensure_binding "$cert_get" "$cert_add" "$role" "serviceAccount:$SA_NODE"
+done
+ensure_binding "gcloud secrets get-iam-policy $COOKIE_SECRET --project=$PROJECT" \
+    "gcloud secrets add-iam-policy-binding $COOKIE_SECRET --project=$PROJECT --quiet" \
+    roles/secretmanager.secretAccessor "serviceAccount:$SA_NODE"
+ensure_binding "gcloud artifacts repositories get-iam-policy $REPO --location=$REGION --project=$PROJECT" \
+    "gcloud artifacts repositories add-iam-policy-binding $REPO --location=$REGION --project=$PROJECT --quiet" \
+    roles/artifactregistry.reader "serviceAccount:$SA_NODE"
+# Container logs of the nodes go to Cloud Logging (docker's gcplogs driver).
+ensure_binding "gcloud projects get-iam-policy $PROJECT" \
+    "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
+    roles/logging.logWriter "serviceAccount:$SA_NODE"
+
+# --- 4. the renewer on Cloud Run, started by Scheduler ----------------------------------------
+
+RUN_FLAGS=(--image="$IMAGE" --region="$REGION" "${G[@]}" --service-account="$SA_RENEWER"
+    --env-vars-file="$OUT_DIR/renewer-env.yaml" --cpu=1 --memory=512Mi)
+if [ "$MODE" = job ]; then
+    # One task, one retry: the renewer backs off by itself, and Scheduler comes back anyway.
+    RUN_FLAGS+=(--args=run --tasks=1 --max-retries=1 --task-timeout=15m)
+    kind="jobs"
+else
+    # One instance: passes are joined in-process; the lease guards against a second one.
+    RUN_FLAGS+=(--args=serve --no-allow-unauthenticated --ingress=all --min-instances=0
+        --max-instances=1 --timeout=900 --concurrency=10)
+    kind="services"
+fi
+spec=$(spec_hash "${RUN_FLAGS[@]}" "$(cat "$OUT_DIR/renewer-env.yaml")")
+labels="managed-by=acme-edge,acme-edge-spec=$spec"
+
+step "Cloud Run $kind $RENEWER ($MODE mode)"
+current=''
+[ "$PLAN" = 1 ] || current=$(lookup gcloud run "$kind" describe "$RENEWER" --region="$REGION" "${G[@]}" \
+    --format='value(metadata.labels.acme-edge-spec)')
+if [ "$PLAN" = 1 ]; then
+    echo "# if absent or its acme-edge-spec label differs: $(show gcloud run "$kind" describe "$RENEWER" --region="$REGION" "${G[@]}")"
+fi
+if [ "$current" != "$spec" ]; then
+    if [ "$MODE" = job ]; then
+        if [ -z "$current" ] && { [ "$PLAN" = 1 ] || absent gcloud run jobs describe "$RENEWER" --region="$REGION" "${G[@]}"; }; then
+            run gcloud run jobs create "$RENEWER" "${RUN_FLAGS[@]}" --labels="$labels"
+        else
+            run gcloud run jobs update "$RENEWER" "${RUN_FLAGS[@]}" --labels="$labels"
+        fi
+    else
+        run gcloud run deploy "$RENEWER" "${RUN_FLAGS[@]}" --labels="$labels"
+    fi
+fi
+
+if [ "$MODE" = job ]; then
+    ensure_binding "gcloud run jobs get-iam-policy $RENEWER --region=$REGION --project=$PROJECT" \
+        "gcloud run jobs add-iam-policy-binding $RENEWER --region=$REGION --project=$PROJECT --quiet" \
+        roles/run.invoker "serviceAccount:$SA_SCHEDULER"
+    target="https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/$RENEWER:run"
+    AUTH=(--oauth-service-account-email="$SA_SCHEDULER"
+        --oauth-token-scope=https://www.googleapis.com/auth/cloud-platform)
+    HEADERS=''
+else
+    ensure_binding "gcloud run services get-iam-policy $RENEWER --region=$REGION --project=$PROJECT" \
+        "gcloud run services add-iam-policy-binding $RENEWER --region=$REGION --project=$PROJECT --quiet" \
+        roles/run.invoker "serviceAccount:$SA_SCHEDULER"
+    if [ "$PLAN" = 1 ]; then
+        target='SERVICE_URL'
+        echo "# SERVICE_URL=\$($(show gcloud run services describe "$RENEWER" --region="$REGION" "${G[@]}" --format='value(status.url)'))"
+    else
+        target=$(lookup gcloud run services describe "$RENEWER" --region="$REGION" "${G[@]}" --format='value(status.url)')
+        [ -n "$target" ] || die "Cloud Run service $RENEWER has no URL yet; rerun in a minute"
+    fi
+    AUTH=(--oidc-service-account-email="$SA_SCHEDULER" --oidc-token-audience="$target"
+        --message-body='{}')
+    HEADERS=Content-Type=application/json
+fi
+SCHED_FLAGS=(--location="$REGION" "${G[@]}" --schedule="$SCHEDULE" --time-zone="$TIME_ZONE"
+    --uri="$target" --http-method=POST "${AUTH[@]}" --attempt-deadline=900s)
+sched_spec=$(spec_hash "${SCHED_FLAGS[@]}" "$HEADERS")
+description="acme-edge renewal pass (spec $sched_spec)"
+
+step "Scheduler job $SCHEDULER_JOB ($SCHEDULE, $TIME_ZONE)"
+current=''
+[ "$PLAN" = 1 ] || current=$(lookup gcloud scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION" "${G[@]}" --format='value(description)')
+if [ "$PLAN" = 1 ]; then
+    echo "# if absent or its description's spec differs: $(show gcloud scheduler jobs describe "$SCHEDULER_JOB" --location="$REGION" "${G[@]}")"
+fi
+if [ "$current" != "$description" ]; then
+    if [ -z "$current" ]; then
+        run gcloud scheduler jobs create http "$SCHEDULER_JOB" "${SCHED_FLAGS[@]}" --description="$description" \
+            ${HEADERS:+--headers="$HEADERS"}
+    else
+        # `update` names the headers flag differently.
+        run gcloud scheduler jobs update http "$SCHEDULER_JOB" "${SCHED_FLAGS[@]}" --description="$description" \
+            ${HEADERS:+--update-headers="$HEADERS"}
+    fi
+fi
+
+# --- 5. alerting on failed renewals -----------------------------------------------------------
+
+step "alert: renewal errors in the renewer's logs"
+LOG_FILTER="resource.type=(\"cloud_run_job\" OR \"cloud_run_revision\") AND (resource.labels.job_name=\"$RENEWER\" OR resource.labels.service_name=\"$RENEWER\") AND severity>=ERROR"
+if absent gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"; then
+    run gcloud logging metrics create "$LOG_METRIC" "${G[@]}" \
+        --description="acme-edge renewer errors (a failed renewal pass logs at ERROR)" \
+        --log-filter="$LOG_FILTER"
+fi
+channels=()
+if [ -n "$ALERT_EMAIL" ]; then
+    channel=''
+    [ "$PLAN" = 1 ] || channel=$(lookup gcloud beta monitoring channels list "${G[@]}" \
+        --filter="displayName=\"$CHANNEL_NAME\"" --format='value(name)' | head -n1)
+    if [ -z "$channel" ]; then
+        run gcloud beta monitoring channels create "${G[@]}" --display-name="$CHANNEL_NAME" \
+            --type=email --channel-labels="email_address=$ALERT_EMAIL"
+        [ "$PLAN" = 1 ] && channel='CHANNEL' || channel=$(lookup gcloud beta monitoring channels list "${G[@]}" \
+            --filter="displayName=\"$CHANNEL_NAME\"" --format='value(name)' | head -n1)
+    fi
+    channels=("$channel")
+fi
+cat >"$OUT_DIR/alert-policy.json" <<EOF
+{
+  "displayName": "$ALERT_NAME",
+  "documentation": {"content": "The acme-edge renewer logged an error: a certificate was not renewed. The certificate in service is unchanged. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "renewer errors",
+    "conditionThreshold": {
+      "filter": "metric.type=\"logging.googleapis.com/user/$LOG_METRIC\" AND resource.type=(\"cloud_run_job\" OR \"cloud_run_revision\")",
+      "comparison": "COMPARISON_GT",
+      "thresholdValue": 0,
+      "duration": "0s",
+      "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_COUNT"}]
+    }
+  }],
+  "alertStrategy": {"autoClose": "604800s"},
+  "notificationChannels": [$(for c in "${channels[@]}"; do printf '"%s"' "$c"; done)]
+}
+EOF
+policy=''
+[ "$PLAN" = 1 ] || policy=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
+    --filter="displayName=\"$ALERT_NAME\"" --format='value(name)')
+if [ "$PLAN" = 1 ]; then
+    echo "# if absent: $(show gcloud alpha monitoring policies list "${G[@]}" --filter="displayName=\"$ALERT_NAME\"")"
+    echo "# alert-policy.json:"
+    sed 's/^/#   /' "$OUT_DIR/alert-policy.json"
+fi
+if [ -z "$policy" ]; then
+    run gcloud alpha monitoring policies create "${G[@]}" --policy-from-file="$OUT_DIR/alert-policy.json"
+fi
+
+# --- 6. network: static IP, egress, firewall ---------------------------------------------------
+
+step "static IP $ADDRESS"
+if absent gcloud compute addresses describe "$ADDRESS" --region="$REGION" "${G[@]}"; then
+    run gcloud compute addresses create "$ADDRESS" --region="$REGION" "${G[@]}" --network-tier=PREMIUM
+fi
+
+step "egress for the nodes (no external IPs): Cloud Router $ROUTER + NAT $NAT"
+if absent gcloud compute routers describe "$ROUTER" --region="$REGION" "${G[@]}"; then
+    run gcloud compute routers create "$ROUTER" --region="$REGION" "${G[@]}" --network="$NETWORK"
+fi
+if absent gcloud compute routers nats describe "$NAT" --router="$ROUTER" --region="$REGION" "${G[@]}"; then
+    run gcloud compute routers nats create "$NAT" --router="$ROUTER" --region="$REGION" "${G[@]}" \
+        --auto-allocate-nat-external-ips --nat-all-subnet-ip-ranges
+fi
+
+step "firewall: load-balanced traffic and health checks, nothing else"
+# A passthrough load balancer keeps the client's address, so traffic it forwards arrives from
+# anywhere; the nodes have no external IP, so only the load balancer forwards to them.
+if absent gcloud compute firewall-rules describe "$FW_LB" "${G[@]}"; then
+    run gcloud compute firewall-rules create "$FW_LB" "${G[@]}" --network="$NETWORK" \
+        --direction=INGRESS --action=ALLOW --rules=tcp:80,tcp:443 \
+        --source-ranges=0.0.0.0/0 --target-tags="$NODE_TAG"
+fi
+if absent gcloud compute firewall-rules describe "$FW_HC" "${G[@]}"; then
+    run gcloud compute firewall-rules create "$FW_HC" "${G[@]}" --network="$NETWORK" \
+        --direction=INGRESS --action=ALLOW --rules=tcp:80 \
+        --source-ranges=35.191.0.0/16,209.85.152.0/22,209.85.204.0/22 --target-tags="$NODE_TAG"
+fi
+
+# --- 7. app nodes --------------------------------------------------------------------------------
+
+step "health check $HEALTH_CHECK (Envoy's /.edge/healthz on :80)"
+if absent gcloud compute health-checks describe "$HEALTH_CHECK" --region="$REGION" "${G[@]}"; then
+    run gcloud compute health-checks create http "$HEALTH_CHECK" --region="$REGION" "${G[@]}" \
+        --port=80 --request-path=/.edge/healthz --check-interval=10s --timeout=5s \
+        --healthy-threshold=2 --unhealthy-threshold=3
+fi
+
+# Instance templates cannot change: the name carries a hash of everything in it, and the group
+# rolls over to a new one when the hash changes.
+TEMPLATE_FLAGS=("${G[@]}" --machine-type="$MACHINE_TYPE"
+    --image-family=debian-12 --image-project=debian-cloud --boot-disk-size=20GB
+    --network="$NETWORK" --no-address --tags="$NODE_TAG"
+    --service-account="$SA_NODE" --scopes=cloud-platform
+    --shielded-secure-boot --shielded-vtpm --shielded-integrity-monitoring
+    --metadata=enable-oslogin=TRUE
+    --metadata-from-file="startup-script=$DEPLOY_DIR/node/startup.sh,acme-edge-settings=$OUT_DIR/node.env,acme-edge-renewer-env=$OUT_DIR/renewer.env,acme-edge-render=$DEPLOY_DIR/envoy/render.sh"
+    --labels=managed-by=acme-edge)
+template="$NAME-node-$(spec_hash "${TEMPLATE_FLAGS[@]}" "$(cat "$DEPLOY_DIR/node/startup.sh" \
+    "$OUT_DIR/node.env" "$OUT_DIR/renewer.env" "$DEPLOY_DIR/envoy/render.sh")")"
+
+step "instance template $template"
+if absent gcloud compute instance-templates describe "$template" "${G[@]}"; then
+    run gcloud compute instance-templates create "$template" "${TEMPLATE_FLAGS[@]}"
+fi
+
+step "managed instance group $MIG ($NODE_COUNT nodes, autohealing)"
+group=''
+[ "$PLAN" = 1 ] || group=$(lookup gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}" \
+    --format='value(instanceTemplate.basename(),targetSize)')
+if [ -z "$group" ]; then
+    [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}")"
+    run gcloud compute instance-groups managed create "$MIG" --region="$REGION" "${G[@]}" \
+        --template="$template" --size="$NODE_COUNT" --base-instance-name="$NAME-node" \
+        --health-check="projects/$PROJECT/regions/$REGION/healthChecks/$HEALTH_CHECK" --initial-delay=300
+else
+    read -r current_template current_size <<<"$group"
+    if [ "$current_template" != "$template" ]; then
+        # Replace nodes one at a time, a new one up before an old one goes.
+        run gcloud compute instance-groups managed rolling-action start-update "$MIG" --region="$REGION" "${G[@]}" \
+            --version="template=$template" --max-unavailable=0 --max-surge=3
+    fi
+    if [ "$current_size" != "$NODE_COUNT" ]; then
+        run gcloud compute instance-groups managed resize "$MIG" --region="$REGION" "${G[@]}" --size="$NODE_COUNT"
+    fi
+fi
+
+# --- 8. network load balancer ---------------------------------------------------------------------
+
+step "backend service $BACKEND (TCP passthrough, client-IP affinity)"
+if absent gcloud compute backend-services describe "$BACKEND" --region="$REGION" "${G[@]}"; then
+    run gcloud compute backend-services create "$BACKEND" --region="$REGION" "${G[@]}" \
+        --load-balancing-scheme=EXTERNAL --protocol=TCP \
+        --health-checks="$HEALTH_CHECK" --health-checks-region="$REGION" \
+        --session-affinity=CLIENT_IP --connection-draining-timeout=60s
+fi
+backends=''
+[ "$PLAN" = 1 ] || backends=$(lookup gcloud compute backend-services describe "$BACKEND" --region="$REGION" "${G[@]}" \
+    --format='value(backends[].group)')
+if [[ $backends != *"/instanceGroups/$MIG"* ]]; then
+    run gcloud compute backend-services add-backend "$BACKEND" --region="$REGION" "${G[@]}" \
+        --instance-group="$MIG" --instance-group-region="$REGION"
+fi
+
+step "forwarding rule $FORWARDING_RULE (TCP 80 and 443 on $ADDRESS)"
+if absent gcloud compute forwarding-rules describe "$FORWARDING_RULE" --region="$REGION" "${G[@]}"; then
+    run gcloud compute forwarding-rules create "$FORWARDING_RULE" --region="$REGION" "${G[@]}" \
+        --load-balancing-scheme=EXTERNAL --ip-protocol=TCP --ports=80,443 \
+        --address="$ADDRESS" --backend-service="$BACKEND" --backend-service-region="$REGION"
+fi
+
+# --- done -----------------------------------------------------------------------------------------
+
+if [ "$PLAN" = 1 ]; then
+    printf '\n# Then point %s at the static IP (docs/deploy.md, "DNS").\n' "$DOMAINS"
+    exit 0
+fi
+ip=$(lookup gcloud compute addresses describe "$ADDRESS" --region="$REGION" "${G[@]}" --format='value(address)')
+if [ "$MODE" = job ]; then
+    manual="gcloud run jobs execute $RENEWER --region=$REGION --project=$PROJECT --wait"
+else
+    manual="gcloud scheduler jobs run $SCHEDULER_JOB --location=$REGION --project=$PROJECT"
+fi
+cat <<EOF
+
+acme-edge is deployed in $PROJECT (renewer image $IMAGE).
+
+  Static IP:  $ip
+  DNS:        point $DOMAINS at $ip (A records), then run a renewal:
+  Renew now:  $manual
+  Status:     gcloud logging read 'resource.labels.job_name="$RENEWER" OR resource.labels.service_name="$RENEWER"' --project=$PROJECT --limit=20
+
+docs/deploy.md explains each of these.
+EOF

@@ -1,0 +1,262 @@
+# shellcheck shell=bash
+# Shared by deploy/deploy.sh and deploy/destroy.sh: the settings file, derived names, and the
+# helpers that make every step idempotent (look first, change only what is missing or differs)
+# and that let `--plan` print each command instead of running it.
+# The settings and derived names are set here for the scripts that source this file
+# (SC2034), some through `printf -v` (SC2153).
+# shellcheck disable=SC2034,SC2153
+
+DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$DEPLOY_DIR/.." && pwd)
+
+# Every key the settings file may set, with its default ('' = none; required ones are checked
+# in load_config).
+declare -A DEFAULTS=(
+    [PROJECT]='' [REGION]='' [NAME]=acme-edge [NETWORK]=default
+    [DOMAINS]='' [CONTACT_EMAIL]='' [ACME_DIRECTORY]=letsencrypt [CERT_NAME]=site
+    [KEY_TYPE]=ecdsa-p256 [BUCKET]=''
+    [MODE]=job [SCHEDULE]='17 */12 * * *' [TIME_ZONE]=Etc/UTC [IMAGE_TAG]='' [ALERT_EMAIL]=''
+    [APP_IMAGE]='' [APP_PORT]=8080 [APP_HEALTH_PATH]=/healthz [WS_PATHS]=/ws
+    [NODE_COUNT]=2 [MACHINE_TYPE]=e2-small [ENVOY_IMAGE]=envoyproxy/envoy:v1.40-latest
+)
+
+PLAN=0
+
+die() {
+    echo "deploy: $*" >&2
+    exit 1
+}
+
+log() {
+    echo "deploy: $*" >&2
+}
+
+# Parse CONFIG (KEY=value lines, never executed) into the settings variables, apply defaults,
+# and check every value. Errors name the file, line and key.
+load_config() { # FILE
+    local file=$1 line n=0 key value
+    [ -f "$file" ] || die "$file: no such file (copy deploy/config.env.example to deploy/config.env)"
+    declare -gA SETTING=()
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        line=${line%$'\r'}
+        [[ $line =~ ^[[:space:]]*(#.*)?$ ]] && continue
+        [[ $line =~ ^[[:space:]]*([A-Z_][A-Z0-9_]*)=(.*)$ ]] ||
+            die "$file:$n: expected KEY=value"
+        key=${BASH_REMATCH[1]}
+        value=${BASH_REMATCH[2]}
+        [[ -v DEFAULTS[$key] ]] || die "$file:$n: $key: unknown setting (see deploy/config.env.example)"
+        # One layer of matching quotes; a trailing comment after whitespace is dropped.
+        if [[ $value =~ ^\"([^\"]*)\"[[:space:]]*(#.*)?$ ]] || [[ $value =~ ^\'([^\']*)\'[[:space:]]*(#.*)?$ ]]; then
+            value=${BASH_REMATCH[1]}
+        else
+            value=${value%%[[:space:]]#*}
+            value=${value%"${value##*[![:space:]]}"}
+        fi
+        SETTING[$key]=$value
+    done <"$file"
+    for key in "${!DEFAULTS[@]}"; do
+        if [ -n "${SETTING[$key]:-}" ]; then
+            printf -v "$key" '%s' "${SETTING[$key]}"
+        else
+            printf -v "$key" '%s' "${DEFAULTS[$key]}"
+        fi
+    done
+    CONFIG_FILE=$file
+    [ -n "$BUCKET" ] || BUCKET="$PROJECT-$NAME"
+    check_config
+    derive_names
+}
+
+bad() { # KEY WHY
+    die "$CONFIG_FILE: $1=${!1@Q}: $2"
+}
+
+check_config() {
+    local d
+    for d in PROJECT REGION DOMAINS CONTACT_EMAIL APP_IMAGE; do
+        [ -n "${!d}" ] || bad "$d" "required"
+    done
+    [[ $PROJECT =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || bad PROJECT "not a project id (6-30 of a-z 0-9 -)"
+    [[ $REGION =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || bad REGION "not a region such as europe-west1"
+    [[ $NAME =~ ^[a-z][a-z0-9-]{0,16}[a-z0-9]$ ]] ||
+        bad NAME "2-18 of a-z 0-9 -, starting with a letter (service account ids add 9 characters)"
+    [[ $NETWORK =~ ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || bad NETWORK "not a network name"
+    for d in $DOMAINS; do
+        [[ $d =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$ ]] ||
+            bad DOMAINS "$d is not a lowercase DNS name (no wildcards: HTTP-01 cannot validate them)"
+    done
+    [[ $CONTACT_EMAIL =~ ^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$ ]] || bad CONTACT_EMAIL "not an email address"
+    [ -z "$ALERT_EMAIL" ] || [[ $ALERT_EMAIL =~ ^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$ ]] ||
+        bad ALERT_EMAIL "not an email address"
+    [[ $ACME_DIRECTORY =~ ^(letsencrypt|letsencrypt-staging|https://[A-Za-z0-9./:_-]+)$ ]] ||
+        bad ACME_DIRECTORY "expected letsencrypt, letsencrypt-staging or an https:// URL"
+    [[ $CERT_NAME =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || bad CERT_NAME "1-31 of a-z 0-9 - (it is part of a secret id)"
+    [[ $KEY_TYPE =~ ^(ecdsa-p256|ecdsa-p384|rsa-2048|rsa-4096)$ ]] || bad KEY_TYPE "expected ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-4096"
+    [[ $BUCKET =~ ^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$ ]] || bad BUCKET "not a bucket name (3-63 of a-z 0-9 _ -)"
+    [[ $MODE =~ ^(job|service)$ ]] || bad MODE "expected job or service"
+    [[ $SCHEDULE =~ ^[0-9*/,-]+( [0-9*/,A-Za-z-]+){4}$ ]] || bad SCHEDULE "not a 5-field cron schedule"
+    [[ $TIME_ZONE =~ ^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$ ]] || bad TIME_ZONE "not a tz database name such as Etc/UTC"
+    [ -z "$IMAGE_TAG" ] || [[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || bad IMAGE_TAG "not a Docker tag"
+    [[ $APP_IMAGE =~ ^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})?$ ]] ||
+        bad APP_IMAGE "not an image reference such as REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG"
+    [[ $ENVOY_IMAGE =~ ^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})?$ ]] ||
+        bad ENVOY_IMAGE "not an image reference"
+    if ! [[ $APP_PORT =~ ^[0-9]+$ ]] || ((APP_PORT < 1024 || APP_PORT > 65535 || APP_PORT == 9901)); then
+        bad APP_PORT "expected 1024-65535 (80, 443 and 9901 are Envoy's)"
+    fi
+    [[ $APP_HEALTH_PATH =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad APP_HEALTH_PATH "not a path"
+    for d in $WS_PATHS; do
+        [[ $d =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad WS_PATHS "$d is not a path"
+    done
+    if ! [[ $NODE_COUNT =~ ^[0-9]+$ ]] || ((NODE_COUNT < 1 || NODE_COUNT > 100)); then
+        bad NODE_COUNT "expected 1-100"
+    fi
+    [[ $MACHINE_TYPE =~ ^[a-z0-9]+-[a-z0-9-]+$ ]] || bad MACHINE_TYPE "not a machine type such as e2-small"
+}
+
+# Resource names, all derived from NAME so that destroy finds exactly what deploy made.
+derive_names() {
+    REPO="$NAME"
+    RENEWER="$NAME-renewer"              # Cloud Run job or service
+    SCHEDULER_JOB="$NAME-renewal"
+    SA_RENEWER="$NAME-renewer@$PROJECT.iam.gserviceaccount.com"
+    SA_SCHEDULER="$NAME-scheduler@$PROJECT.iam.gserviceaccount.com"
+    SA_NODE="$NAME-node@$PROJECT.iam.gserviceaccount.com"
+    CERT_SECRET="$NAME-$CERT_NAME"       # = secret_manager.secret_prefix + certificate name
+    COOKIE_SECRET="$NAME-cookie-secret"
+    IMAGE_PATH="$REGION-docker.pkg.dev/$PROJECT/$REPO/renewer"
+    ADDRESS="$NAME-ip"
+    HEALTH_CHECK="$NAME-hc"
+    MIG="$NAME-nodes"
+    BACKEND="$NAME-backend"
+    FORWARDING_RULE="$NAME-lb"
+    FW_LB="$NAME-allow-lb"
+    FW_HC="$NAME-allow-health-checks"
+    ROUTER="$NAME-router"
+    NAT="$NAME-nat"
+    NODE_TAG="$NAME-node"
+    LOG_METRIC="$NAME-renewal-failures"
+    ALERT_NAME="$NAME: renewal failed"
+    CHANNEL_NAME="$NAME renewal alerts"
+    OUT_DIR="$DEPLOY_DIR/.out"
+}
+
+# --- running commands -----------------------------------------------------------------------
+
+# Print a command the way a shell would read it back.
+show() {
+    local out='' a
+    for a in "$@"; do
+        if [[ $a =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
+            out+=" $a"
+        else
+            out+=" ${a@Q}"
+        fi
+    done
+    printf '%s\n' "${out# }"
+}
+
+# A command that changes something: printed in plan mode, logged and run otherwise.
+run() {
+    if [ "$PLAN" = 1 ]; then
+        show "$@"
+    else
+        echo "+ $(show "$@")" >&2
+        "$@"
+    fi
+}
+
+# Run a read-only command and print its stdout; empty when the resource does not exist.
+# Any other failure (permission, network) stops the deploy with gcloud's message: guessing
+# "absent" there would make the next create fail confusingly.
+lookup() {
+    local out err rc=0
+    err=$(mktemp)
+    out=$("$@" 2>"$err") || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        if grep -qiE 'NOT_FOUND|not found|404|was not found|does not exist|Cannot find' "$err"; then
+            rm -f "$err"
+            return 0
+        fi
+        echo "deploy: this lookup failed: $(show "$@")" >&2
+        cat "$err" >&2
+        rm -f "$err"
+        exit 1
+    fi
+    rm -f "$err"
+    printf '%s' "$out"
+}
+
+# True when the resource a describe command names does not exist. Plan mode assumes a fresh
+# project: everything is absent, and the check is printed as a comment.
+absent() {
+    if [ "$PLAN" = 1 ]; then
+        echo "# if absent: $(show "$@")"
+        return 0
+    fi
+    [ -z "$(lookup "$@" --format='value(name)')" ]
+}
+
+step() {
+    if [ "$PLAN" = 1 ]; then
+        printf '\n# --- %s\n' "$*"
+    else
+        printf '\n==> %s\n' "$*" >&2
+    fi
+}
+
+# Add ROLE for MEMBER to a resource's IAM policy unless it is there. GET and ADD are the
+# resource's get-iam-policy and add-iam-policy-binding commands (without ROLE/MEMBER); an
+# optional CONDITION_TITLE:EXPRESSION binds conditionally.
+ensure_binding() { # "GET CMD" "ADD CMD" ROLE MEMBER [TITLE EXPRESSION]
+    local -a get add
+    read -r -a get <<<"$1"
+    read -r -a add <<<"$2"
+    local role=$3 member=$4 title=${5:-} expression=${6:-}
+    if [ "$PLAN" != 1 ]; then
+        local policy
+        policy=$(lookup "${get[@]}" --flatten='bindings[].members' \
+            --format='csv[no-heading,separator="|"](bindings.role,bindings.members,bindings.condition.title)')
+        if grep -qxF "$role|$member|$title" <<<"$policy"; then
+            return 0
+        fi
+    fi
+    if [ -n "$title" ]; then
+        run "${add[@]}" --role="$role" --member="$member" \
+            --condition="title=$title,expression=$expression"
+    elif [[ " ${add[*]} " == *" run jobs "* ]]; then
+        run "${add[@]}" --role="$role" --member="$member" # has no --condition flag
+    else
+        # Explicit, or gcloud refuses to add to a policy that holds conditional bindings.
+        run "${add[@]}" --role="$role" --member="$member" --condition=None
+    fi
+}
+
+# A short hash of the arguments: labels and names that change when a spec does.
+spec_hash() {
+    printf '%s\n' "$@" | sha256sum | cut -c1-10
+}
+
+# The renewer image tag: the commit, plus a hash of the changes when the tree is dirty, so
+# the same sources never build twice and different sources never share a tag.
+image_tag() {
+    if [ -n "$IMAGE_TAG" ]; then
+        printf '%s' "$IMAGE_TAG"
+        return
+    fi
+    git -C "$REPO_DIR" rev-parse --git-dir >/dev/null 2>&1 ||
+        die "not a git checkout: set IMAGE_TAG in $CONFIG_FILE"
+    local commit dirty
+    commit=$(git -C "$REPO_DIR" rev-parse --short=12 HEAD)
+    dirty=$(git -C "$REPO_DIR" status --porcelain --untracked-files=all -- . ':!deploy/config.env' ':!deploy/.out')
+    if [ -z "$dirty" ]; then
+        printf '%s' "$commit"
+    else
+        printf '%s-dirty-%s' "$commit" "$(
+            cd "$REPO_DIR" &&
+                { git diff HEAD -- . ':!deploy/config.env'; git ls-files -o --exclude-standard -z | xargs -0 -r sha256sum; } |
+                sha256sum | cut -c1-8
+        )"
+    fi
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# App-node startup script. Compute Engine runs it as root at every boot of a node made from
+# the instance template `make deploy` creates; every step is safe to repeat.
+#
+#   startup.sh                          set the node up (what GCE runs)
+#   startup.sh render SETTINGS RENDER   print this node's Envoy config (tests; needs COOKIE_SECRET)
+#
+# What the node runs (systemd units, each a container on the host network, logs to Cloud Logging):
+#   acme-edge-app     the application, on 127.0.0.1:APP_PORT
+#   acme-edge-sync    `renewer sync --watch`: installs the current certificate from Secret Manager
+#   acme-edge-envoy   Envoy with the edge filter on :80 and :443; starts after `renewer sync --init`
+#
+# Inputs are instance metadata written by deploy/deploy.sh: acme-edge-settings (node.env),
+# acme-edge-renewer-env (the renewer's RENEWER__* settings) and acme-edge-render (render.sh).
+set -euo pipefail
+
+ETC=/etc/acme-edge
+OPT=/opt/acme-edge
+TLS_DIR_NODE=/var/lib/acme-edge/tls
+# Envoy's official image runs Envoy as uid/gid 101; sync writes files Envoy can read.
+ENVOY_ID=101
+MD=http://metadata.google.internal/computeMetadata/v1
+
+log() {
+    echo "acme-edge-startup: $*" >&2
+}
+
+die() {
+    log "$*"
+    exit 1
+}
+
+# KEY=value lines, never executed; only the keys deploy.sh writes.
+load_settings() { # FILE
+    local line key value
+    while IFS= read -r line || [ -n "$line" ]; do
+        [[ $line =~ ^[[:space:]]*(#.*)?$ ]] && continue
+        [[ $line =~ ^([A-Z_]+)=(.*)$ ]] || die "$1: bad line: $line"
+        key=${BASH_REMATCH[1]}
+        value=${BASH_REMATCH[2]}
+        case "$key" in
+        PROJECT | REGION | RENEWER_IMAGE | ENVOY_IMAGE | APP_IMAGE | APP_PORT | APP_HEALTH_PATH | \
+            WS_PATHS | DOMAINS | BUCKET | COOKIE_SECRET_NAME)
+            printf -v "$key" '%s' "$value"
+            ;;
+        *) die "$1: unknown setting $key" ;;
+        esac
+    done <"$1"
+    local k
+    for k in PROJECT REGION RENEWER_IMAGE ENVOY_IMAGE APP_IMAGE APP_PORT BUCKET COOKIE_SECRET_NAME; do
+        [ -n "${!k:-}" ] || die "$1: $k is missing"
+    done
+}
+
+# The Envoy config: deploy/envoy/render.sh with this node's settings. Challenges are answered
+# from the bucket (store mode, with the node's service-account token), so the nodes never
+# need the ACME account.
+render() { # RENDER_SH
+    ACME_MODE=store BUCKET=$BUCKET DOMAINS=${DOMAINS:-} \
+        APP_BACKENDS="127.0.0.1:$APP_PORT" APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz} \
+        WS_PATHS=${WS_PATHS:-/ws} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
+        NODE_ID=${NODE_ID:-$(hostname)} \
+        WASM_PATH=${WASM_PATH:-$OPT/edge_filter.wasm} TLS_DIR=${TLS_DIR:-$TLS_DIR_NODE} \
+        bash "$1"
+}
+
+if [ "${1:-}" = render ]; then
+    [ $# -eq 3 ] || die "usage: startup.sh render SETTINGS RENDER_SH"
+    load_settings "$2"
+    render "$3"
+    exit 0
+fi
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+    sed -n '2,16p' "$0"
+    exit 0
+fi
+
+metadata() { # ATTRIBUTE
+    curl -fsS --retry 5 -H 'Metadata-Flavor: Google' "$MD/instance/attributes/$1"
+}
+
+retry() { # command...: images and apt mirrors are sometimes briefly unreachable
+    local n
+    for n in 1 2 3 4 5; do
+        "$@" && return 0
+        log "attempt $n failed: $*"
+        sleep $((n * 5))
+    done
+    return 1
+}
+
+install -d -m 0755 "$ETC" "$OPT"
+metadata acme-edge-settings >"$ETC/node.env"
+(
+    umask 077
+    metadata acme-edge-renewer-env >"$ETC/renewer.env"
+)
+metadata acme-edge-render >"$OPT/render.sh"
+load_settings "$ETC/node.env"
+
+# Envoy binds :80 and :443 without root.
+echo 'net.ipv4.ip_unprivileged_port_start = 80' >/etc/sysctl.d/60-acme-edge.conf
+sysctl -q -p /etc/sysctl.d/60-acme-edge.conf
+
+if ! command -v docker >/dev/null; then
+    log "installing docker"
+    export DEBIAN_FRONTEND=noninteractive
+    retry apt-get update -q
+    retry apt-get install -y -q docker.io
+fi
+systemctl enable --now docker
+# Pulls from Artifact Registry with the node's service account (gcloud ships in GCE images).
+gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet >/dev/null 2>&1
+for image in "$RENEWER_IMAGE" "$ENVOY_IMAGE" "$APP_IMAGE"; do
+    retry docker pull -q "$image" >/dev/null || die "cannot pull $image"
+done
+
+# The filter ships inside the renewer image, so filter and renewer always match.
+cid=$(docker create "$RENEWER_IMAGE")
+docker cp "$cid:/opt/acme-edge/edge_filter.wasm" "$OPT/edge_filter.wasm.new"
+docker rm -f "$cid" >/dev/null
+chmod 0644 "$OPT/edge_filter.wasm.new"
+mv -f "$OPT/edge_filter.wasm.new" "$OPT/edge_filter.wasm"
+
+install -d -m 0750 -o "$ENVOY_ID" -g "$ENVOY_ID" "$TLS_DIR_NODE"
+
+COOKIE_SECRET=$(retry gcloud secrets versions access latest --secret="$COOKIE_SECRET_NAME" \
+    --project="$PROJECT" --quiet) || die "cannot read secret $COOKIE_SECRET_NAME"
+render "$OPT/render.sh" >"$ETC/envoy.yaml.new"
+chown "root:$ENVOY_ID" "$ETC/envoy.yaml.new"
+chmod 0640 "$ETC/envoy.yaml.new"
+mv -f "$ETC/envoy.yaml.new" "$ETC/envoy.yaml"
+unset COOKIE_SECRET
+
+run_common="--rm --network host --log-driver gcplogs"
+cat >/etc/systemd/system/acme-edge-app.service <<EOF
+[Unit]
+Description=acme-edge: the application
+After=docker.service
+Requires=docker.service
+
+[Service]
+ExecStartPre=-/usr/bin/docker rm -f acme-edge-app
+ExecStart=/usr/bin/docker run $run_common --name acme-edge-app -e PORT=$APP_PORT $APP_IMAGE
+ExecStop=/usr/bin/docker stop acme-edge-app
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+sync_run="/usr/bin/docker run $run_common --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
+cat >/etc/systemd/system/acme-edge-sync.service <<EOF
+[Unit]
+Description=acme-edge: keep Envoy's certificate current (renewer sync)
+After=docker.service
+Requires=docker.service
+
+[Service]
+ExecStartPre=-/usr/bin/docker rm -f acme-edge-sync
+ExecStart=$sync_run --name acme-edge-sync $RENEWER_IMAGE sync --watch
+ExecStop=/usr/bin/docker stop acme-edge-sync
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+cat >/etc/systemd/system/acme-edge-envoy.service <<EOF
+[Unit]
+Description=acme-edge: Envoy with the edge filter
+After=docker.service acme-edge-app.service
+Requires=docker.service
+
+[Service]
+ExecStartPre=-/usr/bin/docker rm -f acme-edge-envoy
+# Envoy refuses to start without the SDS file; --init writes it (no certificate needed:
+# challenges on :80 work before the first issuance).
+ExecStartPre=$sync_run $RENEWER_IMAGE sync --init
+ExecStart=/usr/bin/docker run $run_common --name acme-edge-envoy -e ENVOY_UID=$ENVOY_ID -e ENVOY_GID=$ENVOY_ID -v $ETC/envoy.yaml:$ETC/envoy.yaml:ro -v $OPT/edge_filter.wasm:$OPT/edge_filter.wasm:ro -v $TLS_DIR_NODE:$TLS_DIR_NODE:ro $ENVOY_IMAGE -c $ETC/envoy.yaml
+ExecStop=/usr/bin/docker stop acme-edge-envoy
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+systemctl daemon-reload
+for unit in acme-edge-app acme-edge-sync acme-edge-envoy; do
+    systemctl enable "$unit" >/dev/null 2>&1
+    systemctl restart "$unit"
+done
+log "node ready: $(systemctl is-active acme-edge-app acme-edge-sync acme-edge-envoy | tr '\n' ' ')"

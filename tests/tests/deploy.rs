@@ -1,0 +1,673 @@
+//! `make deploy`, `make deploy-plan` and `make destroy` with the real gcloud against a
+//! recording fake of the Google APIs (harness::google_apis): no cloud account needed.
+//!
+//! What is asserted is what gcloud actually sent: least-privilege IAM bindings, the bucket's
+//! protection, the Scheduler target, the job's command and settings, the load balancer's
+//! affinity, and that a second deploy sends no request that changes anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use harness::{envoy_validate, repo_root, wasm_path, ApiRequest, GoogleApis, TlsFiles};
+use serde_json::Value;
+
+const PROJECT: &str = "acme-edge-test";
+const RENEWER_SA: &str = "serviceAccount:acme-edge-renewer@acme-edge-test.iam.gserviceaccount.com";
+const SCHEDULER_SA: &str =
+    "serviceAccount:acme-edge-scheduler@acme-edge-test.iam.gserviceaccount.com";
+const NODE_SA: &str = "serviceAccount:acme-edge-node@acme-edge-test.iam.gserviceaccount.com";
+const BUCKET: &str = "acme-edge-test-acme-edge";
+
+fn write_config(dir: &Path, extra: &str) -> Result<PathBuf> {
+    let path = dir.join("config.env");
+    std::fs::write(
+        &path,
+        format!(
+            "# test settings\nPROJECT={PROJECT}\nREGION=europe-west1\n\
+             DOMAINS=\"ws.example.com chat.example.com\"   # two names, one certificate\n\
+             CONTACT_EMAIL=ops@example.com\n\
+             APP_IMAGE=europe-west1-docker.pkg.dev/{PROJECT}/apps/chat:1.0\n\
+             IMAGE_TAG=test1\nALERT_EMAIL=oncall@example.com\n{extra}"
+        ),
+    )?;
+    Ok(path)
+}
+
+struct Made {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn make(args: &[&str], config: &Path, env: &[(String, String)]) -> Result<Made> {
+    let out = Command::new("make")
+        .current_dir(repo_root())
+        .arg("-s")
+        .args(args)
+        .arg(format!("CONFIG={}", config.display()))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("run make")?;
+    Ok(Made {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn deploy(fake: &GoogleApis, config: &Path, gcloud_dir: &Path) -> Result<Made> {
+    let made = make(&["deploy"], config, &fake.gcloud_env(gcloud_dir))?;
+    if !made.ok {
+        let lines: Vec<String> = fake.requests().iter().map(ApiRequest::line).collect();
+        bail!(
+            "make deploy failed\nstdout:\n{}\nstderr:\n{}\nrequests:\n{}",
+            made.stdout,
+            made.stderr,
+            lines.join("\n")
+        );
+    }
+    Ok(made)
+}
+
+/// The request that created (POST) something under `path_suffix` in `api`, by name.
+fn created<'a>(reqs: &'a [ApiRequest], api: &str, collection_suffix: &str) -> Vec<&'a ApiRequest> {
+    reqs.iter()
+        .filter(|r| r.api == api && r.method == "POST" && r.path.ends_with(collection_suffix))
+        .collect()
+}
+
+/// (role, member, condition title) of every binding in a policy.
+fn bindings(policy: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for b in policy["bindings"].as_array().cloned().unwrap_or_default() {
+        for m in b["members"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                b["role"].as_str().unwrap_or_default().to_string(),
+                m.as_str().unwrap_or_default().to_string(),
+                b["condition"]["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn b(role: &str, member: &str, title: &str) -> (String, String, String) {
+    (role.into(), member.into(), title.into())
+}
+
+fn metadata_item(template: &Value, key: &str) -> Option<String> {
+    template["properties"]["metadata"]["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["key"] == key)
+        .and_then(|i| i["value"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    let config = write_config(dir.path(), "")?;
+    let gcloud_dir = dir.path().join("gcloud");
+    let first = deploy(&fake, &config, &gcloud_dir)?;
+    assert!(
+        first.stdout.contains("203.0.113.10"),
+        "the static IP is printed:\n{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains("gcloud run jobs execute acme-edge-renewer"),
+        "{}",
+        first.stdout
+    );
+    let reqs = fake.requests();
+
+    // APIs, registry, image.
+    let enable = created(&reqs, "serviceusage", ":batchEnable");
+    assert_eq!(enable.len(), 1);
+    let build = created(&reqs, "cloudbuild", "/builds");
+    assert_eq!(build.len(), 1, "one build");
+    assert_eq!(
+        build[0].body["images"][0],
+        "europe-west1-docker.pkg.dev/acme-edge-test/acme-edge/renewer:test1"
+    );
+
+    // The bucket: uniform access, public access prevented, challenges expire.
+    let bucket = reqs
+        .iter()
+        .find(|r| {
+            r.api == "storage" && r.method == "POST" && r.path == "b" && r.body["name"] == BUCKET
+        })
+        .context("bucket created")?;
+    assert_eq!(
+        bucket.body["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"],
+        true
+    );
+    assert_eq!(
+        bucket.body["iamConfiguration"]["publicAccessPrevention"],
+        "enforced"
+    );
+    let rule = &bucket.body["lifecycle"]["rule"][0];
+    assert_eq!(rule["action"]["type"], "Delete");
+    assert_eq!(rule["condition"]["matchesPrefix"][0], "acme-challenge/");
+
+    // IAM, as stored after every setIamPolicy: exactly these grants, nowhere public.
+    let policy = |api: &str, path: &str| {
+        fake.resource(api, &format!("{path}#iam"))
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        bindings(&policy("storage", &format!("b/{BUCKET}"))),
+        vec![
+            b("roles/storage.objectAdmin", RENEWER_SA, ""),
+            b("roles/storage.objectViewer", NODE_SA, "acme-challenge-only"),
+        ]
+    );
+    let bucket_policy = policy("storage", &format!("b/{BUCKET}"));
+    let condition = bucket_policy["bindings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["role"] == "roles/storage.objectViewer"))
+        .context("viewer binding")?;
+    assert_eq!(
+        condition["condition"]["expression"],
+        format!(
+            "resource.name.startsWith(\"projects/_/buckets/{BUCKET}/objects/acme-challenge/\")"
+        )
+    );
+    assert_eq!(
+        bindings(&policy(
+            "secretmanager",
+            &format!("projects/{PROJECT}/secrets/acme-edge-site")
+        )),
+        vec![
+            b("roles/secretmanager.secretAccessor", NODE_SA, ""),
+            b("roles/secretmanager.secretAccessor", RENEWER_SA, ""),
+            b("roles/secretmanager.secretVersionManager", RENEWER_SA, ""),
+            b("roles/secretmanager.viewer", NODE_SA, ""),
+            b("roles/secretmanager.viewer", RENEWER_SA, ""),
+        ]
+    );
+    assert_eq!(
+        bindings(&policy(
+            "secretmanager",
+            &format!("projects/{PROJECT}/secrets/acme-edge-cookie-secret")
+        )),
+        vec![b("roles/secretmanager.secretAccessor", NODE_SA, "")]
+    );
+    assert_eq!(
+        bindings(&policy(
+            "artifactregistry",
+            &format!("projects/{PROJECT}/locations/europe-west1/repositories/acme-edge")
+        )),
+        vec![b("roles/artifactregistry.reader", NODE_SA, "")]
+    );
+    // The scheduler may only run the renewer job; nobody else got anything on it.
+    assert_eq!(
+        bindings(&policy(
+            "run",
+            &format!("projects/{PROJECT}/locations/europe-west1/jobs/acme-edge-renewer")
+        )),
+        vec![b("roles/run.invoker", SCHEDULER_SA, "")]
+    );
+    // At project level only the nodes' log writing: no project-wide role for the renewer.
+    assert_eq!(
+        bindings(&policy(
+            "cloudresourcemanager",
+            &format!("projects/{PROJECT}")
+        )),
+        vec![b("roles/logging.logWriter", NODE_SA, "")]
+    );
+    for r in &reqs {
+        let text = r.body.to_string();
+        assert!(
+            !text.contains("allUsers") && !text.contains("allAuthenticatedUsers"),
+            "public grant in {}",
+            r.line()
+        );
+    }
+    // The cookie key was generated into the secret, not passed on a command line.
+    let version = created(&reqs, "secretmanager", "acme-edge-cookie-secret:addVersion");
+    assert_eq!(version.len(), 1);
+    assert!(version[0].body["payload"]["data"]
+        .as_str()
+        .is_some_and(|d| d.len() >= 64));
+
+    // The Cloud Run job: `renewer run` as the renewer service account, settings in env.
+    let job = created(&reqs, "run", &format!("namespaces/{PROJECT}/jobs"));
+    assert_eq!(job.len(), 1);
+    let task = &job[0].body["spec"]["template"]["spec"]["template"]["spec"];
+    assert_eq!(
+        task["serviceAccountName"],
+        RENEWER_SA.trim_start_matches("serviceAccount:")
+    );
+    let container = &task["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["run"]));
+    assert_eq!(
+        container["image"],
+        "europe-west1-docker.pkg.dev/acme-edge-test/acme-edge/renewer:test1"
+    );
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .context("env")?
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().into(),
+                e["value"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(
+        get("RENEWER__STORE__URL"),
+        Some("gs://acme-edge-test-acme-edge")
+    );
+    assert_eq!(get("RENEWER__ACME__DIRECTORY"), Some("letsencrypt"));
+    assert_eq!(get("RENEWER__SECRET_MANAGER__PROJECT"), Some(PROJECT));
+    assert_eq!(
+        get("RENEWER__CERTIFICATES"),
+        Some(
+            r#"[{name = "site", domains = ["ws.example.com", "chat.example.com"], key_type = "ecdsa-p256"}]"#
+        )
+    );
+    // The renewer would accept exactly these settings.
+    let settings: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("RENEWER__"))
+        .cloned()
+        .collect();
+    let parsed = renewer::config::Config::parse("", "image renewer.toml", &settings)
+        .map_err(|e| anyhow::anyhow!("the job's settings do not parse: {e}"))?;
+    assert_eq!(
+        parsed.certificates[0].domains,
+        vec!["ws.example.com", "chat.example.com"]
+    );
+
+    // Scheduler: the Run Admin API's jobs.run with an OAuth token of the scheduler account.
+    let sched = created(&reqs, "cloudscheduler", "/jobs");
+    assert_eq!(sched.len(), 1);
+    let target = &sched[0].body["httpTarget"];
+    assert_eq!(sched[0].body["schedule"], "17 */12 * * *");
+    assert_eq!(sched[0].body["timeZone"], "Etc/UTC");
+    assert_eq!(
+        target["uri"],
+        format!("https://run.googleapis.com/v2/projects/{PROJECT}/locations/europe-west1/jobs/acme-edge-renewer:run")
+    );
+    assert_eq!(target["httpMethod"], "POST");
+    assert_eq!(
+        target["oauthToken"]["serviceAccountEmail"],
+        SCHEDULER_SA.trim_start_matches("serviceAccount:")
+    );
+
+    // Alerting on failed runs, to the configured address.
+    let metric = created(&reqs, "logging", "/metrics");
+    assert!(metric[0].body["filter"]
+        .as_str()
+        .is_some_and(|f| f.contains("severity>=ERROR")));
+    let alert = created(&reqs, "monitoring", "/alertPolicies");
+    assert_eq!(alert.len(), 1);
+    assert!(
+        alert[0].body["conditions"][0]["conditionThreshold"]["filter"]
+            .as_str()
+            .is_some_and(|f| f.contains("logging.googleapis.com/user/acme-edge-renewal-failures"))
+    );
+    assert_eq!(
+        alert[0].body["notificationChannels"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    // Network: passthrough TCP 80/443 on the static IP, client-IP affinity, narrow firewall.
+    let backend = created(&reqs, "compute", "/backendServices");
+    assert_eq!(backend[0].body["sessionAffinity"], "CLIENT_IP");
+    assert_eq!(backend[0].body["loadBalancingScheme"], "EXTERNAL");
+    assert_eq!(backend[0].body["protocol"], "TCP");
+    let rule = created(&reqs, "compute", "/forwardingRules");
+    assert_eq!(rule[0].body["ports"], serde_json::json!(["80", "443"]));
+    assert_eq!(rule[0].body["IPProtocol"], "TCP");
+    assert!(rule[0].body["IPAddress"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("/addresses/acme-edge-ip")));
+    let firewalls = created(&reqs, "compute", "/global/firewalls");
+    assert_eq!(firewalls.len(), 2);
+    for fw in &firewalls {
+        assert_eq!(fw.body["targetTags"], serde_json::json!(["acme-edge-node"]));
+        let ports: Vec<String> = fw.body["allowed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["ports"].as_array().cloned().unwrap_or_default())
+            .map(|p| p.as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(ports.iter().all(|p| p == "80" || p == "443"), "{ports:?}");
+    }
+    let hc_rule = firewalls
+        .iter()
+        .find(|f| f.body["name"] == "acme-edge-allow-health-checks")
+        .context("hc rule")?;
+    assert_eq!(
+        hc_rule.body["sourceRanges"],
+        serde_json::json!(["35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22"])
+    );
+
+    // Nodes: no external address, the node account, autohealing on Envoy's health path.
+    let template = created(&reqs, "compute", "/global/instanceTemplates");
+    assert_eq!(template.len(), 1);
+    let props = &template[0].body["properties"];
+    assert!(props["networkInterfaces"][0]["accessConfigs"]
+        .as_array()
+        .is_none_or(Vec::is_empty));
+    assert_eq!(
+        props["serviceAccounts"][0]["email"],
+        NODE_SA.trim_start_matches("serviceAccount:")
+    );
+    let mig = created(&reqs, "compute", "/instanceGroupManagers");
+    assert_eq!(mig[0].body["targetSize"], 2);
+    let hc = created(&reqs, "compute", "/healthChecks");
+    assert_eq!(
+        hc[0].body["httpHealthCheck"]["requestPath"],
+        "/.edge/healthz"
+    );
+
+    // The Envoy config the node's startup script renders from this template validates.
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir)?;
+    for (key, file) in [
+        ("startup-script", "startup.sh"),
+        ("acme-edge-settings", "node.env"),
+        ("acme-edge-render", "render.sh"),
+    ] {
+        let value =
+            metadata_item(&template[0].body, key).with_context(|| format!("metadata {key}"))?;
+        std::fs::write(node_dir.join(file), value)?;
+    }
+    let renewer_env =
+        metadata_item(&template[0].body, "acme-edge-renewer-env").context("renewer env")?;
+    assert!(
+        renewer_env.contains("RENEWER__SYNC__SOURCE=secret-manager"),
+        "{renewer_env}"
+    );
+    let tls = TlsFiles::self_signed(&["ws.example.com"])?;
+    let rendered = Command::new("bash")
+        .arg(node_dir.join("startup.sh"))
+        .args(["render"])
+        .arg(node_dir.join("node.env"))
+        .arg(node_dir.join("render.sh"))
+        .env(
+            "COOKIE_SECRET",
+            "test-cookie-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        )
+        .env("WASM_PATH", wasm_path())
+        .env("TLS_DIR", tls.path())
+        .env("NODE_ID", "acme-edge-node-abcd")
+        .output()?;
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let yaml = String::from_utf8(rendered.stdout)?;
+    assert!(
+        yaml.contains(&format!("/storage/v1/b/{BUCKET}/o/acme-challenge")),
+        "store mode on the bucket"
+    );
+    let (valid, output) = envoy_validate(&yaml).await?;
+    assert!(
+        valid,
+        "the node's Envoy config does not validate:\n{output}"
+    );
+
+    // A second run: lookups only.
+    fake.clear_requests();
+    let second = deploy(&fake, &config, &gcloud_dir)?;
+    let changes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is_mutation())
+        .map(ApiRequest::line)
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "the second deploy changed things:\n{}\n{}",
+        changes.join("\n"),
+        second.stderr
+    );
+    assert!(!fake.requests().is_empty());
+
+    // Teardown with --purge leaves nothing of ours.
+    fake.clear_requests();
+    let gone = make(
+        &["destroy", "YES=1", "PURGE=1"],
+        &config,
+        &fake.gcloud_env(&gcloud_dir),
+    )?;
+    assert!(
+        gone.ok,
+        "make destroy failed:\n{}\n{}",
+        gone.stdout, gone.stderr
+    );
+    for api in [
+        "compute",
+        "run",
+        "cloudscheduler",
+        "secretmanager",
+        "iam",
+        "logging",
+        "monitoring",
+        "artifactregistry",
+    ] {
+        let left: Vec<String> = fake
+            .paths(api)
+            .into_iter()
+            .filter(|p| {
+                !p.contains("/operations/")
+                    && !p.contains("debian-cloud")
+                    && !p.ends_with("/networks/default")
+            })
+            .filter(|p| !p.ends_with("#iam") && !p.contains("/packages/"))
+            .collect();
+        assert!(left.is_empty(), "{api} still has {left:?}");
+    }
+    assert!(
+        fake.resource("storage", &format!("b/{BUCKET}")).is_none(),
+        "bucket purged"
+    );
+    let project_policy = fake
+        .resource("cloudresourcemanager", &format!("projects/{PROJECT}#iam"))
+        .unwrap_or(Value::Null);
+    assert!(
+        bindings(&project_policy).is_empty(),
+        "project grant removed: {project_policy}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    let gcloud_dir = dir.path().join("gcloud");
+    let config = write_config(dir.path(), "MODE=service\nALERT_EMAIL=\n")?;
+    deploy(&fake, &config, &gcloud_dir)?;
+    let reqs = fake.requests();
+
+    let service = created(&reqs, "run", &format!("namespaces/{PROJECT}/services"));
+    assert_eq!(service.len(), 1, "one Cloud Run service");
+    let spec = &service[0].body["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["args"], serde_json::json!(["serve"]));
+    assert_eq!(
+        spec["serviceAccountName"],
+        RENEWER_SA.trim_start_matches("serviceAccount:")
+    );
+    assert!(created(&reqs, "run", &format!("namespaces/{PROJECT}/jobs")).is_empty());
+    // Private: only the scheduler may invoke it.
+    let policy = fake
+        .resource(
+            "run",
+            &format!("projects/{PROJECT}/locations/europe-west1/services/acme-edge-renewer#iam"),
+        )
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        bindings(&policy),
+        vec![b("roles/run.invoker", SCHEDULER_SA, "")]
+    );
+    // Scheduler calls it with an OIDC token for its URL.
+    let sched = created(&reqs, "cloudscheduler", "/jobs");
+    let target = &sched[0].body["httpTarget"];
+    let url = "https://acme-edge-renewer-abc123-ew.a.run.app";
+    assert_eq!(target["uri"], url);
+    assert_eq!(target["oidcToken"]["audience"], url);
+    assert_eq!(
+        target["oidcToken"]["serviceAccountEmail"],
+        SCHEDULER_SA.trim_start_matches("serviceAccount:")
+    );
+    // No channel without ALERT_EMAIL; the policy still exists.
+    assert!(created(&reqs, "monitoring", "/notificationChannels").is_empty());
+    assert_eq!(created(&reqs, "monitoring", "/alertPolicies").len(), 1);
+
+    // Change the schedule and the node count: exactly those two updates.
+    let config = write_config(
+        dir.path(),
+        "MODE=service\nALERT_EMAIL=\nSCHEDULE=\"5 4 * * *\"\nNODE_COUNT=3\n",
+    )?;
+    fake.clear_requests();
+    deploy(&fake, &config, &gcloud_dir)?;
+    let all = fake.requests();
+    let changes: Vec<&ApiRequest> = all.iter().filter(|r| r.is_mutation()).collect();
+    let lines: Vec<String> = changes.iter().map(|r| r.line()).collect();
+    assert_eq!(changes.len(), 2, "{lines:#?}");
+    let sched = changes
+        .iter()
+        .find(|r| r.api == "cloudscheduler")
+        .context("scheduler updated")?;
+    assert_eq!(sched.method, "PATCH");
+    assert_eq!(sched.body["schedule"], "5 4 * * *");
+    let resize = changes
+        .iter()
+        .find(|r| r.api == "compute")
+        .context("group resized")?;
+    assert!(
+        resize
+            .path
+            .ends_with("/instanceGroupManagers/acme-edge-nodes/resize"),
+        "{}",
+        resize.line()
+    );
+    assert_eq!(resize.query.get("size").map(String::as_str), Some("3"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_plan_prints_the_commands_and_calls_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    let config = write_config(dir.path(), "")?;
+    let plan = make(
+        &["deploy-plan"],
+        &config,
+        &fake.gcloud_env(&dir.path().join("gcloud")),
+    )?;
+    assert!(plan.ok, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        fake.requests().is_empty(),
+        "the plan called the API: {:?}",
+        fake.requests()
+            .iter()
+            .map(ApiRequest::line)
+            .collect::<Vec<_>>()
+    );
+    let out = &plan.stdout;
+    for needle in [
+        "gcloud services enable run.googleapis.com",
+        "gcloud builds submit",
+        "--uniform-bucket-level-access --public-access-prevention",
+        "--role=roles/storage.objectAdmin --member=serviceAccount:acme-edge-renewer@",
+        "--role=roles/storage.objectViewer --member=serviceAccount:acme-edge-node@",
+        "title=acme-challenge-only",
+        "--role=roles/secretmanager.secretVersionManager --member=serviceAccount:acme-edge-renewer@",
+        "gcloud run jobs create acme-edge-renewer",
+        "--args=run",
+        "--role=roles/run.invoker --member=serviceAccount:acme-edge-scheduler@",
+        "gcloud scheduler jobs create http acme-edge-renewal",
+        "'--schedule=17 */12 * * *'",
+        "--oauth-service-account-email=acme-edge-scheduler@",
+        "jobs/acme-edge-renewer:run",
+        "gcloud alpha monitoring policies create",
+        "--session-affinity=CLIENT_IP",
+        "--ports=80,443",
+        "--no-address",
+        "--source-ranges=35.191.0.0/16,209.85.152.0/22,209.85.204.0/22",
+        "gcloud compute instance-groups managed create acme-edge-nodes",
+        "RENEWER__STORE__URL: 'gs://acme-edge-test-acme-edge'",
+    ] {
+        assert!(out.contains(needle), "plan lacks {needle:?}:\n{out}");
+    }
+    // Every line is a comment, blank, or a gcloud/openssl command the shell can read.
+    for line in out.lines() {
+        assert!(
+            line.is_empty()
+                || line.starts_with('#')
+                || line.starts_with("gcloud ")
+                || line.starts_with("openssl "),
+            "unexpected plan line: {line}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_stop_before_any_call_and_name_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    let env = fake.gcloud_env(&dir.path().join("gcloud"));
+    let cases = [
+        ("DOMAIN=ws.example.com\n", "DOMAIN: unknown setting"),
+        ("MODE=lambda\n", "MODE='lambda': expected job or service"),
+        ("DOMAINS=\"*.example.com\"\n", "DOMAINS="),
+        ("NODE_COUNT=0\n", "NODE_COUNT='0': expected 1-100"),
+        ("APP_PORT=443\n", "APP_PORT='443'"),
+        (
+            "SCHEDULE=daily\n",
+            "SCHEDULE='daily': not a 5-field cron schedule",
+        ),
+        ("this is not a setting\n", "expected KEY=value"),
+    ];
+    for (extra, message) in cases {
+        let config = write_config(dir.path(), extra)?;
+        for target in ["deploy", "deploy-plan"] {
+            let made = make(&[target], &config, &env)?;
+            assert!(!made.ok, "{target} accepted {extra:?}");
+            assert!(
+                made.stderr.contains(message),
+                "{target} with {extra:?}: {}",
+                made.stderr
+            );
+        }
+    }
+    let missing = dir.path().join("nothing.env");
+    let made = make(&["deploy"], &missing, &env)?;
+    assert!(
+        !made.ok && made.stderr.contains("no such file"),
+        "{}",
+        made.stderr
+    );
+    assert!(fake.requests().is_empty());
+    // `make destroy` without YES=1 and without a terminal refuses.
+    let config = write_config(dir.path(), "")?;
+    let made = make(&["destroy"], &config, &env)?;
+    assert!(
+        !made.ok && made.stderr.contains("without --yes"),
+        "{}",
+        made.stderr
+    );
+    assert!(fake.requests().is_empty());
+    Ok(())
+}
