@@ -406,7 +406,7 @@ impl SecretManagerMirror {
             return Ok(());
         }
         let name = self.secret_name(secret_id);
-        call(
+        match call(
             "UpdateSecret",
             &name,
             self.client
@@ -416,8 +416,16 @@ impl SecretManagerMirror {
                 .send(),
         )
         .await
-        .map(|_| ())
-        .map_err(|e| self.backend(secret_id, e))
+        {
+            Ok(_) => Ok(()),
+            // `make deploy` grants version roles only (add, disable, read), not
+            // `secrets.update`: the labels are informational, so that is not worth a warning.
+            Err(e) if e.is(Code::PermissionDenied) => {
+                tracing::debug!(secret = %self.secret_location(secret_id), "no permission to update the secret's labels; skipped");
+                Ok(())
+            }
+            Err(e) => Err(self.backend(secret_id, e)),
+        }
     }
 
     /// Whether `payload` (a stored version) already holds the certificate of `bundle`.
