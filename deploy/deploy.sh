@@ -41,6 +41,15 @@ done
 
 load_config "$config"
 command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI (docs/deploy.md)"
+command -v openssl >/dev/null || die "openssl not found (it generates the affinity cookie key)"
+if [ "$PLAN" != 1 ]; then
+    # Alert policies and channels exist only in these command groups; find out now, not after
+    # half the resources are made.
+    for group in alpha beta; do
+        CLOUDSDK_CORE_DISABLE_PROMPTS=1 gcloud "$group" monitoring --help >/dev/null 2>&1 </dev/null ||
+            die "gcloud's $group component is missing: gcloud components install $group"
+    done
+fi
 TAG=$(image_tag)
 IMAGE="$IMAGE_PATH:$TAG"
 mkdir -p "$OUT_DIR"

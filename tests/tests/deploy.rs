@@ -671,3 +671,41 @@ async fn bad_settings_stop_before_any_call_and_name_the_key() -> Result<()> {
     assert!(fake.requests().is_empty());
     Ok(())
 }
+
+/// No Docker engine here, so the image is not built in the tests; this checks the Dockerfile
+/// against what its users expect: the nodes copy the filter from a fixed path, Cloud Run runs
+/// the entrypoint with `run` or `serve`, and the runtime stage is not root.
+#[test]
+fn dockerfile_matches_what_cloud_run_and_the_nodes_expect() -> Result<()> {
+    let root = repo_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile"))?;
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "multi-stage: {stages:?}");
+    assert!(
+        stages[1].contains("distroless") && stages[1].contains("nonroot"),
+        "{}",
+        stages[1]
+    );
+    let runtime = &dockerfile[dockerfile.rfind("FROM ").unwrap_or(0)..];
+    assert!(
+        runtime.contains("USER nonroot"),
+        "runtime stage runs as non-root"
+    );
+    assert!(runtime.contains(r#"ENTRYPOINT ["/usr/local/bin/renewer"]"#));
+    assert!(runtime.contains(r#"CMD ["run"]"#));
+    assert!(dockerfile.contains("/out/opt/acme-edge/edge_filter.wasm"));
+    assert!(dockerfile.contains("--target wasm32-unknown-unknown"));
+    let startup = std::fs::read_to_string(root.join("deploy/node/startup.sh"))?;
+    assert!(startup.contains(r#"docker cp "$cid:/opt/acme-edge/edge_filter.wasm""#));
+    // The build context leaves out local builds and settings; the workspace is all there.
+    for ignore in [".dockerignore", ".gcloudignore"] {
+        let text = std::fs::read_to_string(root.join(ignore))?;
+        for entry in ["target/", ".venv/", "deploy/config.env"] {
+            assert!(text.lines().any(|l| l == entry), "{ignore} lacks {entry}");
+        }
+    }
+    Ok(())
+}
