@@ -193,9 +193,9 @@ has_version=''
 if [ -z "$has_version" ]; then
     # The key never touches disk or the command line.
     if [ "$PLAN" = 1 ]; then
-        echo "openssl rand -base64 48 | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)"
+        printf '%s\n' "openssl rand -base64 48 | tr -d '\\n' | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)"
     else
-        echo "+ openssl rand -base64 48 | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)" >&2
+        printf '+ %s\n' "openssl rand -base64 48 | tr -d '\\n' | $(show gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-)" >&2
         openssl rand -base64 48 | tr -d '\n' | gcloud secrets versions add "$COOKIE_SECRET" "${G[@]}" --data-file=-
     fi
 fi
@@ -340,8 +340,8 @@ if [ -n "$ALERT_EMAIL" ]; then
     fi
     channels=("$channel")
 fi
-cat >"$OUT_DIR/alert-policy.json" <<EOF
-{
+alert_body=$(
+    cat <<EOF
   "displayName": "$ALERT_NAME",
   "documentation": {"content": "The acme-edge renewer logged an error: a certificate was not renewed. The certificate in service is unchanged. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
   "combiner": "OR",
@@ -357,18 +357,26 @@ cat >"$OUT_DIR/alert-policy.json" <<EOF
   }],
   "alertStrategy": {"autoClose": "604800s"},
   "notificationChannels": [$(for c in "${channels[@]}"; do printf '"%s"' "$c"; done)]
-}
 EOF
+)
+# The label carries the hash of the rest, so a changed policy (a new channel) is updated.
+alert_spec=$(spec_hash "$alert_body")
+printf '{\n  "userLabels": {"managed-by": "acme-edge", "acme-edge-spec": "%s"},\n%s\n}\n' \
+    "$alert_spec" "$alert_body" >"$OUT_DIR/alert-policy.json"
 policy=''
 [ "$PLAN" = 1 ] || policy=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
-    --filter="displayName=\"$ALERT_NAME\"" --format='value(name)')
+    --filter="displayName=\"$ALERT_NAME\"" --format='value[separator=" "](name,userLabels.acme-edge-spec)')
 if [ "$PLAN" = 1 ]; then
-    echo "# if absent: $(show gcloud alpha monitoring policies list "${G[@]}" --filter="displayName=\"$ALERT_NAME\"")"
+    echo "# if absent or its acme-edge-spec label differs: $(show gcloud alpha monitoring policies list "${G[@]}" --filter="displayName=\"$ALERT_NAME\"")"
     echo "# alert-policy.json:"
     sed 's/^/#   /' "$OUT_DIR/alert-policy.json"
 fi
-if [ -z "$policy" ]; then
+read -r policy_name policy_spec <<<"$policy" || true
+if [ -z "${policy_name:-}" ]; then
     run gcloud alpha monitoring policies create "${G[@]}" --policy-from-file="$OUT_DIR/alert-policy.json"
+elif [ "${policy_spec:-}" != "$alert_spec" ]; then
+    run gcloud alpha monitoring policies update "$policy_name" "${G[@]}" \
+        --policy-from-file="$OUT_DIR/alert-policy.json"
 fi
 
 # --- 6. network: static IP, egress, firewall ---------------------------------------------------
@@ -388,6 +396,8 @@ if absent gcloud compute routers nats describe "$NAT" --router="$ROUTER" --regio
 fi
 
 step "firewall: load-balanced traffic and health checks, nothing else"
+# Health probes come from 35.191.0.0/16 and 209.85.152.0/22, 209.85.204.0/22 (passthrough load
+# balancer) and 130.211.0.0/22 (the group's autohealing uses the same check).
 # A passthrough load balancer keeps the client's address, so traffic it forwards arrives from
 # anywhere; the nodes have no external IP, so only the load balancer forwards to them.
 if absent gcloud compute firewall-rules describe "$FW_LB" "${G[@]}"; then
@@ -398,7 +408,7 @@ fi
 if absent gcloud compute firewall-rules describe "$FW_HC" "${G[@]}"; then
     run gcloud compute firewall-rules create "$FW_HC" "${G[@]}" --network="$NETWORK" \
         --direction=INGRESS --action=ALLOW --rules=tcp:80 \
-        --source-ranges=35.191.0.0/16,209.85.152.0/22,209.85.204.0/22 --target-tags="$NODE_TAG"
+        --source-ranges=35.191.0.0/16,130.211.0.0/22,209.85.152.0/22,209.85.204.0/22 --target-tags="$NODE_TAG"
 fi
 
 # --- 7. app nodes --------------------------------------------------------------------------------
@@ -431,14 +441,17 @@ fi
 step "managed instance group $MIG ($NODE_COUNT nodes, autohealing)"
 group=''
 [ "$PLAN" = 1 ] || group=$(lookup gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}" \
-    --format='value(instanceTemplate.basename(),targetSize)')
+    --format='value[separator=" "](targetSize,instanceTemplate.basename(),versions[].instanceTemplate.basename())')
 if [ -z "$group" ]; then
     [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}")"
     run gcloud compute instance-groups managed create "$MIG" --region="$REGION" "${G[@]}" \
         --template="$template" --size="$NODE_COUNT" --base-instance-name="$NAME-node" \
         --health-check="projects/$PROJECT/regions/$REGION/healthChecks/$HEALTH_CHECK" --initial-delay=300
 else
-    read -r current_template current_size <<<"$group"
+    # After a rolling update the group's template is its version's; before, the top-level one.
+    read -r -a fields <<<"${group//;/ }"
+    current_size=${fields[0]}
+    current_template=${fields[${#fields[@]} - 1]}
     if [ "$current_template" != "$template" ]; then
         # Replace nodes one at a time, a new one up before an old one goes.
         run gcloud compute instance-groups managed rolling-action start-update "$MIG" --region="$REGION" "${G[@]}" \

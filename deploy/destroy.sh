@@ -110,7 +110,7 @@ for p in $policies; do
 done
 channels="CHANNEL"
 [ "$PLAN" = 1 ] || channels=$(lookup gcloud beta monitoring channels list "${G[@]}" \
-    --filter="displayName=\"$CHANNEL_NAME\"" --format='value(name)')
+    --filter="displayName:\"$CHANNEL_PREFIX\"" --format='value(name)')
 for c in $channels; do
     run gcloud beta monitoring channels delete "$c" "${G[@]}"
 done

@@ -138,7 +138,10 @@ derive_names() {
     NODE_TAG="$NAME-node"
     LOG_METRIC="$NAME-renewal-failures"
     ALERT_NAME="$NAME: renewal failed"
-    CHANNEL_NAME="$NAME renewal alerts"
+    # The address is in the name: a new ALERT_EMAIL makes a new channel, and the policy
+    # (whose spec then differs) moves to it.
+    CHANNEL_PREFIX="$NAME renewal alerts"
+    CHANNEL_NAME="$CHANNEL_PREFIX: $ALERT_EMAIL"
     OUT_DIR="$DEPLOY_DIR/.out"
 }
 
@@ -238,8 +241,11 @@ spec_hash() {
     printf '%s\n' "$@" | sha256sum | cut -c1-10
 }
 
-# The renewer image tag: the commit, plus a hash of the changes when the tree is dirty, so
-# the same sources never build twice and different sources never share a tag.
+# What the image is built from; a change anywhere else (docs, deploy scripts) reuses the image.
+BUILD_INPUTS=(Cargo.toml Cargo.lock Dockerfile .dockerignore renewer edge-filter tests)
+
+# The renewer image tag: a hash of the build inputs as committed plus any uncommitted change to
+# them, so the same sources never build twice and different sources never share a tag.
 image_tag() {
     if [ -n "$IMAGE_TAG" ]; then
         printf '%s' "$IMAGE_TAG"
@@ -247,16 +253,13 @@ image_tag() {
     fi
     git -C "$REPO_DIR" rev-parse --git-dir >/dev/null 2>&1 ||
         die "not a git checkout: set IMAGE_TAG in $CONFIG_FILE"
-    local commit dirty
-    commit=$(git -C "$REPO_DIR" rev-parse --short=12 HEAD)
-    dirty=$(git -C "$REPO_DIR" status --porcelain --untracked-files=all -- . ':!deploy/config.env' ':!deploy/.out')
-    if [ -z "$dirty" ]; then
-        printf '%s' "$commit"
-    else
-        printf '%s-dirty-%s' "$commit" "$(
-            cd "$REPO_DIR" &&
-                { git diff HEAD -- . ':!deploy/config.env'; git ls-files -o --exclude-standard -z | xargs -0 -r sha256sum; } |
-                sha256sum | cut -c1-8
-        )"
-    fi
+    local hash
+    hash=$(
+        cd "$REPO_DIR" && {
+            git ls-tree -r HEAD -- "${BUILD_INPUTS[@]}"
+            git diff HEAD -- "${BUILD_INPUTS[@]}"
+            git ls-files -o --exclude-standard -z -- "${BUILD_INPUTS[@]}" | xargs -0 -r sha256sum
+        } | sha256sum | cut -c1-12
+    )
+    printf 'src-%s' "$hash"
 }

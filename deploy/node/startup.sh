@@ -5,8 +5,8 @@
 #   startup.sh                          set the node up (what GCE runs)
 #   startup.sh render SETTINGS RENDER   print this node's Envoy config (tests; needs COOKIE_SECRET)
 #
-# What the node runs (systemd units, each a container on the host network, logs to Cloud Logging):
-#   acme-edge-app     the application, on 127.0.0.1:APP_PORT
+# What the node runs (systemd units, each a container, logs to Cloud Logging):
+#   acme-edge-app     the application, published on 127.0.0.1:APP_PORT only
 #   acme-edge-sync    `renewer sync --watch`: installs the current certificate from Secret Manager
 #   acme-edge-envoy   Envoy with the edge filter on :80 and :443; starts after `renewer sync --init`
 #
@@ -109,8 +109,15 @@ if ! command -v docker >/dev/null; then
     retry apt-get install -y -q docker.io
 fi
 systemctl enable --now docker
-# Pulls from Artifact Registry with the node's service account (gcloud ships in GCE images).
-gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet >/dev/null 2>&1
+# Pulls from Artifact Registry with the node's service account (gcloud ships in GCE images):
+# the renewer's repository, and the app's registry when it is a Google one (the node account
+# needs read access there; deploy grants only its own repository).
+registries="$REGION-docker.pkg.dev"
+app_registry=${APP_IMAGE%%/*}
+case "$app_registry" in
+*-docker.pkg.dev | gcr.io | *.gcr.io) [ "$app_registry" = "$registries" ] || registries+=",$app_registry" ;;
+esac
+gcloud auth configure-docker "$registries" --quiet >/dev/null 2>&1
 for image in "$RENEWER_IMAGE" "$ENVOY_IMAGE" "$APP_IMAGE"; do
     retry docker pull -q "$image" >/dev/null || die "cannot pull $image"
 done
@@ -141,7 +148,8 @@ Requires=docker.service
 
 [Service]
 ExecStartPre=-/usr/bin/docker rm -f acme-edge-app
-ExecStart=/usr/bin/docker run $run_common --name acme-edge-app -e PORT=$APP_PORT $APP_IMAGE
+# Published on loopback only: the app is reachable through Envoy, not from the VPC.
+ExecStart=/usr/bin/docker run --rm --log-driver gcplogs --name acme-edge-app -e PORT=$APP_PORT -p 127.0.0.1:$APP_PORT:$APP_PORT $APP_IMAGE
 ExecStop=/usr/bin/docker stop acme-edge-app
 Restart=always
 RestartSec=5

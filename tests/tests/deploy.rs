@@ -355,7 +355,12 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         .context("hc rule")?;
     assert_eq!(
         hc_rule.body["sourceRanges"],
-        serde_json::json!(["35.191.0.0/16", "209.85.152.0/22", "209.85.204.0/22"])
+        serde_json::json!([
+            "35.191.0.0/16",
+            "130.211.0.0/22",
+            "209.85.152.0/22",
+            "209.85.204.0/22"
+        ])
     );
 
     // Nodes: no external address, the node account, autohealing on Envoy's health path.
@@ -533,17 +538,34 @@ async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed
     assert!(created(&reqs, "monitoring", "/notificationChannels").is_empty());
     assert_eq!(created(&reqs, "monitoring", "/alertPolicies").len(), 1);
 
-    // Change the schedule and the node count: exactly those two updates.
+    // Change the schedule, the node count and the alert address: exactly those updates.
     let config = write_config(
         dir.path(),
-        "MODE=service\nALERT_EMAIL=\nSCHEDULE=\"5 4 * * *\"\nNODE_COUNT=3\n",
+        "MODE=service\nALERT_EMAIL=new-oncall@example.com\nSCHEDULE=\"5 4 * * *\"\nNODE_COUNT=3\n",
     )?;
     fake.clear_requests();
     deploy(&fake, &config, &gcloud_dir)?;
     let all = fake.requests();
     let changes: Vec<&ApiRequest> = all.iter().filter(|r| r.is_mutation()).collect();
     let lines: Vec<String> = changes.iter().map(|r| r.line()).collect();
-    assert_eq!(changes.len(), 2, "{lines:#?}");
+    assert_eq!(changes.len(), 4, "{lines:#?}");
+    // A channel for the new address, and the policy moved to it.
+    let channel = changes
+        .iter()
+        .find(|r| r.api == "monitoring" && r.method == "POST")
+        .context("channel created")?;
+    assert_eq!(
+        channel.body["labels"]["email_address"],
+        "new-oncall@example.com"
+    );
+    let policy = changes
+        .iter()
+        .find(|r| r.api == "monitoring" && r.method == "PATCH")
+        .context("policy updated")?;
+    assert_eq!(
+        policy.body["notificationChannels"].as_array().map(Vec::len),
+        Some(1)
+    );
     let sched = changes
         .iter()
         .find(|r| r.api == "cloudscheduler")
@@ -604,7 +626,7 @@ async fn deploy_plan_prints_the_commands_and_calls_nothing() -> Result<()> {
         "--session-affinity=CLIENT_IP",
         "--ports=80,443",
         "--no-address",
-        "--source-ranges=35.191.0.0/16,209.85.152.0/22,209.85.204.0/22",
+        "--source-ranges=35.191.0.0/16,130.211.0.0/22,209.85.152.0/22,209.85.204.0/22",
         "gcloud compute instance-groups managed create acme-edge-nodes",
         "RENEWER__STORE__URL: 'gs://acme-edge-test-acme-edge'",
     ] {
