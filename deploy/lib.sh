@@ -142,7 +142,9 @@ derive_names() {
     # (whose spec then differs) moves to it.
     CHANNEL_PREFIX="$NAME renewal alerts"
     CHANNEL_NAME="$CHANNEL_PREFIX: $ALERT_EMAIL"
-    OUT_DIR="$DEPLOY_DIR/.out"
+    # Generated files live next to the settings file (deploy/.out/ for deploy/config.env),
+    # so deploys from different settings files never share them.
+    OUT_DIR="$(cd "$(dirname "$CONFIG_FILE")" && pwd)/.out"
 }
 
 # --- running commands -----------------------------------------------------------------------
@@ -237,8 +239,13 @@ ensure_binding() { # "GET CMD" "ADD CMD" ROLE MEMBER [TITLE EXPRESSION]
 }
 
 # A short hash of the arguments: labels and names that change when a spec does.
+# Paths are left out (where the checkout or the settings file lives is not part of a spec).
 spec_hash() {
-    printf '%s\n' "$@" | sha256sum | cut -c1-10
+    local a
+    for a in "$@"; do
+        a=${a//"$OUT_DIR"/OUT}
+        printf '%s\n' "${a//"$REPO_DIR"/REPO}"
+    done | sha256sum | cut -c1-10
 }
 
 # What the image is built from; a change anywhere else (docs, deploy scripts) reuses the image.

@@ -349,6 +349,8 @@ main() {
 	check_rust_host
 	check_python
 	if ((BENCH)); then check_bench; fi
+	# Not installable from Debian or PyPI; only `make deploy` and its tests need it.
+	have gcloud || warn "gcloud not found: make deploy and tests/tests/deploy.rs need the Google Cloud CLI with its alpha and beta groups (https://cloud.google.com/sdk/docs/install)"
 
 	if ((${#INSTALLED[@]} == 0)); then
 		if [[ -n ${SEEN[deb:rustc-web]:-} ]]; then verify_wasm_debs; fi

@@ -41,6 +41,10 @@ struct Made {
 }
 
 fn make(args: &[&str], config: &Path, env: &[(String, String)]) -> Result<Made> {
+    let gcloud = Command::new("gcloud").arg("--version").output();
+    if !gcloud.is_ok_and(|o| o.status.success()) {
+        bail!("gcloud not found: these tests run the real Google Cloud CLI (https://cloud.google.com/sdk/docs/install)");
+    }
     let out = Command::new("make")
         .current_dir(repo_root())
         .arg("-s")
