@@ -41,8 +41,14 @@ struct Made {
 }
 
 fn make(args: &[&str], config: &Path, env: &[(String, String)]) -> Result<Made> {
-    let gcloud = Command::new("gcloud").arg("--version").output();
-    if !gcloud.is_ok_and(|o| o.status.success()) {
+    static GCLOUD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let found = *GCLOUD.get_or_init(|| {
+        Command::new("gcloud")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
         bail!("gcloud not found: these tests run the real Google Cloud CLI (https://cloud.google.com/sdk/docs/install)");
     }
     let out = Command::new("make")
