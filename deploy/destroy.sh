@@ -102,18 +102,17 @@ remove "Cloud Run job" gcloud run jobs describe "$RENEWER" --region="$REGION" "$
 remove "Cloud Run service" gcloud run services describe "$RENEWER" --region="$REGION" "${G[@]}"
 
 step "alerting"
-policies="POLICY"
-[ "$PLAN" = 1 ] || policies=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
-    --filter="displayName=\"$ALERT_NAME\"" --format='value(name)')
-for p in $policies; do
-    run gcloud alpha monitoring policies delete "$p" "${G[@]}"
-done
-channels="CHANNEL"
-[ "$PLAN" = 1 ] || channels=$(lookup gcloud beta monitoring channels list "${G[@]}" \
-    --filter="displayName:\"$CHANNEL_PREFIX\"" --format='value(name)')
-for c in $channels; do
-    run gcloud beta monitoring channels delete "$c" "${G[@]}"
-done
+# Listed by display name (the policy exactly; channels by prefix, one per address used).
+delete_listed() { # FILTER gcloud-group-words...
+    local filter=$1 names=NAME n
+    shift
+    [ "$PLAN" = 1 ] || names=$(lookup gcloud "$@" list "${G[@]}" --filter="$filter" --format='value(name)')
+    for n in $names; do
+        run gcloud "$@" delete "$n" "${G[@]}"
+    done
+}
+delete_listed "displayName=\"$ALERT_NAME\"" alpha monitoring policies
+delete_listed "displayName:\"$CHANNEL_PREFIX\"" beta monitoring channels
 remove "log metric" gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"
 
 step "service accounts and the project grant"

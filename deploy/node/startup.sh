@@ -139,62 +139,40 @@ chmod 0640 "$ETC/envoy.yaml.new"
 mv -f "$ETC/envoy.yaml.new" "$ETC/envoy.yaml"
 unset COOKIE_SECRET
 
-run_common="--rm --network host --log-driver gcplogs"
-cat >/etc/systemd/system/acme-edge-app.service <<EOF
+# A systemd unit that runs one container; it replaces a leftover container of the same name.
+container_unit() { # NAME DESCRIPTION AFTER EXTRA_SERVICE_LINES EXEC_START
+    cat >"/etc/systemd/system/$1.service" <<EOF
 [Unit]
-Description=acme-edge: the application
-After=docker.service
+Description=acme-edge: $2
+After=docker.service $3
 Requires=docker.service
 
 [Service]
-ExecStartPre=-/usr/bin/docker rm -f acme-edge-app
+ExecStartPre=-/usr/bin/docker rm -f $1
+$4
+ExecStart=$5
+ExecStop=/usr/bin/docker stop $1
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+docker_run="/usr/bin/docker run --rm --log-driver gcplogs"
+sync_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
+
 # Published on loopback only: the app is reachable through Envoy, not from the VPC.
-ExecStart=/usr/bin/docker run --rm --log-driver gcplogs --name acme-edge-app -e PORT=$APP_PORT -p 127.0.0.1:$APP_PORT:$APP_PORT $APP_IMAGE
-ExecStop=/usr/bin/docker stop acme-edge-app
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-EOF
-
-sync_run="/usr/bin/docker run $run_common --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
-cat >/etc/systemd/system/acme-edge-sync.service <<EOF
-[Unit]
-Description=acme-edge: keep Envoy's certificate current (renewer sync)
-After=docker.service
-Requires=docker.service
-
-[Service]
-ExecStartPre=-/usr/bin/docker rm -f acme-edge-sync
-ExecStart=$sync_run --name acme-edge-sync $RENEWER_IMAGE sync --watch
-ExecStop=/usr/bin/docker stop acme-edge-sync
-Restart=always
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-EOF
-
-cat >/etc/systemd/system/acme-edge-envoy.service <<EOF
-[Unit]
-Description=acme-edge: Envoy with the edge filter
-After=docker.service acme-edge-app.service
-Requires=docker.service
-
-[Service]
-ExecStartPre=-/usr/bin/docker rm -f acme-edge-envoy
-# Envoy refuses to start without the SDS file; --init writes it (no certificate needed:
-# challenges on :80 work before the first issuance).
-ExecStartPre=$sync_run $RENEWER_IMAGE sync --init
-ExecStart=/usr/bin/docker run $run_common --name acme-edge-envoy -e ENVOY_UID=$ENVOY_ID -e ENVOY_GID=$ENVOY_ID -v $ETC/envoy.yaml:$ETC/envoy.yaml:ro -v $OPT/edge_filter.wasm:$OPT/edge_filter.wasm:ro -v $TLS_DIR_NODE:$TLS_DIR_NODE:ro $ENVOY_IMAGE -c $ETC/envoy.yaml
-ExecStop=/usr/bin/docker stop acme-edge-envoy
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-EOF
+container_unit acme-edge-app "the application" "" "" \
+    "$docker_run --name acme-edge-app -e PORT=$APP_PORT -p 127.0.0.1:$APP_PORT:$APP_PORT $APP_IMAGE"
+container_unit acme-edge-sync "keep Envoy's certificate current (renewer sync)" "" "" \
+    "$sync_run --name acme-edge-sync $RENEWER_IMAGE sync --watch"
+# Envoy refuses to start without the SDS file; `sync --init` writes it (no certificate is
+# needed: challenges on :80 work before the first issuance).
+container_unit acme-edge-envoy "Envoy with the edge filter" acme-edge-app.service \
+    "ExecStartPre=$sync_run $RENEWER_IMAGE sync --init" \
+    "$docker_run --network host --name acme-edge-envoy -e ENVOY_UID=$ENVOY_ID -e ENVOY_GID=$ENVOY_ID -v $ETC/envoy.yaml:$ETC/envoy.yaml:ro -v $OPT/edge_filter.wasm:$OPT/edge_filter.wasm:ro -v $TLS_DIR_NODE:$TLS_DIR_NODE:ro $ENVOY_IMAGE -c $ETC/envoy.yaml"
 
 systemctl daemon-reload
 for unit in acme-edge-app acme-edge-sync acme-edge-envoy; do
