@@ -283,12 +283,11 @@ fn resource_path(api: &str, path: &str) -> String {
     percent_decode(p)
 }
 
-/// Segments that count for the collection/resource alternation (`global` and compute's
-/// `images/family` do not name anything).
-fn is_collection(api: &str, path: &str) -> bool {
+/// Whether a path names a collection: resource paths alternate collection/id, and compute's
+/// `global` is a scope, not a collection.
+fn is_collection(path: &str) -> bool {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let counted = segs.iter().filter(|s| **s != "global").count();
-    let _ = api;
     counted % 2 == 1
 }
 
@@ -325,7 +324,7 @@ fn mutation_response(st: &mut State, api: &str, path: &str, kind: &str, resource
             st.resources.insert(("compute".into(), op_path), op.clone());
             op
         }
-        "artifactregistry" | "serviceusage" | "cloudbuild" | "logging_lro" => {
+        "artifactregistry" | "serviceusage" | "cloudbuild" => {
             let name = format!("operations/op-{n}");
             let mut op = json!({"name": name, "done": true, "response": resource});
             if api == "artifactregistry" {
@@ -622,7 +621,7 @@ fn respond(
             if let Some(v) = st.resources.get(&key(path)) {
                 return ok(v.clone());
             }
-            if is_collection(api, path) {
+            if is_collection(path) {
                 let prefix = format!("{path}/");
                 let items: Vec<Value> = st
                     .resources
@@ -640,13 +639,9 @@ fn respond(
                 list.insert("items".into(), json!(items));
                 list.insert(field.clone(), json!(items));
                 // A few APIs name the list field differently from the collection.
-                let alias = match field.as_str() {
-                    "serviceAccounts" => Some("accounts"),
-                    "b" => None,
-                    _ => None,
-                };
-                if let Some(a) = alias {
-                    list.insert(a.into(), json!(items));
+                // IAM names its list differently from the collection.
+                if field == "serviceAccounts" {
+                    list.insert("accounts".into(), json!(items));
                 }
                 if api == "serviceusage" {
                     return ok(enabled_services(st, path));
