@@ -164,19 +164,22 @@ fi
 # --- 2. storage and secrets -------------------------------------------------------------------
 
 step "bucket gs://$BUCKET (uniform access, public access prevented, challenges expire)"
-if absent gcloud storage buckets describe "gs://$BUCKET" "${G[@]}"; then
+bucket=''
+if [ "$PLAN" = 1 ]; then
+    echo "# if absent: $(show gcloud storage buckets describe "gs://$BUCKET" "${G[@]}")"
+else
+    bucket=$(lookup gcloud storage buckets describe "gs://$BUCKET" "${G[@]}" \
+        --format='value(name,uniform_bucket_level_access,public_access_prevention,lifecycle_config.rule[0].condition.matchesPrefix[0])')
+fi
+if [ -z "$bucket" ]; then
     run gcloud storage buckets create "gs://$BUCKET" "${G[@]}" --location="$REGION" \
         --uniform-bucket-level-access --public-access-prevention \
         --lifecycle-file="$OUT_DIR/lifecycle.json"
-else
+elif [ "${bucket#*$'\t'}" != $'True\tenforced\tacme-challenge/' ]; then
     # An existing bucket (chosen by the operator) is brought to the same settings.
-    state=$(lookup gcloud storage buckets describe "gs://$BUCKET" "${G[@]}" \
-        --format='value(uniform_bucket_level_access,public_access_prevention,lifecycle_config.rule[0].condition.matchesPrefix[0])')
-    if [ "$state" != $'True\tenforced\tacme-challenge/' ]; then
-        run gcloud storage buckets update "gs://$BUCKET" "${G[@]}" \
-            --uniform-bucket-level-access --public-access-prevention \
-            --lifecycle-file="$OUT_DIR/lifecycle.json"
-    fi
+    run gcloud storage buckets update "gs://$BUCKET" "${G[@]}" \
+        --uniform-bucket-level-access --public-access-prevention \
+        --lifecycle-file="$OUT_DIR/lifecycle.json"
 fi
 
 step "secrets $CERT_SECRET (certificate mirror) and $COOKIE_SECRET (affinity cookie key)"
@@ -255,15 +258,16 @@ spec=$(spec_hash "${RUN_FLAGS[@]}" "$(cat "$OUT_DIR/renewer-env.yaml")")
 labels="managed-by=acme-edge,acme-edge-spec=$spec"
 
 step "Cloud Run $kind $RENEWER ($MODE mode)"
-current=''
-[ "$PLAN" = 1 ] || current=$(lookup gcloud run "$kind" describe "$RENEWER" --region="$REGION" "${G[@]}" \
-    --format='value(metadata.labels.acme-edge-spec)')
+existing=''
+[ "$PLAN" = 1 ] || existing=$(lookup gcloud run "$kind" describe "$RENEWER" --region="$REGION" "${G[@]}" \
+    --format='value[separator=" "](metadata.name,metadata.labels.acme-edge-spec)')
 if [ "$PLAN" = 1 ]; then
     echo "# if absent or its acme-edge-spec label differs: $(show gcloud run "$kind" describe "$RENEWER" --region="$REGION" "${G[@]}")"
 fi
-if [ "$current" != "$spec" ]; then
+read -r existing_name current <<<"$existing" || true
+if [ "${current:-}" != "$spec" ]; then
     if [ "$MODE" = job ]; then
-        if [ -z "$current" ] && { [ "$PLAN" = 1 ] || absent gcloud run jobs describe "$RENEWER" --region="$REGION" "${G[@]}"; }; then
+        if [ -z "${existing_name:-}" ]; then
             run gcloud run jobs create "$RENEWER" "${RUN_FLAGS[@]}" --labels="$labels"
         else
             run gcloud run jobs update "$RENEWER" "${RUN_FLAGS[@]}" --labels="$labels"
@@ -333,10 +337,13 @@ if [ -n "$ALERT_EMAIL" ]; then
     [ "$PLAN" = 1 ] || channel=$(lookup gcloud beta monitoring channels list "${G[@]}" \
         --filter="displayName=\"$CHANNEL_NAME\"" --format='value(name)' | head -n1)
     if [ -z "$channel" ]; then
-        run gcloud beta monitoring channels create "${G[@]}" --display-name="$CHANNEL_NAME" \
-            --type=email --channel-labels="email_address=$ALERT_EMAIL"
-        [ "$PLAN" = 1 ] && channel='CHANNEL' || channel=$(lookup gcloud beta monitoring channels list "${G[@]}" \
-            --filter="displayName=\"$CHANNEL_NAME\"" --format='value(name)' | head -n1)
+        # The create prints the new channel's name (in plan mode: the command itself).
+        channel=$(run gcloud beta monitoring channels create "${G[@]}" --display-name="$CHANNEL_NAME" \
+            --type=email --channel-labels="email_address=$ALERT_EMAIL" --format='value(name)')
+        if [ "$PLAN" = 1 ]; then
+            echo "$channel"
+            channel='CHANNEL'
+        fi
     fi
     channels=("$channel")
 fi
