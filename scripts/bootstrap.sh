@@ -24,7 +24,7 @@ Installs what acme-edge needs on Debian 12, skipping whatever is already there:
 
 Options:
   -v, --verbose  also print one line per item that is already present
-  --bench        also install the benchmark extras (wrk, certbot)
+  --bench        also install the benchmark extras (wrk, time, certbot)
   -h, --help     show this help
 
 Variables:
@@ -279,6 +279,7 @@ check_python() {
 # Optional extras, one line each; not installed by default.
 check_bench() {
 	need_deb wrk "HTTP load generator for benchmarks"
+	need_deb time "GNU time: peak memory of the ACME clients compared"
 	need_pip certbot "reference ACME client for benchmarks" bin/certbot
 }
 

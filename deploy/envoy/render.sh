@@ -36,6 +36,13 @@ Settings (environment variables, default in brackets):
   APP_BACKENDS         space-separated host:port of the app backends    [127.0.0.1:8080]
   APP_HEALTH_PATH      HTTP health-check path on the backends           [/healthz]
   WS_PATHS             space-separated WebSocket path prefixes          [/ws]
+                       (the filter checks handshakes and sets the affinity key here)
+  STICKY_PATHS         more path prefixes where the filter sets the
+                       affinity key (e.g. /socket.io for polling
+                       fallbacks; / for every request)                  []
+                       Elsewhere the filter does not run: Envoy hashes natively on
+                       the query:/header:/client_address sources (same backend for
+                       the same key; the cookie is only read on filter paths).
   ALLOWED_ORIGINS      space-separated allowed Origins; empty = any     []
   AFFINITY_SOURCES     space-separated key sources in order:
                        query:NAME header:NAME cookie client_address     [query:room cookie client_address]
@@ -46,7 +53,10 @@ Settings (environment variables, default in brackets):
   WS_IDLE_TIMEOUT      idle WebSocket lifetime                          [3600s]
   MAX_CONNECTIONS      downstream connection limit (overload manager)   [100000]
   NODE_ID              Envoy node id (the instance name on GCE)         [app-node]
-  EDGE_FILTER          0 leaves the edge filter out (benchmark baseline) [1]
+  EDGE_FILTER          1: the edge filter (wasm); 0: none, and lua: the
+                       Lua equivalent on the TLS listener (benchmarks
+                       only; nothing answers challenges or redirects)   [1]
+  LUA_FILTER           the Lua equivalent's source (EDGE_FILTER=lua)    []
   METADATA_ADDRESS     metadata server address (store mode)             [169.254.169.254]
   METADATA_PORT        metadata server port                             [80]
 EOF
@@ -87,6 +97,7 @@ STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS:-2000}
 APP_BACKENDS=${APP_BACKENDS:-127.0.0.1:8080}
 APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz}
 WS_PATHS=${WS_PATHS:-/ws}
+STICKY_PATHS=${STICKY_PATHS:-}
 ALLOWED_ORIGINS=${ALLOWED_ORIGINS:-}
 AFFINITY_SOURCES=${AFFINITY_SOURCES:-query:room cookie client_address}
 AFFINITY_HEADER=${AFFINITY_HEADER:-x-edge-affinity}
@@ -96,6 +107,7 @@ WS_IDLE_TIMEOUT=${WS_IDLE_TIMEOUT:-3600s}
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-100000}
 NODE_ID=${NODE_ID:-app-node}
 EDGE_FILTER=${EDGE_FILTER:-1}
+LUA_FILTER=${LUA_FILTER:-}
 
 port_re='^[0-9]{1,5}$'
 path_re='^/[A-Za-z0-9._~/%{}?=&:+-]*$'
@@ -113,6 +125,15 @@ check COOKIE_MAX_AGE "$COOKIE_MAX_AGE" '^[1-9][0-9]*$' "a number of seconds"
 check WS_IDLE_TIMEOUT "$WS_IDLE_TIMEOUT" '^[0-9]+s$' "a duration like 3600s"
 check MAX_CONNECTIONS "$MAX_CONNECTIONS" '^[1-9][0-9]*$' "a number"
 check NODE_ID "$NODE_ID" '^[A-Za-z0-9._-]+$' "a node name"
+case "$EDGE_FILTER" in
+1) https_filter_name=envoy.filters.http.wasm ;;
+0) https_filter_name="" ;;
+lua)
+    https_filter_name=envoy.filters.http.lua
+    [ -f "$LUA_FILTER" ] || die "EDGE_FILTER=lua needs LUA_FILTER, the Lua source (tests/bench/edge_filter.lua)"
+    ;;
+*) die "EDGE_FILTER must be 1 (the edge filter), 0 (none) or lua (the benchmarks' Lua equivalent)" ;;
+esac
 METADATA_ADDRESS=${METADATA_ADDRESS:-169.254.169.254}
 METADATA_PORT=${METADATA_PORT:-80}
 check METADATA_ADDRESS "$METADATA_ADDRESS" "$host_re" "an address"
@@ -133,27 +154,50 @@ json_list() {
 
 read -r -a domains <<<"$DOMAINS"
 read -r -a ws_paths <<<"$WS_PATHS"
+read -r -a sticky_paths <<<"$STICKY_PATHS"
 read -r -a origins <<<"$ALLOWED_ORIGINS"
 read -r -a sources <<<"$AFFINITY_SOURCES"
 read -r -a backends <<<"$APP_BACKENDS"
 [ "${#ws_paths[@]}" -gt 0 ] || die "WS_PATHS must name at least one path prefix"
 [ "${#backends[@]}" -gt 0 ] || die "APP_BACKENDS must name at least one backend"
 hosts_json=$(json_list "$host_re" "a host name" DOMAINS "${domains[@]}")
-ws_paths_json=$(json_list "$path_re" "a path prefix" WS_PATHS "${ws_paths[@]}")
+# Route prefixes: no query or fragment characters (Envoy matches the path only).
+prefix_re='^/[A-Za-z0-9._~/%:+-]*$'
+ws_paths_json=$(json_list "$prefix_re" "a path prefix" WS_PATHS "${ws_paths[@]}")
+json_list "$prefix_re" "a path prefix" STICKY_PATHS "${sticky_paths[@]}" >/dev/null
 origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?)$' "an origin" ALLOWED_ORIGINS "${origins[@]}")
 
-sources_json=""
+# The sources three ways: the filter's JSON, the Lua equivalent's table, and Envoy's own
+# hash_policy for the routes the filter does not run on. A query or header value and the
+# client IP hash natively to the same ring point as the filter's header with that value;
+# a signed cookie can only be checked by the filter.
+sources_json="" sources_lua="" native_hash=""
 for s in "${sources[@]}"; do
     case "$s" in
-    query:*) check AFFINITY_SOURCES "${s#query:}" '^[A-Za-z0-9._~-]+$' "a query parameter name"
-        item="{\"query\": \"${s#query:}\"}" ;;
-    header:*) check AFFINITY_SOURCES "${s#header:}" '^[a-z0-9-]+$' "a lower-case header name"
-        item="{\"header\": \"${s#header:}\"}" ;;
-    cookie) item='"cookie"' ;;
-    client_address) item='"client_address"' ;;
+    query:*)
+        check AFFINITY_SOURCES "${s#query:}" '^[A-Za-z0-9._~-]+$' "a query parameter name"
+        item="{\"query\": \"${s#query:}\"}"
+        lua="{ query = \"${s#query:}\" }"
+        native="- query_parameter: { name: ${s#query:} }"
+        ;;
+    header:*)
+        check AFFINITY_SOURCES "${s#header:}" '^[a-z0-9-]+$' "a lower-case header name"
+        item="{\"header\": \"${s#header:}\"}"
+        lua="{ header = \"${s#header:}\" }"
+        native="- header: { header_name: ${s#header:} }"
+        ;;
+    cookie) item='"cookie"' lua="{ cookie = true }" native="" ;;
+    client_address)
+        item='"client_address"' lua="{ client_address = true }"
+        native="- connection_properties: { source_ip: true }"
+        ;;
     *) die "AFFINITY_SOURCES: unknown source ${s@Q} (query:NAME, header:NAME, cookie, client_address)" ;;
     esac
     sources_json+="${sources_json:+, }$item"
+    sources_lua+="${sources_lua:+, }$lua"
+    if [ -n "$native" ]; then
+        native_hash+="                  $native"$'\n'"                    terminal: true"$'\n'
+    fi
 done
 
 case "$ACME_MODE" in
@@ -180,7 +224,11 @@ esac
 
 # wasm_filter NAME JSON: the edge filter with one listener's plugin configuration.
 wasm_filter() {
-    # Without the filter (benchmark baseline only) nothing answers challenges or redirects.
+    if [ "$EDGE_FILTER" = lua ] && [ "$1" = edge_https ]; then
+        lua_filter
+        return 0
+    fi
+    # Without the filter (benchmarks only) nothing answers challenges or redirects.
     [ "$EDGE_FILTER" = 1 ] || return 0
     cat <<EOF
           - name: envoy.filters.http.wasm
@@ -201,6 +249,78 @@ wasm_filter() {
                 # A filter that fails must not let requests through unchecked.
                 failure_policy: FAIL_CLOSED
 EOF
+}
+
+# lua_filter: the Lua equivalent of the TLS listener's edge filter (benchmarks only), with
+# its settings prepended as a CONFIG table.
+lua_filter() {
+    local p ws_lua="" origins_lua=""
+    for p in "${ws_paths[@]}"; do ws_lua+="${ws_lua:+, }\"$p\""; done
+    for p in "${origins[@]}"; do origins_lua+="${origins_lua:+, }\"$p\""; done
+    cat <<LUA
+          - name: envoy.filters.http.lua
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+              default_source_code:
+                inline_string: |
+                  CONFIG = {
+                    ws_paths = { $ws_lua },
+                    allowed_origins = { $origins_lua },
+                    affinity_header = "$AFFINITY_HEADER",
+                    sources = { $sources_lua },
+                    cookie_name = "edge_affinity",
+                    cookie_secret = "$COOKIE_SECRET",
+                    cookie_max_age = $COOKIE_MAX_AGE,
+                  }
+$(sed 's/^/                  /' "$LUA_FILTER")
+LUA
+}
+
+# https_routes: the filter's paths first (WebSocket, then sticky), hashed on the key the
+# filter sets; then the rest of the app without the filter, hashed natively.
+https_routes() {
+    local p match
+    for p in "${ws_paths[@]}" "${sticky_paths[@]}"; do
+        # path_separated_prefix /ws matches /ws, /ws/… and /ws?…, not /wsx (as the filter).
+        if [[ $p == */ ]]; then match="prefix: $p"; else match="path_separated_prefix: $p"; fi
+        cat <<ROUTE
+              - match: { $match }
+                route:
+                  cluster: app
+                  # No overall timeout (upgraded streams live long); idle ones end here.
+                  timeout: 0s
+                  idle_timeout: $WS_IDLE_TIMEOUT
+                  # The edge filter put the affinity key in this header; the ring hash
+                  # turns it into a backend, the same one for the same key.
+                  hash_policy:
+                  - header: { header_name: $AFFINITY_HEADER }
+                    terminal: true
+ROUTE
+    done
+    cat <<ROUTE
+              # The rest of the app. The filter would only set the key here, and a wasm
+              # filter costs VM calls on every request and body chunk, so it is skipped and
+              # Envoy hashes the same sources itself. A client's copy of the header is dropped.
+              - match: { prefix: / }
+                request_headers_to_remove: [$AFFINITY_HEADER]
+ROUTE
+    if [ -n "$https_filter_name" ]; then
+        cat <<ROUTE
+                typed_per_filter_config:
+                  $https_filter_name:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+ROUTE
+    fi
+    cat <<ROUTE
+                route:
+                  cluster: app
+                  timeout: 0s
+                  idle_timeout: $WS_IDLE_TIMEOUT
+ROUTE
+    if [ -n "$native_hash" ]; then
+        printf '                  hash_policy:\n%s' "$native_hash"
+    fi
 }
 
 # endpoints HOST:PORT... — lb_endpoints entries of a static cluster.
@@ -323,17 +443,7 @@ $(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"pa
             - name: app
               domains: ["*"]
               routes:
-              - match: { prefix: / }
-                route:
-                  cluster: app
-                  # No overall timeout (upgraded streams live long); idle ones end here.
-                  timeout: 0s
-                  idle_timeout: $WS_IDLE_TIMEOUT
-                  # The edge filter put the affinity key in this header; the ring hash
-                  # turns it into a backend, the same one for the same key.
-                  hash_policy:
-                  - header: { header_name: $AFFINITY_HEADER }
-                    terminal: true
+$(https_routes)
 
   clusters:
   - name: app

@@ -260,6 +260,7 @@ mod tests {
             header: "x-edge-affinity".into(),
             sources,
             cookie: Some(cookie_config()),
+            clear_route_cache: false,
         }
     }
 

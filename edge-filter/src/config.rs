@@ -148,6 +148,11 @@ pub struct AffinityConfig {
     /// The signed cookie, required when `sources` contains `"cookie"`.
     #[serde(default)]
     pub cookie: Option<CookieConfig>,
+    /// Have Envoy match the route again after the header is set. Only routes that match on
+    /// the affinity header need it (the hash policy reads the header later anyway); it costs
+    /// a host call and a second route match per request, so it is off unless asked for.
+    #[serde(default)]
+    pub clear_route_cache: bool,
 }
 
 fn default_affinity_header() -> String {

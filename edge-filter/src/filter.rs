@@ -206,7 +206,9 @@ impl EdgeFilter {
         // Each property read is a host call; the protocol only matters for upgrades.
         let is_upgrade = headers.iter().any(|(name, _)| name == "upgrade");
         Request {
-            // Only listeners keyed by client address need it (not the plain listener).
+            // Only listeners keyed by client address need it (not the plain listener). Not
+            // the last X-Forwarded-For entry, though it would save this host call: for a
+            // loopback peer Envoy appends its own address there, not the peer's.
             client_address: if self.shared.wants_client_address {
                 text(vec!["source", "address"])
             } else {
@@ -351,7 +353,8 @@ impl EdgeFilter {
 
     fn clear_route_cache(&self) {
         // Envoy 1.28+: re-run route selection now that the affinity header changed, so a
-        // route match on it (not only the hash policy, which is read later) sees it.
+        // route match on it (not only the hash policy, which is read later) sees it. Asked
+        // for by `affinity.clear_route_cache`.
         if hostcalls::call_foreign_function("clear_route_cache", None).is_err()
             && !self.shared.route_cache_warned.replace(true)
         {
@@ -429,7 +432,14 @@ impl HttpContext for EdgeFilter {
                 for (name, value) in &forward.set_headers {
                     self.set_http_request_header(name, Some(value));
                 }
-                if forward.remove_header.is_some() || !forward.set_headers.is_empty() {
+                let changed = forward.remove_header.is_some() || !forward.set_headers.is_empty();
+                let rematch = self
+                    .shared
+                    .config
+                    .affinity
+                    .as_ref()
+                    .is_some_and(|a| a.clear_route_cache);
+                if changed && rematch {
                     self.clear_route_cache();
                 }
                 self.set_cookie = forward.set_cookie;

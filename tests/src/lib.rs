@@ -16,6 +16,7 @@ pub mod acme_responder;
 pub mod acme_stack;
 pub mod ari;
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod envoy;
 pub mod gcs;
