@@ -55,9 +55,12 @@ demo: bootstrap wasm ## The whole system on this machine, step by step (KEEP=1 l
 	$(CARGO) build --locked -p acme-edge-tests --bin demo
 	KEEP=$(KEEP) $(CARGO) run --locked -q -p acme-edge-tests --bin demo
 
-bench: wasm ## Benchmarks (not part of make test); prints numbers and ratios
+# Options for scripts/bench.sh, e.g. BENCH_ARGS=--quick or BENCH_ARGS="--only filter".
+BENCH_ARGS ?=
+
+bench: wasm ## Benchmarks against peers into BENCHMARKS.md (not in make test; BENCH_ARGS=--quick)
 	@bash scripts/bootstrap.sh --bench
-	@bash scripts/bench-filter.sh
+	@bash scripts/bench.sh $(BENCH_ARGS)
 
 envoy-config: ## Regenerate the example deploy/envoy/app-node.yaml
 	$(EXAMPLE_ENVOY_ENV) bash deploy/envoy/render.sh > deploy/envoy/app-node.yaml

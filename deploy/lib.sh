@@ -17,6 +17,7 @@ declare -A DEFAULTS=(
     [KEY_TYPE]=ecdsa-p256 [BUCKET]=''
     [MODE]=job [SCHEDULE]='17 */12 * * *' [TIME_ZONE]=Etc/UTC [IMAGE_TAG]='' [ALERT_EMAIL]=''
     [APP_IMAGE]='' [APP_PORT]=8080 [APP_HEALTH_PATH]=/healthz [WS_PATHS]=/ws
+    [STICKY_PATHS]=''
     [NODE_COUNT]=2 [MACHINE_TYPE]=e2-small [ENVOY_IMAGE]=envoyproxy/envoy:v1.40-latest
 )
 
@@ -108,6 +109,9 @@ check_config() {
     [[ $APP_HEALTH_PATH =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad APP_HEALTH_PATH "not a path"
     for d in $WS_PATHS; do
         [[ $d =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad WS_PATHS "$d is not a path"
+    done
+    for d in $STICKY_PATHS; do
+        [[ $d =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad STICKY_PATHS "$d is not a path"
     done
     if ! [[ $NODE_COUNT =~ ^[0-9]+$ ]] || ((NODE_COUNT < 1 || NODE_COUNT > 100)); then
         bad NODE_COUNT "expected 1-100"

@@ -40,7 +40,7 @@ load_settings() { # FILE
         value=${BASH_REMATCH[2]}
         case "$key" in
         PROJECT | REGION | RENEWER_IMAGE | ENVOY_IMAGE | APP_IMAGE | APP_PORT | APP_HEALTH_PATH | \
-            WS_PATHS | DOMAINS | BUCKET | COOKIE_SECRET_NAME)
+            WS_PATHS | STICKY_PATHS | DOMAINS | BUCKET | COOKIE_SECRET_NAME)
             printf -v "$key" '%s' "$value"
             ;;
         *) die "$1: unknown setting $key" ;;
@@ -58,7 +58,7 @@ load_settings() { # FILE
 render() { # RENDER_SH
     ACME_MODE=store BUCKET=$BUCKET DOMAINS=${DOMAINS:-} \
         APP_BACKENDS="127.0.0.1:$APP_PORT" APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz} \
-        WS_PATHS=${WS_PATHS:-/ws} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
+        WS_PATHS=${WS_PATHS:-/ws} STICKY_PATHS=${STICKY_PATHS:-} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
         NODE_ID=${NODE_ID:-$(hostname)} \
         WASM_PATH=${WASM_PATH:-$OPT/edge_filter.wasm} TLS_DIR=${TLS_DIR:-$TLS_DIR_NODE} \
         bash "$1"
