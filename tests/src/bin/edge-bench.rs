@@ -1152,7 +1152,7 @@ fn render_report(opts: &Options, ctx: &Setup, rounds: &[Round], elapsed: Duratio
             format!(
                 "`deploy/envoy/render.sh` defaults with `STICKY_PATHS={STICKY_PATH}`; \
                  `EDGE_FILTER=0` / `1` / `lua`; {N_BACKENDS} echo backends (one in-process \
-                 axum runtime), ring-hash cluster"
+                 axum runtime), Maglev cluster"
             ),
         ),
         (
