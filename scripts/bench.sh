@@ -100,6 +100,17 @@ for b in "${benches[@]}"; do
     sections+=("$section")
 done
 elapsed=$(($(date +%s) - began))
+# With --only, the other benchmarks' sections from an earlier run are kept, each marked with
+# when it was written, so BENCHMARKS.md stays whole and says what is not from this run.
+earlier=()
+for b in filter ws acme; do
+    [[ ,$only, == *",$b,"* ]] && continue
+    section=target/bench/$b.md
+    if [ -f "$section" ]; then
+        sections+=("$section")
+        earlier+=("$b ($(date -u -r "$section" '+%Y-%m-%d %H:%M UTC'))")
+    fi
+done
 cmdline="bash scripts/bench.sh"
 ((quick)) && cmdline+=" --quick"
 [ "$only" = filter,ws,acme ] || cmdline+=" --only $only"
@@ -112,9 +123,9 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 {
     echo "# Benchmarks"
     echo
-    echo "Written by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand. Every figure below"
-    echo "comes from one run on one machine, in the order of the sections; the commands are in"
-    echo "each section. A benchmark is a measurement, not a test: a missed target says MISS."
+    echo "Written by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand. The figures come from"
+    echo "this machine, in the order of the sections; the commands are in each section. A benchmark"
+    echo "is a measurement, not a test: a missed target says MISS, and the section says why."
     ((quick)) && echo && echo "**Quick run (\`--quick\`): too few repetitions to trust the figures.**"
     echo
     echo "| | |"
@@ -129,6 +140,9 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
     echo "| load average before | $load_before |"
     echo "| total time | $((elapsed / 60)) min $((elapsed % 60)) s |"
     echo "| command | \`$cmdline\` |"
+    if [ ${#earlier[@]} -gt 0 ]; then
+        echo "| not re-run by this command | sections from an earlier run of the same binaries: ${earlier[*]} |"
+    fi
     echo
     echo "## Targets"
     echo

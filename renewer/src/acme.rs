@@ -84,12 +84,37 @@ struct ResponseHint {
     retry_after: Option<SystemTime>,
 }
 
+/// Where the last error response is recorded.
+type HintSlot = Arc<Mutex<Option<ResponseHint>>>;
+
+tokio::task_local! {
+    /// The hint slot of the order (or ARI request) being driven. Several orders share one
+    /// account, hence one [`CaHttp`], when a pass renews certificates concurrently: each
+    /// order runs inside [`with_own_hints`] so that its errors are explained by its own
+    /// responses, not by another order's 429. `scope` sets it only while that order's future
+    /// is polled, and instant-acme calls the HTTP client from inside that poll.
+    static ORDER_HINT: HintSlot;
+}
+
+/// The slot of the current order when there is one, else the account's shared slot
+/// (account creation and loading, which happen once).
+fn hint_slot(shared: &HintSlot) -> HintSlot {
+    ORDER_HINT
+        .try_with(Arc::clone)
+        .unwrap_or_else(|_| shared.clone())
+}
+
+/// Runs `fut` with a hint slot of its own.
+async fn with_own_hints<T>(fut: impl Future<Output = T>) -> T {
+    ORDER_HINT.scope(Arc::new(Mutex::new(None)), fut).await
+}
+
 /// The HTTP client for the CA: web roots plus `acme.extra_root_ca`, a per-request timeout,
 /// and a record of the last error status and `Retry-After`.
 struct CaHttp {
     client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     timeout: Duration,
-    last_error: Arc<Mutex<Option<ResponseHint>>>,
+    last_error: HintSlot,
 }
 
 impl HttpClient for CaHttp {
@@ -99,7 +124,7 @@ impl HttpClient for CaHttp {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = self.client.request(req);
         let timeout = self.timeout;
-        let last_error = self.last_error.clone();
+        let last_error = hint_slot(&self.last_error);
         Box::pin(async move {
             let rsp = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(rsp)) => rsp,
@@ -143,7 +168,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<SystemTime> {
 pub struct Acme {
     account: Account,
     directory_url: String,
-    last_error: Arc<Mutex<Option<ResponseHint>>>,
+    last_error: HintSlot,
     poll_timeout: Duration,
 }
 
@@ -168,10 +193,7 @@ pub struct AccountInfo {
     pub created: bool,
 }
 
-fn build_http(
-    config: &Config,
-    last_error: Arc<Mutex<Option<ResponseHint>>>,
-) -> Result<CaHttp, AcmeError> {
+fn build_http(config: &Config, last_error: HintSlot) -> Result<CaHttp, AcmeError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &config.acme.extra_root_ca {
@@ -234,7 +256,7 @@ impl Acme {
         let key = account_key(&directory_url);
         let object = format!("{}/{key}", store.location());
         let hint = last_error.clone();
-        let classify_ = move |e: instant_acme::Error| classify(e, &hint);
+        let classify_ = move |e: instant_acme::Error| classify(e, &hint_slot(&hint));
 
         let (account, created) = match store.get(&key).await? {
             Some(obj) => {
@@ -317,11 +339,11 @@ impl Acme {
     }
 
     fn classify(&self, e: instant_acme::Error) -> AcmeError {
-        classify(e, &self.last_error)
+        classify(e, &hint_slot(&self.last_error))
     }
 
     fn take_hint(&self) {
-        if let Ok(mut slot) = self.last_error.lock() {
+        if let Ok(mut slot) = hint_slot(&self.last_error).lock() {
             *slot = None;
         }
     }
@@ -329,6 +351,13 @@ impl Acme {
     /// The CA's suggested renewal window for a certificate (RFC 9773), and when to ask again.
     /// `Ok(None)` when the CA does not offer renewal information.
     pub async fn renewal_info(
+        &self,
+        ari_id: &str,
+    ) -> Result<Option<(crate::policy::AriWindow, SystemTime)>, AcmeError> {
+        with_own_hints(self.renewal_info_inner(ari_id)).await
+    }
+
+    async fn renewal_info_inner(
         &self,
         ari_id: &str,
     ) -> Result<Option<(crate::policy::AriWindow, SystemTime)>, AcmeError> {
@@ -353,6 +382,15 @@ impl Acme {
 
     /// Run one order and return the chain and the new private key.
     pub async fn issue(
+        &self,
+        store: &SharedStore,
+        order: &OrderSpec<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, Secret), AcmeError> {
+        with_own_hints(self.issue_inner(store, order, cancel)).await
+    }
+
+    async fn issue_inner(
         &self,
         store: &SharedStore,
         order: &OrderSpec<'_>,
@@ -705,6 +743,36 @@ mod tests {
             http::HeaderValue::from_static("soon"),
         );
         assert!(retry_after(&h).is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_orders_keep_their_own_error_hints() {
+        let shared: HintSlot = Arc::new(Mutex::new(None));
+        // What CaHttp does on an error response, then what classify reads, with the other
+        // order recording its own error in between.
+        let order = |status: u16| {
+            let shared = shared.clone();
+            with_own_hints(async move {
+                if let Ok(mut slot) = hint_slot(&shared).lock() {
+                    *slot = Some(ResponseHint {
+                        status,
+                        retry_after: None,
+                    });
+                }
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                let seen = hint_slot(&shared).lock().ok().and_then(|mut s| s.take());
+                seen.map(|h| h.status)
+            })
+        };
+        let (a, b) = tokio::join!(order(429), order(503));
+        assert_eq!((a, b), (Some(429), Some(503)));
+        assert!(
+            shared.lock().expect("lock").is_none(),
+            "orders do not use the shared slot"
+        );
+        // Outside an order (account loading), the shared slot is used.
+        assert!(Arc::ptr_eq(&hint_slot(&shared), &shared));
     }
 
     #[test]

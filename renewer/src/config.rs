@@ -116,6 +116,10 @@ pub struct RenewalConfig {
     /// the window it suggests; the lifetime rule still applies as a backstop.
     #[serde(default = "default_true")]
     pub ari: bool,
+    /// How many certificates one pass renews at the same time (1 to 64). Each has its own
+    /// order and lease; the account is shared. The report keeps the configuration's order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
 }
 
 impl Default for RenewalConfig {
@@ -123,6 +127,7 @@ impl Default for RenewalConfig {
         RenewalConfig {
             fraction_left: default_fraction(),
             ari: true,
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -130,6 +135,13 @@ impl Default for RenewalConfig {
 fn default_fraction() -> f64 {
     1.0 / 3.0
 }
+/// Enough to renew dozens of certificates in seconds, few enough that a pass stays a small
+/// burst of requests for the CA.
+fn default_concurrency() -> usize {
+    8
+}
+/// The largest `renewal.concurrency`: beyond it a pass would look like a flood to the CA.
+pub const MAX_CONCURRENCY: usize = 64;
 fn default_true() -> bool {
     true
 }
@@ -486,6 +498,15 @@ impl Config {
             return Err((
                 "renewal.fraction_left".into(),
                 format!("{f} is not strictly between 0 and 1"),
+            ));
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.renewal.concurrency) {
+            return Err((
+                "renewal.concurrency".into(),
+                format!(
+                    "{} is not between 1 and {MAX_CONCURRENCY}",
+                    self.renewal.concurrency
+                ),
             ));
         }
         parse_store_url(&self.store.url).map_err(|m| ("store.url".to_string(), m))?;
@@ -858,6 +879,7 @@ domains = ["app.example.com", "www.example.com"]
         assert_eq!(c.certificates[0].key_type, KeyType::EcdsaP256);
         assert!((c.renewal.fraction_left - 1.0 / 3.0).abs() < 1e-9);
         assert!(c.renewal.ari);
+        assert_eq!(c.renewal.concurrency, 8);
         assert_eq!(c.lock.ttl_seconds, 600);
         assert_eq!(c.serve.shutdown_timeout_seconds, 9);
         assert_eq!(c.sync.dir, PathBuf::from("/var/lib/acme-edge/tls"));
@@ -882,6 +904,9 @@ domains = ["app.example.com", "www.example.com"]
             ("colour = 1", "colour"),
             ("[acme]\ndirektory = 1", "acme.direktory"),
             ("[renewal]\nfraction_left = 1.5", "renewal.fraction_left"),
+            ("[renewal]\nconcurrency = 0", "renewal.concurrency"),
+            ("[renewal]\nconcurrency = 65", "renewal.concurrency"),
+            ("[renewal]\nconcurrency = -1", "renewal.concurrency"),
             ("[store]\nurl = \"s3://x\"", "store.url"),
             ("[lock]\nttl_seconds = 1", "lock.ttl_seconds"),
             ("[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
@@ -982,6 +1007,7 @@ domains = ["app.example.com", "www.example.com"]
                 "gs://my-bucket/acme".to_string(),
             ),
             ("RENEWER__RENEWAL__ARI".to_string(), "false".to_string()),
+            ("RENEWER__RENEWAL__CONCURRENCY".to_string(), "2".to_string()),
             (
                 "RENEWER__ACME__CONTACT".to_string(),
                 "[\"a@example.org\"]".to_string(),
@@ -997,6 +1023,7 @@ domains = ["app.example.com", "www.example.com"]
             }
         );
         assert!(!c.renewal.ari);
+        assert_eq!(c.renewal.concurrency, 2);
         assert_eq!(c.acme.contact, vec!["a@example.org"]);
 
         let bad = vec![("RENEWER__STORE__URLL".to_string(), "x".to_string())];

@@ -5,11 +5,12 @@
 //! the lease, re-read and re-decide (another renewer may just have renewed), order with
 //! bounded retries, publish to the store (`current.json` last), mirror to Secret Manager,
 //! record the outcome, release the lease. A failure at any step leaves the certificate in
-//! service untouched.
+//! service untouched. Up to `renewal.concurrency` certificates go through this at once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
@@ -123,43 +124,64 @@ impl Renewer {
             .cloned()
     }
 
-    /// One pass. Never returns early: every selected certificate gets a report.
+    /// One pass. Never returns early: every selected certificate gets a report, in the
+    /// configuration's order. Up to `renewal.concurrency` certificates are renewed at once:
+    /// each has its own lease, order and state object, and the account is shared.
     pub async fn run(&self, options: &RunOptions) -> RunReport {
-        let mut certificates = Vec::new();
-        for cert in &self.config.certificates {
-            if !options.only.is_empty() && !options.only.contains(&cert.name) {
-                continue;
-            }
-            if options.cancel.is_cancelled() {
-                certificates.push(failed(&cert.name, None, CANCELLED.into()));
-                continue;
-            }
-            // Every event of this certificate carries `certificate` through the span (a field
-            // of each JSON log line, a prefix on a terminal). `instrument`, not `enter`: in
-            // `renewer serve` other requests run on the same threads meanwhile.
-            let span = tracing::info_span!("certificate", certificate = %cert.name);
-            let report = self
-                .renew_one(cert, options.force, &options.cancel)
-                .instrument(span.clone())
-                .await;
-            let _enter = span.enter();
-            match &report.outcome {
-                Outcome::Renewed { serial, reason } => {
-                    tracing::info!(serial, reason, "renewed")
-                }
-                Outcome::Unchanged { reason, .. } => {
-                    tracing::info!(reason, "no renewal needed")
-                }
-                Outcome::Failed { error } => {
-                    tracing::error!(
-                        error,
-                        "renewal failed; the certificate in service is unchanged"
-                    )
-                }
-            }
-            certificates.push(report);
+        // The futures are made up front (nothing runs until polled): a stream built from
+        // closures here would not be `Send` to the compiler, and `renewer serve` spawns this.
+        let jobs: Vec<_> = self
+            .config
+            .certificates
+            .iter()
+            .filter(|cert| options.only.is_empty() || options.only.contains(&cert.name))
+            .enumerate()
+            .map(|(i, cert)| async move { (i, self.run_one(cert, options).await) })
+            .collect();
+        // Unordered, so a slot frees up as soon as any certificate is done (`buffered` would
+        // hold finished ones behind a slow first one); the report is put back in order after.
+        let mut done: Vec<(usize, CertReport)> = futures_util::stream::iter(jobs)
+            .buffer_unordered(self.config.renewal.concurrency.max(1))
+            .collect()
+            .await;
+        done.sort_by_key(|(i, _)| *i);
+        RunReport {
+            certificates: done.into_iter().map(|(_, report)| report).collect(),
         }
-        RunReport { certificates }
+    }
+
+    /// One certificate of a pass, with its span and its outcome logged.
+    async fn run_one(&self, cert: &CertificateConfig, options: &RunOptions) -> CertReport {
+        // Checked when the certificate's turn comes: after a shutdown began, the ones not
+        // started yet are not started.
+        if options.cancel.is_cancelled() {
+            return failed(&cert.name, None, CANCELLED.into());
+        }
+        // Every event of this certificate carries `certificate` through the span (a field
+        // of each JSON log line, a prefix on a terminal). `instrument`, not `enter`: other
+        // certificates of this pass, and in `renewer serve` other requests, run on the same
+        // threads meanwhile.
+        let span = tracing::info_span!("certificate", certificate = %cert.name);
+        let report = self
+            .renew_one(cert, options.force, &options.cancel)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        match &report.outcome {
+            Outcome::Renewed { serial, reason } => {
+                tracing::info!(serial, reason, "renewed")
+            }
+            Outcome::Unchanged { reason, .. } => {
+                tracing::info!(reason, "no renewal needed")
+            }
+            Outcome::Failed { error } => {
+                tracing::error!(
+                    error,
+                    "renewal failed; the certificate in service is unchanged"
+                )
+            }
+        }
+        report
     }
 
     async fn renew_one(

@@ -335,6 +335,76 @@ async fn nonce_rejections_are_retried() -> Result<()> {
 }
 
 #[tokio::test]
+async fn several_certificates_renew_concurrently_and_report_in_config_order() -> Result<()> {
+    let stack = AcmeStack::start().await?;
+    // Not in alphabetical order, and the first one has the most names to validate, so the
+    // order of completion is unlikely to be the configuration's.
+    let names = ["zeta", "alpha", "mu", "beta", "omega", "kappa"];
+    let certs: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let domains = if i == 0 {
+                format!("\"{n}.example.test\", \"www.{n}.example.test\", \"api.{n}.example.test\"")
+            } else {
+                format!("\"{n}.example.test\"")
+            };
+            format!("[[certificates]]\nname = \"{n}\"\ndomains = [{domains}]\n")
+        })
+        .collect();
+    let extra = "[renewal]\nconcurrency = 3\n";
+    let config = stack.write_config("renewer.toml", &stack.config_text(extra, &certs))?;
+    // Held validations keep orders open long enough to overlap.
+    stack.responder.set_delay(Duration::from_millis(200));
+
+    let out = stack.renewer(&config, &["run", "--json"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let report: Value = serde_json::from_str(&out.stdout).context("run --json")?;
+    let reported: Vec<&str> = report["certificates"]
+        .as_array()
+        .context("certificates array")?
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(reported, names, "report in configuration order");
+    for (c, name) in report["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(names)
+    {
+        assert_eq!(c["outcome"], "renewed", "{c}");
+        assert_eq!(
+            c["serial"].as_str(),
+            Some(serial(&current(&stack, name)?).as_str())
+        );
+        assert!(
+            !stack.store_dir().join(format!("locks/{name}")).exists(),
+            "{name}: lease released"
+        );
+    }
+    assert_eq!(stack.orders_placed(), names.len());
+    assert_eq!(challenge_objects(&stack), 0);
+
+    // From the log: orders overlapped, and never more than `concurrency` at once.
+    let (mut open, mut most) = (0usize, 0usize);
+    for line in out.log_lines() {
+        match line["message"].as_str() {
+            Some("order placed") => open += 1,
+            Some("renewed") => open = open.saturating_sub(1),
+            _ => continue,
+        }
+        most = most.max(open);
+    }
+    assert!(
+        (2..=3).contains(&most),
+        "{most} orders at once\n{}",
+        out.stderr
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn only_selects_certificates() -> Result<()> {
     let stack = AcmeStack::start().await?;
     let certs =
