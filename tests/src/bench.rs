@@ -11,11 +11,114 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{client_async_tls_with_config, tungstenite, Connector};
 
-use crate::repo_root;
+use crate::node::HOST;
+use crate::{repo_root, tls_client_config, WsStream, IO_TIMEOUT};
+
+/// Reads a benchmark's command line: `--flag value`, `--flag=value`, and `-h`/`--help`.
+/// `on_flag(flag, value)` handles one flag, calling `value()` for its value (the inline one,
+/// else the next argument). `Ok(false)` means help was asked for.
+pub fn parse_flags(
+    args: impl IntoIterator<Item = String>,
+    mut on_flag: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<()>,
+) -> Result<bool> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(false);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => args.next().with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        on_flag(&flag, &mut value)?;
+    }
+    Ok(true)
+}
+
+/// A flag's numeric value.
+pub fn number<T: FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| anyhow!("{flag} wants a number, got {value:?}"))
+}
+
+/// A flag's value that must be at least 1.
+pub fn positive(flag: &str, value: &str) -> Result<usize> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => bail!("{flag} wants a positive number, got {value:?}"),
+    }
+}
+
+/// The client TLS config of benchmark WebSockets: trusts the test CA only, ALPN http/1.1,
+/// and never resumes a session, so each handshake is the full one a new client does.
+pub fn ws_tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let mut config = (*tls_client_config(ca_pem, &[b"http/1.1"])?).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Opens `wss://app.test:<port><path_and_query>` with this `Origin` via 127.0.0.1.
+///
+/// Not the harness's `ws_connect`: this reuses one TLS config instead of parsing the CA for
+/// every connection, keeping the client's share of the CPU small. Like browsers, it sets
+/// `TCP_NODELAY`: otherwise the client's second small write waits for the server's delayed
+/// ACK (40 ms on Linux) and caps a handshake loop at ~350/s. `config` sets tungstenite's
+/// buffers (small ones keep ten thousand idle sockets from taking gigabytes).
+pub async fn ws_open(
+    port: u16,
+    path_and_query: &str,
+    origin: &'static str,
+    tls: &Arc<rustls::ClientConfig>,
+    config: Option<WebSocketConfig>,
+) -> Result<WsStream> {
+    let url = format!("wss://{HOST}:{port}{path_and_query}");
+    let mut request = url.as_str().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("origin", HeaderValue::from_static(origin));
+    let open = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        tcp.set_nodelay(true)?;
+        let connector = Connector::Rustls(tls.clone());
+        match client_async_tls_with_config(request, tcp, config, Some(connector)).await {
+            Ok((ws, _response)) => Ok(ws),
+            Err(tungstenite::Error::Http(response)) => {
+                bail!("upgrade of {url} refused: {}", response.status())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("WebSocket handshake with {url}"))),
+        }
+    };
+    tokio::time::timeout(IO_TIMEOUT, open)
+        .await
+        .map_err(|_| anyhow!("WebSocket handshake with {url} timed out"))?
+}
+
+/// Client-side close: sends the close frame (flushed) and drops the connection, as a browser
+/// leaving a page does. Waiting for the server's side would wait for Envoy's delayed-close
+/// timer (1 s) when the backend ends its socket on the close frame without answering it.
+pub async fn close_ws(mut ws: WsStream) -> Result<()> {
+    ws.close(None).await.context("send WebSocket close")
+}
 
 /// Median; NaN for no values. An even count gives the mean of the middle two.
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -186,6 +289,26 @@ pub fn emit_report(report: &str, out: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn flags_take_inline_or_next_values() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let mut seen = Vec::new();
+        let go = parse_flags(args("--a 1 --b=2"), |flag, value| {
+            seen.push((flag.to_owned(), value()?));
+            Ok(())
+        });
+        assert!(go.unwrap());
+        assert_eq!(
+            seen,
+            [("--a".into(), "1".into()), ("--b".into(), "2".into())]
+        );
+        assert!(!parse_flags(args("--a 1 -h"), |_, v| v().map(drop)).unwrap());
+        assert!(parse_flags(args("--a"), |_, v| v().map(drop)).is_err());
+        assert_eq!(number::<u64>("--n", "0").unwrap(), 0);
+        assert!(positive("--n", "0").is_err());
+        assert_eq!(positive("--n", "3").unwrap(), 3);
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use harness::bench::{self, Measured};
 use harness::{free_port, repo_root, wasm_path, Pebble};
 
@@ -100,31 +100,12 @@ impl Default for Options {
 
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> {
-    fn number(flag: &str, value: &str) -> Result<usize> {
-        value
-            .parse()
-            .map_err(|_| anyhow!("{flag} wants a positive number, got {value:?}"))
-    }
     let mut opts = Options::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => args.next().with_context(|| format!("{flag} needs a value")),
-            }
-        };
-        match flag.as_str() {
-            "--reps" => opts.reps = number(&flag, &value()?)?,
-            "--certs" => opts.certs = number(&flag, &value()?)?,
-            "--cold-starts" => opts.cold_starts = number(&flag, &value()?)?,
+    let go = bench::parse_flags(args, |flag, value| {
+        match flag {
+            "--reps" => opts.reps = bench::number(flag, &value()?)?,
+            "--certs" => opts.certs = bench::number(flag, &value()?)?,
+            "--cold-starts" => opts.cold_starts = bench::number(flag, &value()?)?,
             "--only" => {
                 opts.only = match value()?.as_str() {
                     "acme" => Only::Acme,
@@ -133,8 +114,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>>
                 }
             }
             "--out" => opts.out = Some(PathBuf::from(value()?)),
-            _ => bail!("unknown argument {arg:?} (see --help)"),
+            _ => bail!("unknown argument {flag:?} (see --help)"),
         }
+        Ok(())
+    })?;
+    if !go {
+        return Ok(None);
     }
     ensure!(opts.reps >= 1, "--reps must be at least 1");
     ensure!((2..=999).contains(&opts.certs), "--certs must be 2 to 999");

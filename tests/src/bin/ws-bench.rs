@@ -41,7 +41,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use harness::bench::{emit_report, envoy_version, loadavg, median, range, verdict};
+use harness::bench::{
+    close_ws, emit_report, envoy_version, loadavg, median, parse_flags, positive, range, verdict,
+    ws_open, ws_tls_config,
+};
 use harness::node::{loopback_vars, Ports, HOST, ORIGIN, THUMB};
 use harness::{
     envoy_bin, render_app_node, tls_client_config, wasm_path, EchoBackend, Envoy, Message,
@@ -51,10 +54,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{client_async_tls_with_config, tungstenite, Connector};
 
 /// Backends of Envoy A in the sticky trials; Envoy B has one more.
 const STICKY_BEFORE: usize = 3;
@@ -148,35 +148,15 @@ impl Options {
 
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> {
-    fn number(flag: &str, value: &str) -> Result<usize> {
-        match value.parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => bail!("{flag} wants a positive number, got {value:?}"),
-        }
-    }
     let mut opts = Options::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => args.next().with_context(|| format!("{flag} needs a value")),
-            }
-        };
-        match flag.as_str() {
-            "--keys" => opts.keys = number(&flag, &value()?)?,
-            "--trials" => opts.trials = number(&flag, &value()?)?,
+    let go = parse_flags(args, |flag, value| {
+        match flag {
+            "--keys" => opts.keys = positive(flag, &value()?)?,
+            "--trials" => opts.trials = positive(flag, &value()?)?,
             "--compare" => opts.compare = parse_compare(&value()?)?,
-            "--connections" => opts.connections = number(&flag, &value()?)?,
-            "--connect-concurrency" => opts.connect_concurrency = number(&flag, &value()?)?,
-            "--rounds" => opts.rounds = number(&flag, &value()?)?,
+            "--connections" => opts.connections = positive(flag, &value()?)?,
+            "--connect-concurrency" => opts.connect_concurrency = positive(flag, &value()?)?,
+            "--rounds" => opts.rounds = positive(flag, &value()?)?,
             "--only" => {
                 opts.only = Some(match value()?.as_str() {
                     "sticky" => Part::Sticky,
@@ -185,10 +165,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>>
                 })
             }
             "--out" => opts.out = Some(PathBuf::from(value()?)),
-            _ => bail!("unknown argument {arg:?} (see --help)"),
+            _ => bail!("unknown argument {flag:?} (see --help)"),
         }
-    }
-    Ok(Some(opts))
+        Ok(())
+    })?;
+    Ok(go.then_some(opts))
 }
 
 fn parse_compare(s: &str) -> Result<Compare> {
@@ -1245,48 +1226,12 @@ struct HeldResult {
     loadavg: String,
 }
 
-/// A wss client config (ALPN http/1.1, no session resumption: every handshake is a new
-/// client's).
-fn ws_tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
-    let mut config = (*tls_client_config(ca_pem, &[b"http/1.1"])?).clone();
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(Arc::new(config))
-}
-
-/// Opens `wss://app.test:<port><path_and_query>` with `Origin` via 127.0.0.1, with
-/// `TCP_NODELAY` like browsers (the handshake's second small write would otherwise wait for a
-/// delayed ACK). Small tungstenite buffers: ten thousand idle sockets in this process should
-/// not take gigabytes (this changes nothing on Envoy's side).
-async fn ws_open(
-    port: u16,
-    path_and_query: &str,
-    tls: &Arc<rustls::ClientConfig>,
-) -> Result<WsStream> {
-    let url = format!("wss://{HOST}:{port}{path_and_query}");
-    let mut request = url.as_str().into_client_request()?;
-    request
-        .headers_mut()
-        .insert("origin", HeaderValue::from_static(ORIGIN));
-    let config = WebSocketConfig::default()
+/// Small tungstenite buffers: ten thousand idle sockets in this process should not take
+/// gigabytes (this changes nothing on Envoy's side).
+fn small_buffers() -> WebSocketConfig {
+    WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let open = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
-        tcp.set_nodelay(true)?;
-        let connector = Connector::Rustls(tls.clone());
-        match client_async_tls_with_config(request, tcp, Some(config), Some(connector)).await {
-            Ok((ws, _response)) => Ok(ws),
-            Err(tungstenite::Error::Http(response)) => {
-                bail!("upgrade of {url} refused: {}", response.status())
-            }
-            Err(e) => Err(anyhow::Error::new(e).context(format!("WebSocket handshake with {url}"))),
-        }
-    };
-    tokio::time::timeout(IO_TIMEOUT, open)
-        .await
-        .map_err(|_| anyhow!("WebSocket handshake with {url} timed out"))?
+        .write_buffer_size(0)
 }
 
 /// Sends `msg` and waits for its echo.
@@ -1309,12 +1254,6 @@ async fn ws_echo_once(ws: &mut WsStream, msg: &str) -> Result<()> {
         .map_err(|_| anyhow!("no echo within {IO_TIMEOUT:?}"))?
 }
 
-/// Client-side close: the close frame, then the socket is dropped (as a browser leaving a
-/// page; waiting for the server's close would wait for Envoy's delayed-close timer).
-async fn close_ws(mut ws: WsStream) -> Result<()> {
-    ws.close(None).await.context("send WebSocket close")
-}
-
 /// Opens `n` connections with at most `concurrency` handshakes in flight; the successes in
 /// index order, the failures counted.
 async fn open_many(
@@ -1331,7 +1270,10 @@ async fn open_many(
         let path = format!("/ws?room={prefix}-{i}");
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            (i, ws_open(port, &path, &tls).await)
+            (
+                i,
+                ws_open(port, &path, ORIGIN, &tls, Some(small_buffers())).await,
+            )
         });
     }
     let (mut open, mut errors, mut last) = (Vec::with_capacity(n), 0, None);
