@@ -1,6 +1,8 @@
 //! Free ports and bounded polling.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -18,12 +20,26 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// their port up front. In-process servers bind port 0 themselves and never race; this one can
 /// in theory be taken by someone else between the drop and the child's bind, which the kernel's
 /// randomised ephemeral allocation makes rare enough for tests.
+///
+/// A port is never handed out twice in one process: the kernel may well return the port it just
+/// gave for the next `bind(0)` once the first listener is closed, and a caller asking for two
+/// ports at once (Pebble's API and management ports) must get two (seen in CI: Pebble failed
+/// with "address already in use" on its second listener).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with `what` in the message.
@@ -50,5 +66,17 @@ where
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }
