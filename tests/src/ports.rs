@@ -1,6 +1,5 @@
 //! Free ports and bounded polling.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,30 +15,51 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A port that was free a moment ago, for processes (Envoy, fake-gcs-server) that must be told
-/// their port up front. In-process servers bind port 0 themselves and never race; this one can
-/// in theory be taken by someone else between the drop and the child's bind, which the kernel's
-/// randomised ephemeral allocation makes rare enough for tests.
+/// A port that was free a moment ago, for processes (Envoy, Pebble, fake-gcs-server) that must
+/// be told their port up front.
 ///
-/// A port is never handed out twice in one process: the kernel may well return the port it just
-/// gave for the next `bind(0)` once the first listener is closed, and a caller asking for two
-/// ports at once (Pebble's API and management ports) must get two (seen in CI: Pebble failed
-/// with "address already in use" on its second listener).
+/// The ports come from below the kernel's ephemeral range (`ip_local_port_range`), one after
+/// the other from a start that depends on the process id, each checked by binding it. The
+/// kernel never hands out such a port by itself, so neither an in-process server binding port
+/// 0 nor an outgoing connection can take it between this check and the child's bind; CI saw
+/// both races with ports from `bind(0)` (Envoy and Pebble failing with "address already in
+/// use"). A port is never handed out twice in one process. If the ephemeral range starts too
+/// low to leave room, it falls back to `bind(0)`.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-        let port = listener
-            .local_addr()
-            .expect("local_addr of a bound listener")
-            .port();
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if given.insert(port) {
-            return port;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let (low, high) = reserved_range();
+    if high - low < 1000 {
+        return kernel_port();
+    }
+    let span = high - low;
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut port = next.unwrap_or_else(|| low + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= high { low } else { port + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
         }
     }
+    kernel_port()
+}
+
+/// `[10000, start of the ephemeral range)`: ports the kernel does not pick on its own.
+fn reserved_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (10000, ephemeral_low.max(10000))
+}
+
+fn kernel_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
 }
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with `what` in the message.
@@ -72,11 +92,16 @@ where
 #[cfg(test)]
 mod unit {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn free_ports_are_never_handed_out_twice() {
         let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
         let distinct: BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len());
+        let (low, high) = reserved_range();
+        if high - low >= 1000 {
+            assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
+        }
     }
 }
