@@ -10,10 +10,11 @@ SHELL_SCRIPTS := $(wildcard scripts/*.sh deploy/*.sh deploy/envoy/*.sh deploy/no
 
 # Example values for the committed deploy/envoy/app-node.yaml (placeholders, not secrets).
 EXAMPLE_ENVOY_ENV := COOKIE_SECRET=CHANGE-ME-openssl-rand-base64-48 \
-	ACME_THUMBPRINT=CHANGE-ME-run-renewer-account-to-get-it-now
+	ACME_THUMBPRINT=CHANGE-ME-run-renewer-account-to-get-it-now \
+	ALLOWED_ORIGINS=https://app.example.com
 
 .PHONY: help bootstrap build wasm lint fmt-check clippy clippy-wasm shellcheck test unit \
-	integration demo bench envoy-config clean deploy deploy-plan destroy
+	integration demo bench fuzz envoy-config clean deploy deploy-plan destroy
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +62,13 @@ BENCH_ARGS ?=
 bench: wasm ## Benchmarks against peers into BENCHMARKS.md (not in make test; BENCH_ARGS=--quick)
 	@bash scripts/bootstrap.sh --bench
 	@bash scripts/bench.sh $(BENCH_ARGS)
+
+# Seconds each fuzz target runs (`make fuzz FUZZ_SECONDS=600`).
+FUZZ_SECONDS ?= 120
+
+fuzz: ## Coverage-guided fuzzing of the filter and renewer inputs (FUZZ_SECONDS per target; not in make test)
+	@bash scripts/bootstrap.sh --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 envoy-config: ## Regenerate the example deploy/envoy/app-node.yaml
 	$(EXAMPLE_ENVOY_ENV) bash deploy/envoy/render.sh > deploy/envoy/app-node.yaml

@@ -17,7 +17,7 @@ declare -A DEFAULTS=(
     [KEY_TYPE]=ecdsa-p256 [BUCKET]=''
     [MODE]=job [SCHEDULE]='17 */12 * * *' [TIME_ZONE]=Etc/UTC [IMAGE_TAG]='' [ALERT_EMAIL]=''
     [APP_IMAGE]='' [APP_PORT]=8080 [APP_HEALTH_PATH]=/healthz [WS_PATHS]=/ws
-    [STICKY_PATHS]=''
+    [WS_ALLOW_PLAIN_HTTP]=0 [STICKY_PATHS]='' [ALLOWED_ORIGINS]='' [COOKIE_SAMESITE]=Lax
     [NODE_COUNT]=2 [MACHINE_TYPE]=e2-small [ENVOY_IMAGE]=envoyproxy/envoy:v1.40-latest
 )
 
@@ -35,6 +35,9 @@ log() {
 # Parse CONFIG (KEY=value lines, never executed) into the settings variables, apply defaults,
 # and check every value. Errors name the file, line and key.
 load_config() { # FILE
+    # Lists are split on spaces below, never globbed (ALLOWED_ORIGINS may be '*').
+    local -
+    set -f
     local file=$1 line n=0 key value
     [ -f "$file" ] || die "$file: no such file (copy deploy/config.env.example to deploy/config.env)"
     declare -gA SETTING=()
@@ -65,6 +68,11 @@ load_config() { # FILE
     done
     CONFIG_FILE=$file
     [ -n "$BUCKET" ] || BUCKET="$PROJECT-$NAME"
+    # The pages allowed to open WebSockets: by default the site itself on each name.
+    if [ -z "$ALLOWED_ORIGINS" ]; then
+        local d
+        for d in $DOMAINS; do ALLOWED_ORIGINS+="${ALLOWED_ORIGINS:+ }https://$d"; done
+    fi
     check_config
     derive_names
 }
@@ -113,6 +121,13 @@ check_config() {
     for d in $STICKY_PATHS; do
         [[ $d =~ ^/[A-Za-z0-9._~/-]*$ ]] || bad STICKY_PATHS "$d is not a path"
     done
+    [[ $WS_ALLOW_PLAIN_HTTP =~ ^[01]$ ]] || bad WS_ALLOW_PLAIN_HTTP "expected 0 or 1"
+    local o
+    for o in $ALLOWED_ORIGINS; do
+        [[ $o == '*' || $o =~ ^https?://(\*\.)?[a-z0-9.-]+(:[0-9]{1,5})?$ ]] ||
+            bad ALLOWED_ORIGINS "$o is not an origin such as https://app.example.com, https://*.example.com or *"
+    done
+    [[ $COOKIE_SAMESITE =~ ^(Lax|Strict|None)$ ]] || bad COOKIE_SAMESITE "expected Lax, Strict or None"
     if ! [[ $NODE_COUNT =~ ^[0-9]+$ ]] || ((NODE_COUNT < 1 || NODE_COUNT > 100)); then
         bad NODE_COUNT "expected 1-100"
     fi

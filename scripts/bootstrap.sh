@@ -10,7 +10,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-Usage: bash scripts/bootstrap.sh [--verbose|-v] [--bench] [--help|-h]
+Usage: bash scripts/bootstrap.sh [--verbose|-v] [--bench] [--fuzz] [--help|-h]
 
 Installs what acme-edge needs on Debian 12, skipping whatever is already there:
   Debian    shellcheck pebble wrk lego curl jq openssl ca-certificates gcc
@@ -25,6 +25,7 @@ Installs what acme-edge needs on Debian 12, skipping whatever is already there:
 Options:
   -v, --verbose  also print one line per item that is already present
   --bench        also install the benchmark extras (wrk, time, certbot)
+  --fuzz         also install cargo-fuzz (make fuzz; cargo install, pinned)
   -h, --help     show this help
 
 Variables:
@@ -42,10 +43,12 @@ EOF
 # --- options ------------------------------------------------------------------
 VERBOSE=0
 BENCH=0
+FUZZ=0
 while (($#)); do
 	case $1 in
 	-v | --verbose) VERBOSE=1 ;;
 	--bench) BENCH=1 ;;
+	--fuzz) FUZZ=1 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -138,6 +141,7 @@ as_root() {
 MISSING_DEBS=()
 MISSING_PIPS=()
 MISSING_COMPONENTS=()
+MISSING_CARGO=()
 RUSTUP_TARGET=0 # 1: try `rustup target add` in the install phase
 NEW_VENV=0
 declare -A SEEN=()
@@ -283,6 +287,17 @@ check_bench() {
 	need_pip certbot "reference ACME client for benchmarks" bin/certbot
 }
 
+# cargo-fuzz drives libFuzzer (`make fuzz`); it comes from crates.io, pinned.
+CARGO_FUZZ_VERSION=0.13.2
+check_fuzz() {
+	if have cargo-fuzz && [[ $(cargo fuzz --version 2>/dev/null) == *"$CARGO_FUZZ_VERSION"* ]]; then
+		present "cargo-fuzz"
+	else
+		MISSING_CARGO+=("cargo-fuzz@$CARGO_FUZZ_VERSION")
+		installing "cargo-fuzz" "cargo install: coverage-guided fuzzing (make fuzz)"
+	fi
+}
+
 # --- install: only what the checks found missing --------------------------------
 install_rustup_target() {
 	((RUSTUP_TARGET)) || return 0
@@ -320,6 +335,14 @@ install_rust_components() {
 	cargo fmt --version >/dev/null 2>&1 || die "'cargo fmt' still fails after rustup component add"
 }
 
+install_cargo_tools() {
+	((${#MISSING_CARGO[@]})) || return 0
+	local tool
+	for tool in "${MISSING_CARGO[@]}"; do
+		run_logged cargo install --locked "$tool" || die "could not cargo install $tool"
+	done
+}
+
 install_venv() {
 	((NEW_VENV)) || return 0
 	have python3 || die "python3 not found; cannot create $VENV"
@@ -350,6 +373,7 @@ main() {
 	check_rust_host
 	check_python
 	if ((BENCH)); then check_bench; fi
+	if ((FUZZ)); then check_fuzz; fi
 	# Not installable from Debian or PyPI; only `make deploy` and its tests need it.
 	have gcloud || warn "gcloud not found: make deploy and tests/tests/deploy.rs need the Google Cloud CLI with its alpha and beta groups (https://cloud.google.com/sdk/docs/install)"
 
@@ -363,6 +387,7 @@ main() {
 	install_debs
 	if [[ -n ${SEEN[deb:rustc-web]:-} ]]; then verify_wasm_debs; fi
 	install_rust_components
+	install_cargo_tools
 	install_venv
 	install_pips
 

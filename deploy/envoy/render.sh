@@ -36,20 +36,29 @@ Settings (environment variables, default in brackets):
   APP_BACKENDS         space-separated host:port of the app backends    [127.0.0.1:8080]
   APP_HEALTH_PATH      HTTP health-check path on the backends           [/healthz]
   WS_PATHS             space-separated WebSocket path prefixes          [/ws]
-                       (the filter checks handshakes and sets the affinity key here)
+                       (the filter checks handshakes and sets the affinity key here;
+                       an upgrade on any other path is refused with 404)
+  WS_ALLOW_PLAIN_HTTP  1: plain requests on WS_PATHS go on (long-polling
+                       fallbacks on the same path, as socket.io's); 0: 400 [0]
   STICKY_PATHS         more path prefixes where the filter sets the
-                       affinity key (e.g. /socket.io for polling
-                       fallbacks; / for every request)                  []
+                       affinity key on plain requests (e.g. /poll for
+                       polling fallbacks; / for every request)          []
                        Elsewhere the filter does not run: Envoy hashes natively on
                        the query:/header:/client_address sources (same backend for
                        the same key; the cookie is only read on filter paths).
-  ALLOWED_ORIGINS      space-separated allowed Origins; empty = any     []
+  ALLOWED_ORIGINS      space-separated Origins whose pages may open
+                       WebSockets: https://app.example.com,
+                       https://*.example.com; * allows any site         (required)
+                       (the guard against cross-site WebSocket hijacking, RFC 6455 §10.2)
   AFFINITY_SOURCES     space-separated key sources in order:
                        query:NAME header:NAME cookie client_address     [query:room cookie client_address]
   AFFINITY_HEADER      internal header Envoy hashes on                  [x-edge-affinity]
   COOKIE_SECRET        HMAC key for affinity cookies, >= 32 chars of
                        [A-Za-z0-9+/=_-] (openssl rand -base64 48)       (required)
   COOKIE_MAX_AGE       cookie lifetime in seconds                       [86400]
+  COOKIE_SAMESITE      the cookie's SameSite: Lax, Strict or None       [Lax]
+                       (Lax/Strict: a page on another site gets no stickiness from the
+                       cookie; None lets it, and relies on ALLOWED_ORIGINS alone)
   WS_IDLE_TIMEOUT      idle WebSocket lifetime                          [3600s]
   MAX_CONNECTIONS      downstream connection limit (overload manager)   [100000]
   NODE_ID              Envoy node id (the instance name on GCE)         [app-node]
@@ -97,12 +106,14 @@ STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS:-2000}
 APP_BACKENDS=${APP_BACKENDS:-127.0.0.1:8080}
 APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz}
 WS_PATHS=${WS_PATHS:-/ws}
+WS_ALLOW_PLAIN_HTTP=${WS_ALLOW_PLAIN_HTTP:-0}
 STICKY_PATHS=${STICKY_PATHS:-}
 ALLOWED_ORIGINS=${ALLOWED_ORIGINS:-}
 AFFINITY_SOURCES=${AFFINITY_SOURCES:-query:room cookie client_address}
 AFFINITY_HEADER=${AFFINITY_HEADER:-x-edge-affinity}
 COOKIE_SECRET=${COOKIE_SECRET:-}
 COOKIE_MAX_AGE=${COOKIE_MAX_AGE:-86400}
+COOKIE_SAMESITE=${COOKIE_SAMESITE:-Lax}
 WS_IDLE_TIMEOUT=${WS_IDLE_TIMEOUT:-3600s}
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-100000}
 NODE_ID=${NODE_ID:-app-node}
@@ -122,6 +133,12 @@ check TLS_DIR "$TLS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
 check APP_HEALTH_PATH "$APP_HEALTH_PATH" "$path_re" "a path"
 check AFFINITY_HEADER "$AFFINITY_HEADER" '^[a-z0-9-]+$' "a lower-case header name"
 check COOKIE_MAX_AGE "$COOKIE_MAX_AGE" '^[1-9][0-9]*$' "a number of seconds"
+check COOKIE_SAMESITE "$COOKIE_SAMESITE" '^(Lax|Strict|None)$' "Lax, Strict or None"
+case "$WS_ALLOW_PLAIN_HTTP" in
+1) ws_plain_json=true ;;
+0) ws_plain_json=false ;;
+*) die "WS_ALLOW_PLAIN_HTTP must be 0 or 1" ;;
+esac
 check WS_IDLE_TIMEOUT "$WS_IDLE_TIMEOUT" '^[0-9]+s$' "a duration like 3600s"
 check MAX_CONNECTIONS "$MAX_CONNECTIONS" '^[1-9][0-9]*$' "a number"
 check NODE_ID "$NODE_ID" '^[A-Za-z0-9._-]+$' "a node name"
@@ -165,6 +182,12 @@ hosts_json=$(json_list "$host_re" "a host name" DOMAINS "${domains[@]}")
 prefix_re='^/[A-Za-z0-9._~/%:+-]*$'
 ws_paths_json=$(json_list "$prefix_re" "a path prefix" WS_PATHS "${ws_paths[@]}")
 json_list "$prefix_re" "a path prefix" STICKY_PATHS "${sticky_paths[@]}" >/dev/null
+# The Origin allow-list is the only guard a browser's cookies have against another site's
+# page opening a WebSocket as its user: there is no default, and "any" must be said as '*'.
+[ "${#origins[@]}" -gt 0 ] || die "ALLOWED_ORIGINS is required: the origins of the pages that \
+may open WebSockets here (e.g. ALLOWED_ORIGINS=\"https://app.example.com\"); without it any \
+site could open one with a visitor's cookies (cross-site WebSocket hijacking). \
+Set ALLOWED_ORIGINS='*' to allow every site on purpose"
 origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?)$' "an origin" ALLOWED_ORIGINS "${origins[@]}")
 
 # The sources three ways: the filter's JSON, the Lua equivalent's table, and Envoy's own
@@ -297,7 +320,20 @@ https_routes() {
                     terminal: true
 ROUTE
     done
+    # Upgrades are enabled on the whole listener (HTTP/1.1 Upgrade and RFC 8441 CONNECT,
+    # which Envoy turns into an Upgrade header before routing), so every other request that
+    # asks for one goes through the filter, which refuses it (404, counted as
+    # upgrade.refused.path) whatever the spelling of its path: only WS_PATHS take WebSockets.
+    # Should no filter run (the benchmarks' variants), the route answers 404 itself.
     cat <<ROUTE
+              - match:
+                  prefix: /
+                  headers:
+                  - name: upgrade
+                    present_match: true
+                direct_response:
+                  status: 404
+                  body: { inline_string: "no websocket endpoint at this path\n" }
               # The rest of the app. The filter would only set the key here, and a wasm
               # filter costs VM calls on every request and body chunk, so it is skipped and
               # Envoy hashes the same sources itself. A client's copy of the header is dropped.
@@ -433,7 +469,7 @@ $(wasm_filter edge_http "{\"stat_prefix\": \"edge_http\", \"acme\": $acme_json, 
           upgrade_configs:
           - upgrade_type: websocket
           http_filters:
-$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE}}}")
+$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json, \"allow_plain_http\": $ws_plain_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE, \"same_site\": \"$COOKIE_SAMESITE\"}}}")
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

@@ -40,14 +40,16 @@ load_settings() { # FILE
         value=${BASH_REMATCH[2]}
         case "$key" in
         PROJECT | REGION | RENEWER_IMAGE | ENVOY_IMAGE | APP_IMAGE | APP_PORT | APP_HEALTH_PATH | \
-            WS_PATHS | STICKY_PATHS | DOMAINS | BUCKET | COOKIE_SECRET_NAME)
+            WS_PATHS | WS_ALLOW_PLAIN_HTTP | STICKY_PATHS | ALLOWED_ORIGINS | COOKIE_SAMESITE | \
+            DOMAINS | BUCKET | COOKIE_SECRET_NAME)
             printf -v "$key" '%s' "$value"
             ;;
         *) die "$1: unknown setting $key" ;;
         esac
     done <"$1"
     local k
-    for k in PROJECT REGION RENEWER_IMAGE ENVOY_IMAGE APP_IMAGE APP_PORT BUCKET COOKIE_SECRET_NAME; do
+    for k in PROJECT REGION RENEWER_IMAGE ENVOY_IMAGE APP_IMAGE APP_PORT BUCKET COOKIE_SECRET_NAME \
+        ALLOWED_ORIGINS; do
         [ -n "${!k:-}" ] || die "$1: $k is missing"
     done
 }
@@ -58,7 +60,9 @@ load_settings() { # FILE
 render() { # RENDER_SH
     ACME_MODE=store BUCKET=$BUCKET DOMAINS=${DOMAINS:-} \
         APP_BACKENDS="127.0.0.1:$APP_PORT" APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz} \
-        WS_PATHS=${WS_PATHS:-/ws} STICKY_PATHS=${STICKY_PATHS:-} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
+        WS_PATHS=${WS_PATHS:-/ws} WS_ALLOW_PLAIN_HTTP=${WS_ALLOW_PLAIN_HTTP:-0} \
+        STICKY_PATHS=${STICKY_PATHS:-} ALLOWED_ORIGINS=$ALLOWED_ORIGINS \
+        COOKIE_SAMESITE=${COOKIE_SAMESITE:-Lax} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
         NODE_ID=${NODE_ID:-$(hostname)} \
         WASM_PATH=${WASM_PATH:-$OPT/edge_filter.wasm} TLS_DIR=${TLS_DIR:-$TLS_DIR_NODE} \
         bash "$1"

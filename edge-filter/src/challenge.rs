@@ -8,19 +8,10 @@ use crate::config::{AcmeConfig, StoreConfig};
 /// Path prefix of HTTP-01 challenges (RFC 8555 §8.3).
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// A token carries at least 128 bits of entropy (RFC 8555 §8.3): 22 base64url characters.
-pub const MIN_TOKEN_LEN: usize = 22;
-/// Let's Encrypt and Pebble use 43; anything far longer is not a token.
-pub const MAX_TOKEN_LEN: usize = 128;
+/// The token rule (22–128 base64url characters), shared with `renewer serve`.
+pub use syntax::token::{is_base64url, MAX_LEN as MAX_TOKEN_LEN, MIN_LEN as MIN_TOKEN_LEN};
 /// Longest key authorization we serve from a store: token, '.', 43-character thumbprint.
 pub const MAX_KEY_AUTHORIZATION_LEN: usize = MAX_TOKEN_LEN + 1 + 64;
-
-/// The base64url alphabet without padding (RFC 4648 §5).
-pub fn is_base64url(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// If `path` is a challenge path, the token in it (checked or not).
 pub fn token_in_path(path: &[u8]) -> Option<&[u8]> {
@@ -34,7 +25,7 @@ pub struct Token(String);
 impl Token {
     /// Check a token taken from the path; `None` for anything that is not a plausible token.
     pub fn parse(raw: &[u8]) -> Option<Self> {
-        if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&raw.len()) || !is_base64url(raw) {
+        if !syntax::token::is_token(raw) {
             return None;
         }
         // Only ASCII is left after the check above.

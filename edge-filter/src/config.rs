@@ -122,8 +122,10 @@ fn default_https_port() -> u16 {
 pub struct WebSocketConfig {
     /// Path prefixes where WebSocket handshakes are expected.
     pub path_prefixes: Vec<String>,
-    /// If not empty, an `Origin` outside this list gets 403. Entries are origins
-    /// (`https://app.example.com`), `https://*.example.com` for any subdomain, or `*`.
+    /// Required: a handshake whose `Origin` is outside this list gets 403 (cross-site
+    /// WebSocket hijacking, RFC 6455 §10.2). Entries are origins (`https://app.example.com`),
+    /// `https://*.example.com` for any subdomain, or `*` — which turns the check off, so it
+    /// must be said in words: an absent or empty list is a configuration error.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     /// Refuse handshakes without `Origin` (non-browser clients send none).
@@ -275,7 +277,9 @@ impl FilterConfig {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let config: FilterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
+            // The root is "." (or "" when the offending key itself is empty): name the whole
+            // configuration rather than nothing.
+            let field = if path == "." || path.is_empty() {
                 "configuration".to_owned()
             } else {
                 path
@@ -409,6 +413,13 @@ impl WebSocketConfig {
             ));
         }
         prefixes("websocket.path_prefixes", &self.path_prefixes)?;
+        if self.allowed_origins.is_empty() {
+            return Err(ConfigError::new(
+                "websocket.allowed_origins",
+                "must list the origins of the pages allowed to open WebSockets \
+                 (e.g. [\"https://app.example.com\"]), or [\"*\"] to allow any site",
+            ));
+        }
         for (i, origin) in self.allowed_origins.iter().enumerate() {
             if !crate::websocket::is_origin_pattern(origin) {
                 return Err(ConfigError::new(
@@ -648,6 +659,15 @@ mod tests {
         assert_eq!(e.field, "bogus");
     }
 
+    /// Found by `make fuzz` (corpus `classify/crash-4d603a2e…`): an empty key at the top
+    /// level made an error whose field was empty.
+    #[test]
+    fn an_empty_key_still_names_a_field() {
+        let e = err("{\"\": 1}");
+        assert_eq!(e.field, "configuration");
+        assert!(e.to_string().starts_with("configuration: "), "{e}");
+    }
+
     #[test]
     fn wrong_types_name_the_field() {
         let e = err(r#"{"redirect": {"https_port": "443"}}"#);
@@ -767,6 +787,19 @@ mod tests {
                 .field,
             "websocket.allowed_origins[0]"
         );
+        // The Origin check is on unless the config says `*` in words.
+        for missing in [
+            r#"{"websocket": {"path_prefixes": ["/ws"]}}"#,
+            r#"{"websocket": {"path_prefixes": ["/ws"], "allowed_origins": []}}"#,
+        ] {
+            let e = err(missing);
+            assert_eq!(e.field, "websocket.allowed_origins");
+            assert!(e.message.contains(r#"["*"]"#), "{e}");
+        }
+        FilterConfig::parse(
+            br#"{"websocket": {"path_prefixes": ["/ws"], "allowed_origins": ["*"]}}"#,
+        )
+        .unwrap();
         assert_eq!(
             err(r#"{"redirect": {"allowed_hosts": ["https://example.com"]}}"#).field,
             "redirect.allowed_hosts[0]"

@@ -199,18 +199,12 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Ve
                     }
                 }
                 Ok(Handshake::PlainHttp) => {}
-                Err(refusal) => {
-                    let mut reply = LocalReply::text(refusal.status(), refusal_text(refusal));
-                    if refusal == Refusal::Version {
-                        let (name, value) = websocket::VERSION_HEADER;
-                        reply.headers.push((name, value.to_owned()));
-                    }
-                    return Verdict::new(
-                        Action::Reply(reply),
-                        vec![Event::UpgradeRefused(refusal)],
-                    );
-                }
+                Err(refusal) => return refuse_upgrade(refusal),
             }
+        } else if websocket::asks_for_upgrade(request) {
+            // Only the WebSocket paths take upgrades: one anywhere else would reach the app
+            // with no handshake or Origin check and no affinity key.
+            return refuse_upgrade(Refusal::Path);
         }
     }
 
@@ -231,14 +225,26 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Ve
     Verdict::new(Action::Forward(forward), events)
 }
 
+fn refuse_upgrade(refusal: Refusal) -> Verdict {
+    let mut reply = LocalReply::text(refusal.status(), refusal_text(refusal));
+    if refusal == Refusal::Version {
+        let (name, value) = websocket::VERSION_HEADER;
+        reply.headers.push((name, value.to_owned()));
+    }
+    Verdict::new(Action::Reply(reply), vec![Event::UpgradeRefused(refusal)])
+}
+
 fn refusal_text(refusal: Refusal) -> &'static str {
     match refusal {
         Refusal::Method => "websocket handshake must be GET\n",
         Refusal::Upgrade => "websocket handshake needs Upgrade: websocket\n",
-        Refusal::Connection => "websocket handshake needs Connection: Upgrade\n",
+        Refusal::Connection => {
+            "websocket handshake needs Connection: Upgrade (with Upgrade: websocket)\n"
+        }
         Refusal::Key => "websocket handshake needs a valid Sec-WebSocket-Key\n",
         Refusal::Version => "websocket version 13 required\n",
         Refusal::Origin => "origin not allowed\n",
+        Refusal::Path => "no websocket endpoint at this path\n",
     }
 }
 
@@ -283,7 +289,7 @@ mod tests {
     fn tls_listener() -> FilterConfig {
         FilterConfig::parse(
             format!(
-                r#"{{"websocket": {{"path_prefixes": ["/ws"]}},
+                r#"{{"websocket": {{"path_prefixes": ["/ws"], "allowed_origins": ["https://a.example"]}},
                     "affinity": {{"sources": [{{"query": "room"}}, "cookie", "client_address"],
                                  "cookie": {{"secret": "{SECRET}"}}}}}}"#
             )
@@ -589,6 +595,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn upgrades_outside_the_websocket_paths_are_refused() {
+        let handshake = |path: &str| {
+            req(&[
+                (":method", "GET"),
+                (":path", path),
+                ("upgrade", "websocket"),
+                ("connection", "upgrade"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+            ])
+        };
+        for path in ["/chat", "/WS", "/ws;x", "/ws%2f", "/%77s", "/", "/wsx", ""] {
+            let v = classify(&handshake(path), &tls_listener(), &|| b"".to_vec());
+            assert_eq!(reply(&v).status, 404, "{path}");
+            assert_eq!(
+                v.events,
+                vec![Event::UpgradeRefused(Refusal::Path)],
+                "{path}"
+            );
+        }
+        // RFC 8441 CONNECT and other upgrade tokens too.
+        let connect = req(&[
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":path", "/chat"),
+        ]);
+        assert_eq!(
+            classify(&connect, &tls_listener(), &|| b"".to_vec()).events,
+            vec![Event::UpgradeRefused(Refusal::Path)]
+        );
+        let h2c = req(&[(":method", "GET"), (":path", "/x"), ("upgrade", "h2c")]);
+        assert_eq!(
+            reply(&classify(&h2c, &tls_listener(), &|| b"".to_vec())).status,
+            404
+        );
+        // A plain request on another path goes on (the sticky routes).
+        let plain = req(&[(":method", "GET"), (":path", "/chat")]);
+        assert!(matches!(
+            classify(&plain, &tls_listener(), &|| b"".to_vec()).action,
+            Action::Forward(_)
+        ));
+        // On the WebSocket path it is checked as before.
+        let v = classify(&handshake("/ws/room"), &tls_listener(), &|| b"".to_vec());
+        assert_eq!(v.events, vec![Event::UpgradeAccepted]);
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused() {
+        let mut r = req(&[
+            (":method", "GET"),
+            (":path", "/ws"),
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ]);
+        r.headers
+            .push(("origin".into(), b"https://evil.example".to_vec()));
+        let v = classify(&r, &tls_listener(), &|| b"".to_vec());
+        assert_eq!(reply(&v).status, 403);
+        assert_eq!(v.events, vec![Event::UpgradeRefused(Refusal::Origin)]);
     }
 
     #[test]

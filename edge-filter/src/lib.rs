@@ -22,6 +22,8 @@ pub mod affinity;
 pub mod challenge;
 pub mod config;
 pub mod decision;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod metadata_token;
 pub mod redirect;
 pub mod request;

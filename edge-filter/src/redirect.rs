@@ -3,6 +3,8 @@
 //! The URL is rebuilt from parts that were each checked, so nothing a client sends can add a
 //! header, change the scheme, or point the redirect at another host than the one it asked for.
 
+use std::fmt::Write as _;
+
 use crate::config::RedirectConfig;
 use crate::request::split_once_byte;
 
@@ -123,16 +125,42 @@ pub fn location(
         return Err(RedirectError::UnknownHost);
     }
     // Origin-form only (RFC 9112 §3.2.1); Envoy has already turned absolute-form into it.
-    // Visible ASCII only: anything else could split the Location header.
-    if path.first() != Some(&b'/') || !path.iter().all(u8::is_ascii_graphic) {
+    if path.first() != Some(&b'/') {
         return Err(RedirectError::BadPath);
     }
-    let path = std::str::from_utf8(path).map_err(|_| RedirectError::BadPath)?;
     let port = match config.https_port {
         443 => String::new(),
         port => format!(":{port}"),
     };
-    Ok(format!("https://{}{port}{path}", host.as_str()))
+    let mut location = format!("https://{}{port}", host.as_str());
+    push_encoded(&mut location, path);
+    Ok(location)
+}
+
+/// Append a path and query, percent-encoding every byte outside what RFC 3986 allows there
+/// (§3.3 `pchar` and `/`, §3.4 `?`), so nothing a client sent (a space, `<`, `"`, a control
+/// byte, non-ASCII) is copied raw into the header. `'` is a sub-delim, allowed by the RFC,
+/// but encoded as well: a `Location` may end up inside quoted HTML attributes. An existing
+/// `%XX` escape is kept as it is (the path is passed on, not interpreted); a `%` that starts
+/// no escape becomes `%25`.
+pub fn push_encoded(out: &mut String, path: &[u8]) {
+    let mut rest = path;
+    while let Some((&b, tail)) = rest.split_first() {
+        let escape_follows =
+            matches!(tail, [h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit());
+        if (b == b'%' && escape_follows) || is_location_safe(b) {
+            out.push(char::from(b));
+        } else {
+            // Two upper-case hex digits (RFC 3986 §2.1); `write!` to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+        rest = tail;
+    }
+}
+
+/// RFC 3986 unreserved, sub-delims except `'`, and `:` `@` `/` `?`.
+fn is_location_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?".contains(&b)
 }
 
 #[cfg(test)]
@@ -218,23 +246,56 @@ mod tests {
     }
 
     #[test]
-    fn hostile_paths_are_400() {
-        let hostile: [&[u8]; 7] = [
-            b"",
-            b"*",
-            b"http://evil.com/",
-            b"/a\r\nLocation: http://evil.com",
-            b"/a b",
-            b"/\0",
-            "/é".as_bytes(),
-        ];
-        for path in hostile {
+    fn paths_that_are_not_origin_form_are_400() {
+        for path in [&b""[..], b"*", b"http://evil.com/"] {
             assert_eq!(
                 loc(b"example.com", path),
                 Err(RedirectError::BadPath),
                 "{path:?}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_outside_rfc_3986_are_percent_encoded() {
+        let cases: [(&[u8], &str); 9] = [
+            (
+                b"/a\r\nLocation: http://evil.com",
+                "/a%0D%0ALocation:%20http://evil.com",
+            ),
+            (b"/a b", "/a%20b"),
+            (b"/\0", "/%00"),
+            ("/é?q=é".as_bytes(), "/%C3%A9?q=%C3%A9"),
+            (b"/<script>\"x\"'y'", "/%3Cscript%3E%22x%22%27y%27"),
+            (b"/a?b=<&c=\"", "/a?b=%3C&c=%22"),
+            (b"/%zz%4", "/%25zz%254"),
+            (b"/x#frag[]{}|\\^`", "/x%23frag%5B%5D%7B%7D%7C%5C%5E%60"),
+            // Allowed as they are: unreserved, sub-delims, : @ / ? and escapes.
+            (
+                b"/a-._~!$&()*+,;=:@/?q=%20&r=1",
+                "/a-._~!$&()*+,;=:@/?q=%20&r=1",
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(
+                loc(b"example.com", path).unwrap(),
+                format!("https://example.com{want}"),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_byte_of_a_location_is_allowed_by_rfc_3986() {
+        let all: Vec<u8> = std::iter::once(b'/').chain(0..=255).collect();
+        let location = loc(b"example.com", &all).unwrap();
+        assert!(location
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b)));
+    }
+
+    #[test]
+    fn same_host_paths_stay_as_they_are() {
         // A path starting with `//` stays on the same host: the authority comes first.
         assert_eq!(
             loc(b"example.com", b"//evil.com/x").unwrap(),

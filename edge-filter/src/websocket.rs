@@ -15,7 +15,9 @@ pub enum Refusal {
     Method,
     /// `Upgrade` missing, repeated, or not `websocket` (or `:protocol` not `websocket`).
     Upgrade,
-    /// `Connection` does not contain the `upgrade` token.
+    /// `Connection` does not contain the `upgrade` token. Envoy drops `Upgrade` (and
+    /// `Connection`) from a request it does not upgrade, so a handshake that reaches the filter
+    /// with neither, but with its `Sec-WebSocket-*` headers, is counted here too.
     Connection,
     /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes.
     Key,
@@ -23,17 +25,22 @@ pub enum Refusal {
     Version,
     /// `Origin` not allowed: 403.
     Origin,
+    /// An upgrade (or CONNECT) on a path that is not a WebSocket path: 404. Only the
+    /// configured paths take WebSockets, so nothing unchecked reaches the application, however
+    /// the path is spelled (`/WS`, `/ws;x`, `/ws%2f`, `/chat`).
+    Path,
 }
 
 impl Refusal {
     /// Every reason, for defining counters.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Self::Method,
         Self::Upgrade,
         Self::Connection,
         Self::Key,
         Self::Version,
         Self::Origin,
+        Self::Path,
     ];
 
     /// The status code the client gets.
@@ -42,6 +49,7 @@ impl Refusal {
             // RFC 6455 §4.2.2: "426 Upgrade Required" with the versions the server speaks.
             Self::Version => 426,
             Self::Origin => 403,
+            Self::Path => 404,
             Self::Method | Self::Upgrade | Self::Connection | Self::Key => 400,
         }
     }
@@ -55,6 +63,7 @@ impl Refusal {
             Self::Key => "key",
             Self::Version => "version",
             Self::Origin => "origin",
+            Self::Path => "path",
         }
     }
 }
@@ -68,6 +77,14 @@ pub enum Handshake {
     ExtendedConnect,
     /// Not an upgrade at all, and the config lets such requests through.
     PlainHttp,
+}
+
+/// Does the request ask to switch protocols: an HTTP/1.1 `Upgrade` header, an RFC 8441
+/// `:protocol` (which Envoy turns into `Upgrade` before filters run), or a CONNECT?
+pub fn asks_for_upgrade(request: &Request) -> bool {
+    request.method() == b"CONNECT"
+        || request.first("upgrade").is_some()
+        || request.first(":protocol").is_some()
 }
 
 /// Judge a request on a configured WebSocket path.
@@ -112,22 +129,33 @@ fn check_extended_connect(method: &[u8], protocol: Option<&[u8]>) -> Result<Hand
 }
 
 fn check_upgrade_headers(request: &Request) -> Result<(), Refusal> {
-    // RFC 6455 §4.2.1 item 3: Upgrade contains "websocket" (case-insensitive). We require it
-    // to be the only protocol named, which is what Envoy's upgrade matching expects too.
-    match request.single("upgrade") {
-        Ok(Some(v)) if v.trim_ascii().eq_ignore_ascii_case(b"websocket") => {}
-        _ => return Err(Refusal::Upgrade),
-    }
     // Item 4: Connection includes the "Upgrade" token; it is a comma-separated list and may
     // be split over several header lines (RFC 9110 §5.3).
     let has_upgrade_token = request.values("connection").any(|v| {
         v.split(|&b| b == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
     });
+    // RFC 6455 §4.2.1 item 3: Upgrade contains "websocket" (case-insensitive). We require it
+    // to be the only protocol named, which is what Envoy's upgrade matching expects too.
+    match request.single("upgrade") {
+        Ok(Some(v)) if v.trim_ascii().eq_ignore_ascii_case(b"websocket") => {}
+        // Upgrade is a hop-by-hop header that only Connection can keep (RFC 9110 §7.6.1):
+        // Envoy's HTTP/1.1 codec drops it when Connection does not name it. A handshake
+        // (it carries Sec-WebSocket-*) that arrives without both lacked the Connection token.
+        Ok(None) if !has_upgrade_token && has_websocket_headers(request) => {
+            return Err(Refusal::Connection)
+        }
+        _ => return Err(Refusal::Upgrade),
+    }
     if !has_upgrade_token {
         return Err(Refusal::Connection);
     }
     Ok(())
+}
+
+/// Does the request carry the handshake's own headers (a key or a version)?
+fn has_websocket_headers(request: &Request) -> bool {
+    request.first("sec-websocket-key").is_some() || request.first("sec-websocket-version").is_some()
 }
 
 fn check_key(request: &Request) -> Result<(), Refusal> {
@@ -156,7 +184,7 @@ fn check_origin(request: &Request, config: &WebSocketConfig) -> Result<(), Refus
     match origin {
         None if config.require_origin => Err(Refusal::Origin),
         None => Ok(()),
-        Some(_) if config.allowed_origins.is_empty() => Ok(()),
+        // The config refuses an empty list; should one get here, no Origin is allowed.
         Some(origin) => {
             if config
                 .allowed_origins
@@ -244,7 +272,7 @@ mod tests {
     fn config() -> WebSocketConfig {
         WebSocketConfig {
             path_prefixes: vec!["/ws".into()],
-            allowed_origins: vec![],
+            allowed_origins: vec!["*".into()],
             require_origin: false,
             allow_plain_http: false,
         }
@@ -311,8 +339,17 @@ mod tests {
 
     #[test]
     fn each_fault_has_its_status() {
-        let cases: [(Change, Refusal); 16] = [
+        let cases: [(Change, Refusal); 18] = [
             (&[(":method", Some("POST"))], Refusal::Method),
+            // What Envoy hands on when Connection did not name Upgrade: it dropped Upgrade.
+            (
+                &[("upgrade", None), ("connection", Some("keep-alive"))],
+                Refusal::Connection,
+            ),
+            (
+                &[("upgrade", None), ("connection", None)],
+                Refusal::Connection,
+            ),
             (&[(":method", Some("get"))], Refusal::Method),
             (&[("upgrade", None)], Refusal::Upgrade),
             (&[("upgrade", Some("h2c"))], Refusal::Upgrade),
@@ -344,6 +381,28 @@ mod tests {
         assert_eq!(Refusal::Version.status(), 426);
         assert_eq!(Refusal::Key.status(), 400);
         assert_eq!(Refusal::Origin.status(), 403);
+        assert_eq!(Refusal::Path.status(), 404);
+        // Without any handshake header it is simply not a WebSocket request.
+        let plain = Request::from_pairs([(":method", "GET"), (":path", "/ws")]);
+        assert_eq!(judge(&plain), Err(Refusal::Upgrade));
+    }
+
+    #[test]
+    fn upgrades_are_recognised_in_every_form() {
+        assert!(asks_for_upgrade(&with(&[])));
+        assert!(asks_for_upgrade(&with(&[("upgrade", Some("h2c"))])));
+        assert!(asks_for_upgrade(&Request::from_pairs([
+            (":method", "CONNECT"),
+            (":protocol", "websocket")
+        ])));
+        assert!(asks_for_upgrade(&Request::from_pairs([(
+            ":method", "CONNECT"
+        )])));
+        assert!(!asks_for_upgrade(&Request::from_pairs([
+            (":method", "GET"),
+            ("connection", "upgrade"),
+            ("sec-websocket-key", KEY)
+        ])));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod bundle;
 pub mod certinfo;
 pub mod config;
 pub mod function;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

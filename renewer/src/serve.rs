@@ -396,13 +396,10 @@ async fn metrics_text(State(service): State<Arc<Service>>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
-/// An ACME token: base64url, bounded (RFC 8555 §8.1 asks for at least 128 bits of entropy;
-/// CAs send 43 characters).
+/// An ACME token, by the rule the edge filter applies too (`syntax::token`): 22–128 base64url
+/// characters (RFC 8555 §8.3, §11.3).
 fn token_ok(token: &str) -> bool {
-    (16..=128).contains(&token.len())
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    syntax::token::is_token(token.as_bytes())
 }
 
 async fn challenge(State(service): State<Arc<Service>>, Path(token): Path<String>) -> Response {
@@ -434,11 +431,16 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(config.pass_grace_seconds);
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
+    // When the signal came: every shutdown budget counts from there, not from the start of
+    // the server (which may have been up for days).
+    let signalled: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let watcher = {
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let signalled = signalled.clone();
         tokio::spawn(async move {
             let signal = function::shutdown_signal().await;
+            let _ = signalled.set(Instant::now());
             tracing::info!(
                 signal,
                 pass_running = service.pass_running(),
@@ -456,10 +458,12 @@ pub async fn run(
             }
         })
     };
-    let began = Instant::now();
     let stopped = function::serve(listener, router, shutdown.clone(), deadline).await?;
-    // Connections are drained; a pass nobody waits for any more may still be unwinding.
-    let left = deadline.saturating_sub(began.elapsed().min(deadline));
+    // Connections are drained; a pass nobody waits for any more (its caller hung up) may still
+    // be running: it gets its grace (the watcher cancels it then) and its cleanup, within
+    // what is left of the deadline since the signal.
+    let since_signal = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
+    let left = deadline.saturating_sub(since_signal);
     let stopped = match stopped {
         Stopped::Drained if service.pass_running() => {
             match tokio::time::timeout(left, service.idle()).await {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::{
-    free_port, raw_http, raw_https, render_app_node, wasm_path, ws_connect, ws_echo, EchoBackend,
-    Envoy, RawResponse, TlsFiles,
+    free_port, raw_http, raw_https, render_app_node, repo_root, wasm_path, ws_connect, ws_echo,
+    EchoBackend, Envoy, RawResponse, TlsFiles,
 };
 
 /// A token in Let's Encrypt's shape (RFC 8555 §8.3 example).
@@ -186,6 +186,51 @@ impl Node {
         })
     }
 
+    /// A node rendered exactly as `make deploy` renders one: `deploy/deploy.sh --plan` writes
+    /// `node.env` from a deploy settings file (`settings` adds to a minimal one; the app is
+    /// one echo backend on `APP_PORT`), and the node's own `startup.sh render` turns it into
+    /// the Envoy config. Only what differs on loopback is overridden: addresses, ports, file
+    /// paths, and the bucket's endpoint (an [`crate::HttpStore`]-style server at `store_port`).
+    pub async fn start_deployed(settings: &str, store_port: u16) -> Result<Node> {
+        let wasm = wasm_path();
+        anyhow::ensure!(
+            wasm.exists(),
+            "{} is missing: run `make wasm` (or `make test`) first",
+            wasm.display()
+        );
+        let backend = EchoBackend::start("backend-0").await?;
+        let settings = format!(
+            "PROJECT=acme-edge-test\nREGION=europe-west1\nDOMAINS={HOST}\n\
+             CONTACT_EMAIL=ops@example.com\nAPP_IMAGE=europe-west1-docker.pkg.dev/acme-edge-test/apps/echo:1\n\
+             APP_PORT={}\n{settings}",
+            backend.port
+        );
+        let node_env = deploy_node_env(&settings)?;
+        let tls = TlsFiles::self_signed(&[HOST])?;
+        let ports = Ports::free();
+        let mut vars = listener_vars(&ports, &wasm, tls.path(), &[]);
+        vars.retain(|(k, _)| *k != "APP_BACKENDS");
+        vars.extend([
+            ("COOKIE_SECRET", SECRET.to_owned()),
+            ("NODE_ID", "acme-edge-node-test".to_owned()),
+            ("STORE_ADDRESS", format!("127.0.0.1:{store_port}")),
+            ("STORE_TLS", "0".to_owned()),
+            ("STORE_AUTHORITY", "storage.test".to_owned()),
+            ("METADATA_ADDRESS", "127.0.0.1".to_owned()),
+            ("METADATA_PORT", store_port.to_string()),
+        ]);
+        let config = render_deployed_node(&node_env, &vars)?;
+        let envoy = Envoy::start(&config, ports.admin).await?;
+        envoy.wait_cluster_healthy("app", 1, WAIT).await?;
+        Ok(Node {
+            envoy,
+            http: ports.http,
+            https: ports.https,
+            tls,
+            backends: vec![backend],
+        })
+    }
+
     pub async fn get(&self, path: &str) -> Result<RawResponse> {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {HOST}:{}\r\nConnection: close\r\n\r\n",
@@ -236,4 +281,54 @@ pub fn challenge_path(token: &str) -> String {
 pub fn set_cookie_value(resp: &crate::WsResponse) -> Option<String> {
     let header = resp.headers().get("set-cookie")?.to_str().ok()?;
     Some(header.split(';').next()?.to_owned())
+}
+
+/// The `node.env` that `make deploy` puts in the nodes' instance metadata for these deploy
+/// settings (a `deploy/config.env`): `deploy/deploy.sh --plan` writes it and runs nothing.
+pub fn deploy_node_env(settings: &str) -> Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("acme-edge-deploy-")
+        .tempdir()?;
+    let config = dir.path().join("config.env");
+    std::fs::write(&config, settings)?;
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("deploy/deploy.sh"))
+        .arg("--plan")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run deploy/deploy.sh --plan")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "deploy.sh --plan failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.path().join(".out/node.env")).context("read .out/node.env")
+}
+
+/// The Envoy config a node's startup script renders from `node_env`
+/// (`deploy/node/startup.sh render`, with `deploy/envoy/render.sh`); `vars` are set in its
+/// environment, for what differs on loopback.
+pub fn render_deployed_node(node_env: &str, vars: &[(&str, String)]) -> Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("acme-edge-node-")
+        .tempdir()?;
+    let settings = dir.path().join("node.env");
+    std::fs::write(&settings, node_env)?;
+    let root = repo_root();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("deploy/node/startup.sh"))
+        .arg("render")
+        .arg(&settings)
+        .arg(root.join("deploy/envoy/render.sh"))
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run deploy/node/startup.sh render")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "startup.sh render failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).context("startup.sh render output is not UTF-8")
 }

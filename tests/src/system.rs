@@ -245,6 +245,12 @@ impl System {
         let mut vars = crate::node::listener_vars(&listener_ports, &wasm, &tls_dir, &backends);
         vars.extend([
             ("DOMAINS", options.domain.clone()),
+            // The pages of the site itself, as `make deploy` defaults it (the port is part of
+            // an origin when it is not 443).
+            (
+                "ALLOWED_ORIGINS",
+                format!("https://{0} https://{0}:{1}", options.domain, ports.https),
+            ),
             ("COOKIE_SECRET", COOKIE_SECRET.into()),
             ("WS_PATHS", "/ws".into()),
             ("NODE_ID", "local-node".into()),

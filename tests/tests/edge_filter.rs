@@ -335,27 +335,70 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
             403,
             "origin",
         ),
+        // Envoy drops Upgrade and Connection from any request it does not upgrade (an h2c
+        // upgrade, RFC 9113 §3.1, or a handshake missing one of the pair), so the filter sees
+        // a handshake without them: counted as "connection", its own reason.
         (
-            "not websocket",
+            "h2c, not websocket",
             handshake("GET", "Upgrade: h2c\r\n", "upgrade:"),
             400,
-            "upgrade",
+            "connection",
         ),
         (
             "no upgrade",
             handshake("GET", "", "upgrade:"),
             400,
-            "upgrade",
+            "connection",
         ),
         (
             "no connection upgrade",
             handshake("GET", "Connection: keep-alive\r\n", "connection:"),
             400,
+            "connection",
+        ),
+        (
+            "not a handshake at all",
+            format!("GET /ws HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n\r\n"),
+            400,
             "upgrade",
         ),
         ("POST", handshake("POST", "", ""), 400, "method"),
+        // Another upgrade type than websocket: Envoy itself refuses it (403) before any
+        // filter, as only websocket is configured; no filter counter moves.
+        (
+            "upgrade foo",
+            handshake("GET", "Upgrade: foo\r\n", "upgrade:"),
+            403,
+            "",
+        ),
+        (
+            "two Upgrade headers",
+            handshake("GET", "Upgrade: websocket\r\n", ""),
+            403,
+            "",
+        ),
     ];
-    for (what, req, status, _) in &cases {
+    const REASONS: [&str; 7] = [
+        "method",
+        "upgrade",
+        "connection",
+        "key",
+        "version",
+        "origin",
+        "path",
+    ];
+    let counters = || async {
+        let mut all = BTreeMap::new();
+        for reason in REASONS {
+            let n = node
+                .counter(&format!("edge_https.upgrade.refused.{reason}"))
+                .await?;
+            all.insert(reason, n);
+        }
+        anyhow::Ok(all)
+    };
+    for (what, req, status, reason) in &cases {
+        let before = counters().await?;
         let resp = node
             .https_raw(req)
             .await
@@ -364,16 +407,13 @@ async fn each_invalid_handshake_gets_its_4xx_and_no_backend_call() -> Result<()>
         if *status == 426 {
             assert_eq!(resp.header("sec-websocket-version"), Some("13"), "{what}");
         }
-    }
-    // "connection" is not among them: when Connection does not name it, Envoy's codec drops
-    // the Upgrade header before the filter runs, so the filter refuses it as "upgrade".
-    for reason in ["key", "version", "origin", "upgrade", "method"] {
-        assert!(
-            node.counter(&format!("edge_https.upgrade.refused.{reason}"))
-                .await?
-                >= 1,
-            "no refusal counted for {reason}"
-        );
+        // Exactly the case's own counter moved, by one.
+        let after = counters().await?;
+        for r in REASONS {
+            let moved = after[r] - before[r];
+            let want = u64::from(r == *reason);
+            assert_eq!(moved, want, "{what}: upgrade.refused.{r} moved by {moved}");
+        }
     }
     assert_eq!(node.backends[0].upgrade_count(), 0);
     assert!(
@@ -434,6 +474,142 @@ async fn http2_extended_connect_is_checked_and_reaches_an_http1_backend() -> Res
     let old = connect(&[("sec-websocket-version", "8")]).await?;
     assert_eq!(old.status, 426);
     assert_eq!(old.header("sec-websocket-version"), Some("13"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// No unchecked upgrade
+
+/// Paths an application might normalise to its WebSocket endpoint, and others.
+const HOSTILE_UPGRADE_PATHS: [&str; 7] = ["/chat", "/WS", "/ws;x", "/ws%2f", "/%77s", "/", "/ws"];
+
+/// Every upgrade (HTTP/1.1 and RFC 8441) on any path is checked by the filter or refused
+/// before the app; a foreign Origin is refused on both protocols; each refusal is counted.
+async fn every_upgrade_is_checked_or_refused(node: &Node) -> Result<()> {
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let h1 = |path: &str, origin: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+        )
+    };
+    let h2 = |path: &'static str, origin: &'static str| async move {
+        h2_extended_connect_tls(
+            node.https,
+            HOST,
+            &node.tls.ca_pem,
+            path,
+            &[("origin", origin)],
+        )
+        .await
+    };
+    let evil = "https://evil.example";
+    let (mut refused_path, mut refused_origin) = (0, 0);
+    for path in HOSTILE_UPGRADE_PATHS {
+        let resp = node.https_raw(&h1(path, ORIGIN)).await?;
+        ensure!(
+            resp.status == 101 || (400..500).contains(&resp.status),
+            "HTTP/1.1 upgrade on {path}: {resp:?}"
+        );
+        refused_path += u64::from(resp.status == 404);
+        let resp = node.https_raw(&h1(path, evil)).await?;
+        ensure!(
+            (400..500).contains(&resp.status),
+            "foreign Origin on {path} over HTTP/1.1: {resp:?}"
+        );
+        refused_path += u64::from(resp.status == 404);
+        refused_origin += u64::from(resp.status == 403);
+        let connect = h2(path, ORIGIN).await?;
+        ensure!(
+            connect.status == 200 || (400..500).contains(&connect.status),
+            "HTTP/2 extended CONNECT on {path}: {connect:?}"
+        );
+        refused_path += u64::from(connect.status == 404);
+        let connect = h2(path, evil).await?;
+        ensure!(
+            (400..500).contains(&connect.status),
+            "foreign Origin on {path} over HTTP/2: {connect:?}"
+        );
+        refused_path += u64::from(connect.status == 404);
+        refused_origin += u64::from(connect.status == 403);
+    }
+    // The Origin check on the WebSocket path itself: 403 on both protocols.
+    assert_eq!(node.https_raw(&h1("/ws", evil)).await?.status, 403);
+    assert_eq!(h2("/ws", evil).await?.status, 403);
+    refused_origin += 2;
+
+    // Whatever reached a backend went through the filter: it carries the key the filter sets
+    // (a client's copy is dropped on every route).
+    let upgrades: Vec<_> = node.backends.iter().flat_map(|b| b.upgrades()).collect();
+    ensure!(!upgrades.is_empty(), "no upgrade reached a backend at all");
+    for upgrade in &upgrades {
+        ensure!(
+            upgrade.header("x-edge-affinity").is_some(),
+            "an upgrade reached the app unchecked: {upgrade:?}"
+        );
+        ensure!(
+            upgrade.path.starts_with("/ws"),
+            "an upgrade outside /ws reached the app: {upgrade:?}"
+        );
+    }
+    ensure!(
+        refused_path >= 10,
+        "only {refused_path} refused for their path"
+    );
+    assert_eq!(
+        node.counter("edge_https.upgrade.refused.path").await?,
+        refused_path
+    );
+    assert_eq!(
+        node.counter("edge_https.upgrade.refused.origin").await?,
+        refused_origin
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upgrade_is_checked_or_refused_on_a_rendered_node() -> Result<()> {
+    let node = Node::start(Acme::Stateless, 2).await?;
+    every_upgrade_is_checked_or_refused(&node).await
+}
+
+/// The same on the config a `make deploy` node runs: deploy's defaults (ALLOWED_ORIGINS is
+/// https://<each domain>) through `deploy.sh --plan` and the node's `startup.sh render`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upgrade_is_checked_or_refused_on_a_deployed_node() -> Result<()> {
+    let store = HttpStore::start().await?;
+    let node = Node::start_deployed("", store.port()).await?;
+    every_upgrade_is_checked_or_refused(&node).await?;
+    // Plain requests elsewhere still skip the filter and reach the app.
+    let resp = node
+        .https_raw(&format!(
+            "GET /api HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        ))
+        .await?;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(
+        resp.header("set-cookie").is_none(),
+        "the filter ran on /api"
+    );
+    Ok(())
+}
+
+/// `render.sh` refuses a WebSocket listener without an Origin allow-list, and says how.
+#[tokio::test]
+async fn render_requires_allowed_origins_unless_star_is_said() -> Result<()> {
+    let base = [
+        ("COOKIE_SECRET", SECRET.to_owned()),
+        ("ACME_THUMBPRINT", THUMB.to_owned()),
+    ];
+    let err = render_app_node(&base)
+        .expect_err("rendered without ALLOWED_ORIGINS")
+        .to_string();
+    assert!(err.contains("ALLOWED_ORIGINS is required"), "{err}");
+    assert!(err.contains("ALLOWED_ORIGINS='*'"), "{err}");
+    let mut star = base.to_vec();
+    star.push(("ALLOWED_ORIGINS", "*".to_owned()));
+    let yaml = render_app_node(&star)?;
+    assert!(yaml.contains(r#""allowed_origins": ["*"]"#), "{yaml}");
     Ok(())
 }
 
@@ -647,6 +823,7 @@ async fn a_bad_plugin_config_is_refused_with_the_field_named() -> Result<()> {
         ("TLS_DIR", tls.path().display().to_string()),
         ("COOKIE_SECRET", SECRET.to_owned()),
         ("ACME_THUMBPRINT", THUMB.to_owned()),
+        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
     ])?;
     let needle = "\"max_age_s\": 86400";
     assert!(config.contains(needle));
@@ -684,6 +861,7 @@ async fn shipped_envoy_configs_pass_validation() -> Result<()> {
             "ACME_THUMBPRINT",
             "CHANGE-ME-run-renewer-account-to-get-it-now".to_owned(),
         ),
+        ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
     ])?;
     assert_eq!(
         example, rendered,
@@ -700,6 +878,7 @@ async fn shipped_envoy_configs_pass_validation() -> Result<()> {
         ("WASM_PATH", wasm.clone()),
         ("TLS_DIR", tls_dir.clone()),
         ("COOKIE_SECRET", SECRET.to_owned()),
+        ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
     ];
     let variants: Vec<Vec<(&str, String)>> = vec![
         vec![("ACME_THUMBPRINT", THUMB.to_owned())],
@@ -737,10 +916,15 @@ fn the_renderer_refuses_unsafe_settings() {
         ("WS_PATHS", "/ws\"}"),
         ("AFFINITY_SOURCES", "query:room bogus"),
         ("ACME_THUMBPRINT", "not-a-thumbprint"),
+        ("ALLOWED_ORIGINS", "evil.example"),
+        ("ALLOWED_ORIGINS", "https://a.example/path"),
+        ("COOKIE_SAMESITE", "Loose"),
+        ("WS_ALLOW_PLAIN_HTTP", "yes"),
     ] {
         let mut vars = vec![
             ("COOKIE_SECRET", SECRET.to_owned()),
             ("ACME_THUMBPRINT", THUMB.to_owned()),
+            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
         ];
         vars.retain(|(n, _)| *n != name);
         vars.push((name, value.to_owned()));

@@ -204,3 +204,55 @@ async fn sigterm_during_a_pass_stops_in_time_and_keeps_the_certificate() -> Resu
     );
     Ok(())
 }
+
+/// Cloud Scheduler's attempt deadline hangs up on a long pass; a SIGTERM that comes when the
+/// server has been up longer than `shutdown_timeout_seconds` must still give the pass its
+/// grace and its cleanup (the budget counts from the signal, not from the start).
+#[tokio::test]
+async fn sigterm_after_the_caller_hung_up_still_grants_the_grace() -> Result<()> {
+    let stack = AcmeStack::start().await?;
+    let extra =
+        "[lock]\nwait_seconds = 1\n[serve]\npass_grace_seconds = 1\nshutdown_timeout_seconds = 3\n";
+    let config = stack.write_config("renewer.toml", &stack.config_text(extra, APP))?;
+    let port = free_port();
+    let mut serve = RenewerProcess::serve(&config, port).await?;
+
+    stack.responder.clear_requests();
+    stack.responder.set_delay(Duration::from_secs(120));
+    let caller = tokio::spawn(trigger(port, ""));
+    harness::wait_for("Pebble validating", Duration::from_secs(60), || async {
+        Ok((!stack.responder.requests().is_empty()).then_some(()))
+    })
+    .await?;
+    // The caller hangs up (its connection closes) while the pass goes on.
+    caller.abort();
+    let _ = caller.await;
+    // Up longer than the whole shutdown budget before the signal comes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    serve
+        .wait_log("renewal pass started", Duration::from_secs(1))
+        .await?;
+
+    serve.sigterm()?;
+    let Some(status) = serve.wait_exit(CLOUD_RUN_GRACE).await else {
+        panic!("renewer serve still runs after SIGTERM\n{}", serve.log());
+    };
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    // The pass was given its grace, then cancelled with its cleanup.
+    let log = serve.log();
+    assert!(log.contains("cancelling"), "{log}");
+    assert!(
+        !log.contains("stopped with requests still running"),
+        "{log}"
+    );
+    let challenges = stack.store_dir().join("acme-challenge");
+    let left: Vec<_> = std::fs::read_dir(&challenges)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "challenge answers left: {left:?}\n{log}");
+    assert!(
+        !stack.store_dir().join("locks/app").exists(),
+        "the lease was not released\n{log}"
+    );
+    Ok(())
+}
