@@ -268,7 +268,7 @@ spec_hash() {
 }
 
 # What the image is built from; a change anywhere else (docs, deploy scripts) reuses the image.
-BUILD_INPUTS=(Cargo.toml Cargo.lock Dockerfile .dockerignore renewer edge-filter tests)
+BUILD_INPUTS=(Cargo.toml Cargo.lock Dockerfile .dockerignore syntax renewer edge-filter tests)
 
 # The renewer image tag: a hash of the build inputs as committed plus any uncommitted change to
 # them, so the same sources never build twice and different sources never share a tag.

@@ -395,7 +395,9 @@ impl Config {
                     .unwrap_or_else(|| source_name.to_string());
                 ConfigError {
                     source_name: source,
-                    field: if field == "." {
+                    // The root is "." (or "" when the offending key itself is empty:
+                    // `['']`, found by `make fuzz`): name the top level rather than nothing.
+                    field: if field == "." || field.is_empty() {
                         "(top level)".into()
                     } else {
                         field
@@ -889,6 +891,15 @@ domains = ["app.example.com", "www.example.com"]
             c.store_url(),
             StoreUrl::File(PathBuf::from("/var/lib/acme-edge"))
         );
+    }
+
+    /// Found by `make fuzz` (corpus `renewer_config/crash-c1466721…`): an empty key made an
+    /// error whose field was empty.
+    #[test]
+    fn an_empty_key_still_names_a_field() {
+        let e = parse(&format!("{GOOD}\n['']\n")).expect_err("must be refused");
+        assert_eq!(e.field, "(top level)");
+        assert!(e.message.contains("unknown field"), "{e}");
     }
 
     #[test]
