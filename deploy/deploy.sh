@@ -99,6 +99,7 @@ COOKIE_SAMESITE=$COOKIE_SAMESITE
 DOMAINS=$DOMAINS
 BUCKET=$BUCKET
 COOKIE_SECRET_NAME=$COOKIE_SECRET
+MEMBERS_GROUP=$MIG
 EOF
 
 cat >"$OUT_DIR/lifecycle.json" <<'EOF'
@@ -243,6 +244,30 @@ ensure_binding "gcloud artifacts repositories get-iam-policy $REPO --location=$R
 ensure_binding "gcloud projects get-iam-policy $PROJECT" \
     "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
     roles/logging.logWriter "serviceAccount:$SA_NODE"
+# `renewer members` on each node reads the group's instances and their addresses: two
+# permissions, in a custom role (roles/compute.viewer would expose every compute resource).
+# Listing instances cannot be granted per resource, so the role is bound on the project.
+MEMBERS_PERMISSIONS=compute.instanceGroupManagers.get,compute.instances.list
+role=''
+[ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT" \
+    --format='value[separator="|"](deleted,includedPermissions.list(separator=","))')
+if [ "$PLAN" = 1 ] || [ -z "$role" ]; then
+    [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT")"
+    run gcloud iam roles create "$ROLE_MEMBERS" --project="$PROJECT" --quiet \
+        --title="acme-edge node membership ($NAME)" --stage=GA --permissions="$MEMBERS_PERMISSIONS"
+else
+    # A role deleted by `make destroy` stays for 7 days under its id: bring it back.
+    if [ "${role%%|*}" = True ]; then
+        run gcloud iam roles undelete "$ROLE_MEMBERS" --project="$PROJECT" --quiet
+    fi
+    if [ "${role#*|}" != "$MEMBERS_PERMISSIONS" ]; then
+        run gcloud iam roles update "$ROLE_MEMBERS" --project="$PROJECT" --quiet \
+            --permissions="$MEMBERS_PERMISSIONS"
+    fi
+fi
+ensure_binding "gcloud projects get-iam-policy $PROJECT" \
+    "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
+    "projects/$PROJECT/roles/$ROLE_MEMBERS" "serviceAccount:$SA_NODE"
 
 # --- 4. the renewer on Cloud Run, started by Scheduler ----------------------------------------
 
@@ -406,7 +431,7 @@ if absent gcloud compute routers nats describe "$NAT" --router="$ROUTER" --regio
         --auto-allocate-nat-external-ips --nat-all-subnet-ip-ranges
 fi
 
-step "firewall: load-balanced traffic and health checks, nothing else"
+step "firewall: load-balanced traffic, health checks, and the nodes' apps to each other; nothing else"
 # Health probes come from 35.191.0.0/16 and 209.85.152.0/22, 209.85.204.0/22 (passthrough load
 # balancer) and 130.211.0.0/22 (the group's autohealing uses the same check).
 # A passthrough load balancer keeps the client's address, so traffic it forwards arrives from
@@ -420,6 +445,19 @@ if absent gcloud compute firewall-rules describe "$FW_HC" "${G[@]}"; then
     run gcloud compute firewall-rules create "$FW_HC" "${G[@]}" --network="$NETWORK" \
         --direction=INGRESS --action=ALLOW --rules=tcp:80 \
         --source-ranges=35.191.0.0/16,130.211.0.0/22,209.85.152.0/22,209.85.204.0/22 --target-tags="$NODE_TAG"
+fi
+# Every node's Envoy routes keys to every node's app (sticky routing across the cluster): the
+# app port is open to the nodes, by their tag, and to nothing else.
+app_port=''
+[ "$PLAN" = 1 ] || app_port=$(lookup gcloud compute firewall-rules describe "$FW_NODES" "${G[@]}" \
+    --format='value(allowed[0].ports[0])')
+if [ "$PLAN" = 1 ] || [ -z "$app_port" ]; then
+    [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud compute firewall-rules describe "$FW_NODES" "${G[@]}")"
+    run gcloud compute firewall-rules create "$FW_NODES" "${G[@]}" --network="$NETWORK" \
+        --direction=INGRESS --action=ALLOW --rules="tcp:$APP_PORT" \
+        --source-tags="$NODE_TAG" --target-tags="$NODE_TAG"
+elif [ "$app_port" != "$APP_PORT" ]; then
+    run gcloud compute firewall-rules update "$FW_NODES" "${G[@]}" --rules="tcp:$APP_PORT"
 fi
 
 # --- 7. app nodes --------------------------------------------------------------------------------
@@ -440,7 +478,7 @@ TEMPLATE_FLAGS=("${G[@]}" --machine-type="$MACHINE_TYPE"
     --shielded-secure-boot --shielded-vtpm --shielded-integrity-monitoring
     --metadata=enable-oslogin=TRUE
     --metadata-from-file="startup-script=$DEPLOY_DIR/node/startup.sh,acme-edge-settings=$OUT_DIR/node.env,acme-edge-renewer-env=$OUT_DIR/renewer.env,acme-edge-render=$DEPLOY_DIR/envoy/render.sh"
-    --labels=managed-by=acme-edge)
+    --labels="managed-by=acme-edge,acme-edge-group=$MIG")
 template="$NAME-node-$(spec_hash "${TEMPLATE_FLAGS[@]}" "$(cat "$DEPLOY_DIR/node/startup.sh" \
     "$OUT_DIR/node.env" "$OUT_DIR/renewer.env" "$DEPLOY_DIR/envoy/render.sh")")"
 

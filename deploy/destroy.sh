@@ -91,6 +91,7 @@ remove "health check" gcloud compute health-checks describe "$HEALTH_CHECK" --re
 step "network"
 remove "firewall rule" gcloud compute firewall-rules describe "$FW_LB" "${G[@]}"
 remove "firewall rule" gcloud compute firewall-rules describe "$FW_HC" "${G[@]}"
+remove "firewall rule" gcloud compute firewall-rules describe "$FW_NODES" "${G[@]}"
 remove "NAT" gcloud compute routers nats describe "$NAT" --router="$ROUTER" --region="$REGION" "${G[@]}"
 remove "router" gcloud compute routers describe "$ROUTER" --region="$REGION" "${G[@]}"
 remove "static IP" gcloud compute addresses describe "$ADDRESS" --region="$REGION" "${G[@]}"
@@ -115,13 +116,20 @@ delete_listed "displayName=\"$ALERT_NAME\"" alpha monitoring policies
 delete_listed "displayName:\"$CHANNEL_PREFIX\"" beta monitoring channels
 remove "log metric" gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"
 
-step "service accounts and the project grant"
+step "service accounts, the project grants and the membership role"
 granted=''
 [ "$PLAN" = 1 ] || granted=$(lookup gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
     --format='csv[no-heading,separator="|"](bindings.role,bindings.members)')
-if [ "$PLAN" = 1 ] || grep -qxF "roles/logging.logWriter|serviceAccount:$SA_NODE" <<<"$granted"; then
-    run gcloud projects remove-iam-policy-binding "$PROJECT" --quiet \
-        --role=roles/logging.logWriter --member="serviceAccount:$SA_NODE" --condition=None
+for role in roles/logging.logWriter "projects/$PROJECT/roles/$ROLE_MEMBERS"; do
+    if [ "$PLAN" = 1 ] || grep -qxF "$role|serviceAccount:$SA_NODE" <<<"$granted"; then
+        run gcloud projects remove-iam-policy-binding "$PROJECT" --quiet \
+            --role="$role" --member="serviceAccount:$SA_NODE" --condition=None
+    fi
+done
+role=''
+[ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT" --format='value(deleted)')
+if [ "$PLAN" = 1 ] || { [ -n "$role" ] && [ "$role" != True ]; }; then
+    run gcloud iam roles delete "$ROLE_MEMBERS" --project="$PROJECT" --quiet
 fi
 for sa in "$SA_RENEWER" "$SA_SCHEDULER" "$SA_NODE"; do
     remove "service account" gcloud iam service-accounts describe "$sa" "${G[@]}"

@@ -152,6 +152,9 @@ derive_names() {
     FORWARDING_RULE="$NAME-lb"
     FW_LB="$NAME-allow-lb"
     FW_HC="$NAME-allow-health-checks"
+    FW_NODES="$NAME-allow-nodes-app"
+    # Custom role ids allow letters, digits, _ and . only.
+    ROLE_MEMBERS="acmeEdgeMembers_${NAME//-/_}"
     ROUTER="$NAME-router"
     NAT="$NAME-nat"
     NODE_TAG="$NAME-node"

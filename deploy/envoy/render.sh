@@ -33,8 +33,15 @@ Settings (environment variables, default in brackets):
   BUCKET               bucket name used by the default STORE_PATH
   STORE_METADATA_TOKEN 1 to send the node's service-account token (GCE) [1]
   STORE_TIMEOUT_MS     store (and metadata server) timeout              [2000]
-  APP_BACKENDS         space-separated host:port of the app backends    [127.0.0.1:8080]
+  MEMBERS_DIR          directory of eds.json, kept by `renewer members`:
+                       the app cluster's endpoints are every healthy
+                       node's app, read by Envoy as EDS from that file
+                       (what app nodes run); empty: APP_BACKENDS        []
+  APP_BACKENDS         space-separated host:port of static app backends
+                       (when MEMBERS_DIR is empty)                      [127.0.0.1:8080]
   APP_HEALTH_PATH      HTTP health-check path on the backends           [/healthz]
+  SOURCE_ADDRESS       address connections to the app leave from; empty:
+                       the kernel's choice (a node's own address)       []
   WS_PATHS             space-separated WebSocket path prefixes          [/ws]
                        (the filter checks handshakes and sets the affinity key here;
                        an upgrade on any other path is refused with 404)
@@ -103,6 +110,8 @@ BUCKET=${BUCKET:-}
 STORE_PATH=${STORE_PATH:-"/storage/v1/b/${BUCKET}/o/acme-challenge%2F{token}?alt=media"}
 STORE_METADATA_TOKEN=${STORE_METADATA_TOKEN:-1}
 STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS:-2000}
+MEMBERS_DIR=${MEMBERS_DIR:-}
+SOURCE_ADDRESS=${SOURCE_ADDRESS:-}
 APP_BACKENDS=${APP_BACKENDS:-127.0.0.1:8080}
 APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz}
 WS_PATHS=${WS_PATHS:-/ws}
@@ -130,6 +139,8 @@ done
 check LISTEN_ADDRESS "$LISTEN_ADDRESS" '^[0-9a-fA-F.:]+$' "an IP address"
 check WASM_PATH "$WASM_PATH" '^/[A-Za-z0-9._/-]+$' "an absolute path"
 check TLS_DIR "$TLS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
+[ -z "$SOURCE_ADDRESS" ] || check SOURCE_ADDRESS "$SOURCE_ADDRESS" '^[0-9a-fA-F.:]+$' "an IP address"
+[ -z "$MEMBERS_DIR" ] || check MEMBERS_DIR "$MEMBERS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
 check APP_HEALTH_PATH "$APP_HEALTH_PATH" "$path_re" "a path"
 check AFFINITY_HEADER "$AFFINITY_HEADER" '^[a-z0-9-]+$' "a lower-case header name"
 check COOKIE_MAX_AGE "$COOKIE_MAX_AGE" '^[1-9][0-9]*$' "a number of seconds"
@@ -176,7 +187,7 @@ read -r -a origins <<<"$ALLOWED_ORIGINS"
 read -r -a sources <<<"$AFFINITY_SOURCES"
 read -r -a backends <<<"$APP_BACKENDS"
 [ "${#ws_paths[@]}" -gt 0 ] || die "WS_PATHS must name at least one path prefix"
-[ "${#backends[@]}" -gt 0 ] || die "APP_BACKENDS must name at least one backend"
+[ -n "$MEMBERS_DIR" ] || [ "${#backends[@]}" -gt 0 ] || die "APP_BACKENDS must name at least one backend (or set MEMBERS_DIR)"
 hosts_json=$(json_list "$host_re" "a host name" DOMAINS "${domains[@]}")
 # Route prefixes: no query or fragment characters (Envoy matches the path only).
 prefix_re='^/[A-Za-z0-9._~/%:+-]*$'
@@ -359,6 +370,47 @@ ROUTE
     fi
 }
 
+# app_endpoints: where the app cluster's endpoints come from. On app nodes, the membership:
+# `renewer members` keeps eds.json (every healthy node's app, sorted the same way everywhere,
+# so Maglev maps a key to the same instance from every node) and swaps it by rename; Envoy
+# watches the directory and reloads the endpoints without a restart or dropped connection.
+app_endpoints() {
+    if [ -n "$MEMBERS_DIR" ]; then
+        cat <<EOF
+    type: EDS
+    eds_cluster_config:
+      service_name: app
+      eds_config:
+        resource_api_version: V3
+        path_config_source:
+          path: $MEMBERS_DIR/eds.json
+          watched_directory: { path: $MEMBERS_DIR }
+    # A node that leaves the list (the group is removing it, or it failed the group's health
+    # check) gets no new keys from now on; by default Envoy would keep a removed host while
+    # it passes this Envoy's own health checks. Its open connections are left alone.
+    ignore_health_on_host_removal: true
+EOF
+    else
+        cat <<EOF
+    type: STATIC
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+$(endpoints "${backends[@]}")
+EOF
+    fi
+}
+
+# source_address: where connections to the app leave from, when the node has several addresses
+# (the local cluster's nodes share one loopback interface).
+source_address() {
+    [ -n "$SOURCE_ADDRESS" ] || return 0
+    cat <<EOF
+    upstream_bind_config: { source_address: { address: $SOURCE_ADDRESS, port_value: 0 } }
+EOF
+}
+
 # endpoints HOST:PORT... — lb_endpoints entries of a static cluster.
 endpoints() {
     local hp
@@ -380,6 +432,20 @@ node:
 admin:
   # Loopback only: the admin interface can stop Envoy and dump its config.
   address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } }
+
+layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      # Since Envoy 1.38, load-balancer rebuilds of a batch host update are coalesced (and
+      # 1.40 batches the updates sent to workers), and a worker can keep a stale Maglev table
+      # after a membership change until the next one (envoyproxy/envoy#45055, #45212): two
+      # workers, or two nodes, then send the same key to different instances. Seen here with
+      # Envoy 1.40 when a node joins the cluster. Both off: every update rebuilds at once.
+      envoy.reloadable_features.coalesce_lb_rebuilds_on_batch_update: false
+      envoy.reloadable_features.enable_batch_aware_update: false
+  - name: admin
+    admin_layer: {}
 
 overload_manager:
   resource_monitors:
@@ -483,8 +549,9 @@ $(https_routes)
 
   clusters:
   - name: app
-    type: STATIC
+$(app_endpoints)
     connect_timeout: 2s
+$(source_address)
     # Maglev (table of 65537 entries): when a backend joins, about 1/n of the keys move, all
     # to the new one. Envoy's RING_HASH gives each host ring_size/hosts entries, so every old
     # host loses some and keys also move between old hosts: make bench measured 1.39× the
@@ -506,11 +573,6 @@ $(https_routes)
       unhealthy_threshold: 2
       healthy_threshold: 1
       http_health_check: { path: $APP_HEALTH_PATH }
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-$(endpoints "${backends[@]}")
 EOF
 
 if [ "$ACME_MODE" = store ]; then

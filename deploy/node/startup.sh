@@ -4,11 +4,16 @@
 #
 #   startup.sh                          set the node up (what GCE runs)
 #   startup.sh render SETTINGS RENDER   print this node's Envoy config (tests; needs COOKIE_SECRET)
+#   startup.sh members-env SETTINGS     print the [members] settings of this node's agent (tests)
 #
 # What the node runs (systemd units, each a container, logs to Cloud Logging):
-#   acme-edge-app     the application, published on 127.0.0.1:APP_PORT only
-#   acme-edge-sync    `renewer sync --watch`: installs the current certificate from Secret Manager
-#   acme-edge-envoy   Envoy with the edge filter on :80 and :443; starts after `renewer sync --init`
+#   acme-edge-app      the application, published on the node's internal address, APP_PORT:
+#                      every node's Envoy routes to every node's app (a firewall rule admits
+#                      only the nodes)
+#   acme-edge-sync     `renewer sync --watch`: installs the current certificate from Secret Manager
+#   acme-edge-members  `renewer members --watch`: the group's healthy nodes, as Envoy's EDS file
+#   acme-edge-envoy    Envoy with the edge filter on :80 and :443; starts after `renewer sync
+#                      --init` and `renewer members --init`
 #
 # Inputs are instance metadata written by deploy/deploy.sh: acme-edge-settings (node.env),
 # acme-edge-renewer-env (the renewer's RENEWER__* settings) and acme-edge-render (render.sh).
@@ -17,6 +22,7 @@ set -euo pipefail
 ETC=/etc/acme-edge
 OPT=/opt/acme-edge
 TLS_DIR_NODE=/var/lib/acme-edge/tls
+MEMBERS_DIR_NODE=/var/lib/acme-edge/members
 # Envoy's official image runs Envoy as uid/gid 101; sync writes files Envoy can read.
 ENVOY_ID=101
 MD=http://metadata.google.internal/computeMetadata/v1
@@ -41,7 +47,7 @@ load_settings() { # FILE
         case "$key" in
         PROJECT | REGION | RENEWER_IMAGE | ENVOY_IMAGE | APP_IMAGE | APP_PORT | APP_HEALTH_PATH | \
             WS_PATHS | WS_ALLOW_PLAIN_HTTP | STICKY_PATHS | ALLOWED_ORIGINS | COOKIE_SAMESITE | \
-            DOMAINS | BUCKET | COOKIE_SECRET_NAME)
+            DOMAINS | BUCKET | COOKIE_SECRET_NAME | MEMBERS_GROUP)
             printf -v "$key" '%s' "$value"
             ;;
         *) die "$1: unknown setting $key" ;;
@@ -49,17 +55,17 @@ load_settings() { # FILE
     done <"$1"
     local k
     for k in PROJECT REGION RENEWER_IMAGE ENVOY_IMAGE APP_IMAGE APP_PORT BUCKET COOKIE_SECRET_NAME \
-        ALLOWED_ORIGINS; do
+        ALLOWED_ORIGINS MEMBERS_GROUP; do
         [ -n "${!k:-}" ] || die "$1: $k is missing"
     done
 }
 
 # The Envoy config: deploy/envoy/render.sh with this node's settings. Challenges are answered
 # from the bucket (store mode, with the node's service-account token), so the nodes never
-# need the ACME account.
+# need the ACME account. The app cluster is the membership `renewer members` keeps.
 render() { # RENDER_SH
     ACME_MODE=store BUCKET=$BUCKET DOMAINS=${DOMAINS:-} \
-        APP_BACKENDS="127.0.0.1:$APP_PORT" APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz} \
+        MEMBERS_DIR=${MEMBERS_DIR:-$MEMBERS_DIR_NODE} APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz} \
         WS_PATHS=${WS_PATHS:-/ws} WS_ALLOW_PLAIN_HTTP=${WS_ALLOW_PLAIN_HTTP:-0} \
         STICKY_PATHS=${STICKY_PATHS:-} ALLOWED_ORIGINS=$ALLOWED_ORIGINS \
         COOKIE_SAMESITE=${COOKIE_SAMESITE:-Lax} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
@@ -68,14 +74,32 @@ render() { # RENDER_SH
         bash "$1"
 }
 
+# The [members] settings of `renewer members` on this node: the group whose healthy
+# instances' apps Envoy routes to (on top of the renewer's own settings).
+members_env() {
+    cat <<EOF
+RENEWER__MEMBERS__PROJECT=$PROJECT
+RENEWER__MEMBERS__REGION=$REGION
+RENEWER__MEMBERS__GROUP=$MEMBERS_GROUP
+RENEWER__MEMBERS__PORT=$APP_PORT
+RENEWER__MEMBERS__DIR=$MEMBERS_DIR_NODE
+EOF
+}
+
 if [ "${1:-}" = render ]; then
     [ $# -eq 3 ] || die "usage: startup.sh render SETTINGS RENDER_SH"
     load_settings "$2"
     render "$3"
     exit 0
 fi
+if [ "${1:-}" = members-env ]; then
+    [ $# -eq 2 ] || die "usage: startup.sh members-env SETTINGS"
+    load_settings "$2"
+    members_env
+    exit 0
+fi
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-    sed -n '2,16p' "$0"
+    sed -n '2,20p' "$0"
     exit 0
 fi
 
@@ -101,6 +125,10 @@ metadata acme-edge-settings >"$ETC/node.env"
 )
 metadata acme-edge-render >"$OPT/render.sh"
 load_settings "$ETC/node.env"
+members_env >"$ETC/members.env"
+# The address the other nodes reach this node's app on (the firewall admits only them).
+INTERNAL_IP=$(curl -fsS --retry 5 -H 'Metadata-Flavor: Google' "$MD/instance/network-interfaces/0/ip")
+[[ $INTERNAL_IP =~ ^[0-9.]+$ ]] || die "no internal address from the metadata server: $INTERNAL_IP"
 
 # Envoy binds :80 and :443 without root.
 echo 'net.ipv4.ip_unprivileged_port_start = 80' >/etc/sysctl.d/60-acme-edge.conf
@@ -133,7 +161,7 @@ docker rm -f "$cid" >/dev/null
 chmod 0644 "$OPT/edge_filter.wasm.new"
 mv -f "$OPT/edge_filter.wasm.new" "$OPT/edge_filter.wasm"
 
-install -d -m 0750 -o "$ENVOY_ID" -g "$ENVOY_ID" "$TLS_DIR_NODE"
+install -d -m 0750 -o "$ENVOY_ID" -g "$ENVOY_ID" "$TLS_DIR_NODE" "$MEMBERS_DIR_NODE"
 
 COOKIE_SECRET=$(retry gcloud secrets versions access latest --secret="$COOKIE_SECRET_NAME" \
     --project="$PROJECT" --quiet) || die "cannot read secret $COOKIE_SECRET_NAME"
@@ -166,21 +194,27 @@ EOF
 
 docker_run="/usr/bin/docker run --rm --log-driver gcplogs"
 sync_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
+members_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env --env-file $ETC/members.env -v $MEMBERS_DIR_NODE:$MEMBERS_DIR_NODE"
 
-# Published on loopback only: the app is reachable through Envoy, not from the VPC.
+# Published on the node's internal address: every node's Envoy routes keys to every node's
+# app; the firewall rule NAME-allow-nodes-app admits APP_PORT from the nodes only.
 container_unit acme-edge-app "the application" "" "" \
-    "$docker_run --name acme-edge-app -e PORT=$APP_PORT -p 127.0.0.1:$APP_PORT:$APP_PORT $APP_IMAGE"
+    "$docker_run --name acme-edge-app -e PORT=$APP_PORT -p $INTERNAL_IP:$APP_PORT:$APP_PORT $APP_IMAGE"
 container_unit acme-edge-sync "keep Envoy's certificate current (renewer sync)" "" "" \
     "$sync_run --name acme-edge-sync $RENEWER_IMAGE sync --watch"
-# Envoy refuses to start without the SDS file; `sync --init` writes it (no certificate is
-# needed: challenges on :80 work before the first issuance).
+container_unit acme-edge-members "keep Envoy's view of the cluster current (renewer members)" "" "" \
+    "$members_run --name acme-edge-members $RENEWER_IMAGE members --watch"
+# Envoy refuses to start without the SDS and EDS files; `sync --init` writes the first (no
+# certificate is needed: challenges on :80 work before the first issuance), `members --init`
+# the second (the group's healthy nodes, or an empty list if the API cannot be read yet).
 container_unit acme-edge-envoy "Envoy with the edge filter" acme-edge-app.service \
-    "ExecStartPre=$sync_run $RENEWER_IMAGE sync --init" \
-    "$docker_run --network host --name acme-edge-envoy -e ENVOY_UID=$ENVOY_ID -e ENVOY_GID=$ENVOY_ID -v $ETC/envoy.yaml:$ETC/envoy.yaml:ro -v $OPT/edge_filter.wasm:$OPT/edge_filter.wasm:ro -v $TLS_DIR_NODE:$TLS_DIR_NODE:ro $ENVOY_IMAGE -c $ETC/envoy.yaml"
+    "ExecStartPre=$sync_run $RENEWER_IMAGE sync --init
+ExecStartPre=$members_run $RENEWER_IMAGE members --init" \
+    "$docker_run --network host --name acme-edge-envoy -e ENVOY_UID=$ENVOY_ID -e ENVOY_GID=$ENVOY_ID -v $ETC/envoy.yaml:$ETC/envoy.yaml:ro -v $OPT/edge_filter.wasm:$OPT/edge_filter.wasm:ro -v $TLS_DIR_NODE:$TLS_DIR_NODE:ro -v $MEMBERS_DIR_NODE:$MEMBERS_DIR_NODE:ro $ENVOY_IMAGE -c $ETC/envoy.yaml"
 
 systemctl daemon-reload
-for unit in acme-edge-app acme-edge-sync acme-edge-envoy; do
+for unit in acme-edge-app acme-edge-sync acme-edge-members acme-edge-envoy; do
     systemctl enable "$unit" >/dev/null 2>&1
     systemctl restart "$unit"
 done
-log "node ready: $(systemctl is-active acme-edge-app acme-edge-sync acme-edge-envoy | tr '\n' ' ')"
+log "node ready: $(systemctl is-active acme-edge-app acme-edge-sync acme-edge-members acme-edge-envoy | tr '\n' ' ')"

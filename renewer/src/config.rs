@@ -49,6 +49,9 @@ pub struct Config {
     /// `renewer sync` (installing the certificate for Envoy on an app node).
     #[serde(default)]
     pub sync: SyncConfig,
+    /// `renewer members` (the cluster membership Envoy routes over, on an app node).
+    #[serde(default)]
+    pub members: Option<MembersConfig>,
     /// The certificates to keep issued. At least one.
     #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
@@ -291,6 +294,52 @@ impl Default for SyncConfig {
             on_change_timeout_seconds: 60,
         }
     }
+}
+
+/// `renewer members`: which managed instance group makes the cluster, and where Envoy reads it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MembersConfig {
+    /// Google Cloud project of the managed instance group.
+    pub project: String,
+    /// Region of the (regional) managed instance group.
+    pub region: String,
+    /// The managed instance group's name. Its instances carry the label
+    /// `acme-edge-group=<group>` (set by `make deploy`'s instance template), by which their
+    /// addresses are listed in one call.
+    pub group: String,
+    /// Port the application listens on, on every node (`APP_PORT`).
+    pub port: u16,
+    /// Directory of `eds.json`, which Envoy watches (`MEMBERS_DIR` of deploy/envoy/render.sh).
+    #[serde(default = "default_members_dir")]
+    pub dir: PathBuf,
+    /// The Envoy cluster the endpoints belong to (render.sh's is `app`).
+    #[serde(default = "default_members_cluster")]
+    pub cluster: String,
+    /// Seconds between refreshes with `--watch` when no interval is given on the command line.
+    #[serde(default = "default_members_interval")]
+    pub interval_seconds: u64,
+    /// Where `--watch` serves its Prometheus metrics (`GET /metrics`); empty: none.
+    #[serde(default = "default_members_metrics")]
+    pub metrics_address: String,
+    /// Compute Engine API endpoint override (tests). Requests are sent without credentials
+    /// when set. Default: the real service with Application Default Credentials (on a node,
+    /// its service account through the metadata server).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+fn default_members_dir() -> PathBuf {
+    PathBuf::from("/var/lib/acme-edge/members")
+}
+fn default_members_cluster() -> String {
+    "app".into()
+}
+fn default_members_interval() -> u64 {
+    10
+}
+fn default_members_metrics() -> String {
+    "127.0.0.1:9902".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -616,6 +665,9 @@ impl Config {
         if sync.interval_seconds == 0 {
             return Err(("sync.interval_seconds".into(), "must be > 0".into()));
         }
+        if let Some(members) = &self.members {
+            members.validate()?;
+        }
         if sync.keep_versions == 0 {
             return Err(("sync.keep_versions".into(), "must be at least 1".into()));
         }
@@ -797,6 +849,87 @@ pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
     ))
 }
 
+impl MembersConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, message: String| Err((format!("members.{field}"), message));
+        if !is_project_id(&self.project) {
+            return bad(
+                "project",
+                format!("{:?} is not a Google Cloud project id", self.project),
+            );
+        }
+        let region_ok = self.region.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && a.bytes().all(|c| c.is_ascii_lowercase())
+                && b.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && b.ends_with(|c: char| c.is_ascii_digit())
+        });
+        if !region_ok {
+            return bad(
+                "region",
+                format!("{:?} is not a region such as europe-west1", self.region),
+            );
+        }
+        // A resource name, and a label value (RFC 1035 label, at most 63 characters).
+        let group_ok = (1..=63).contains(&self.group.len())
+            && self.group.starts_with(|c: char| c.is_ascii_lowercase())
+            && self
+                .group
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !group_ok {
+            return bad(
+                "group",
+                format!("{:?} is not a managed instance group name", self.group),
+            );
+        }
+        if self.port == 0 {
+            return bad("port", "must be 1-65535".into());
+        }
+        let dir_ok = self.dir.is_absolute()
+            && self.dir.to_str().is_some_and(|d| {
+                d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+            });
+        if !dir_ok {
+            return bad(
+                "dir",
+                format!("{:?} is not an absolute path of [A-Za-z0-9/._-]", self.dir),
+            );
+        }
+        if self.cluster.is_empty()
+            || !self
+                .cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return bad("cluster", "use 1 or more of [A-Za-z0-9._-]".into());
+        }
+        if !(1..=3600).contains(&self.interval_seconds) {
+            return bad("interval_seconds", "must be 1 to 3600".into());
+        }
+        if !self.metrics_address.is_empty()
+            && self
+                .metrics_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return bad(
+                "metrics_address",
+                format!(
+                    "{:?} is not an address:port such as 127.0.0.1:9902 (empty: no metrics)",
+                    self.metrics_address
+                ),
+            );
+        }
+        if let Some(endpoint) = &self.endpoint {
+            check_http_url(endpoint).map_err(|m| ("members.endpoint".to_string(), m))?;
+        }
+        Ok(())
+    }
+}
+
 fn check_http_url(url: &str) -> Result<(), String> {
     if (url.starts_with("http://") || url.starts_with("https://"))
         && url.parse::<http::Uri>().is_ok()
@@ -908,6 +1041,35 @@ domains = ["app.example.com", "www.example.com"]
         parse(text).expect("renewer.example.toml must be valid");
     }
 
+    const MEMBERS_OK: &str = "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+                              group = \"acme-edge-nodes\"\nport = 8080\n";
+    const MEMBERS_BAD_PROJECT: &str =
+        "[members]\nproject = \"P\"\nregion = \"europe-west1\"\ngroup = \"g\"\nport = 8080\n";
+    const MEMBERS_BAD_REGION: &str =
+        "[members]\nproject = \"my-project\"\nregion = \"europe\"\ngroup = \"g\"\nport = 8080\n";
+    const MEMBERS_BAD_GROUP: &str =
+        "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+                                     group = \"Nodes_1\"\nport = 8080\n";
+    const MEMBERS_BAD_PORT: &str =
+        "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\ngroup = \"g\"\nport = 0\n";
+    const MEMBERS_BAD_DIR: &str =
+        "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+                                   group = \"g\"\nport = 1\ndir = \"members\"\n";
+    const MEMBERS_BAD_METRICS: &str =
+        "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+                                       group = \"g\"\nport = 1\nmetrics_address = \"localhost\"\n";
+
+    #[test]
+    fn members_section_defaults() {
+        let c = parse(&format!("{GOOD}\n{MEMBERS_OK}")).expect("members section");
+        let m = c.members.expect("members");
+        assert_eq!(m.dir, PathBuf::from("/var/lib/acme-edge/members"));
+        assert_eq!(m.cluster, "app");
+        assert_eq!(m.interval_seconds, 10);
+        assert_eq!(m.metrics_address, "127.0.0.1:9902");
+        assert!(parse(GOOD).unwrap().members.is_none());
+    }
+
     #[test]
     fn errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
@@ -935,6 +1097,13 @@ domains = ["app.example.com", "www.example.com"]
             ("[sync]\ninterval_seconds = 0", "sync.interval_seconds"),
             ("[sync]\nkeep_versions = 0", "sync.keep_versions"),
             ("[sync]\non_change = \" \"", "sync.on_change"),
+            ("[members]\nproject = \"p\"", "members"),
+            (MEMBERS_BAD_PROJECT, "members.project"),
+            (MEMBERS_BAD_REGION, "members.region"),
+            (MEMBERS_BAD_GROUP, "members.group"),
+            (MEMBERS_BAD_PORT, "members.port"),
+            (MEMBERS_BAD_DIR, "members.dir"),
+            (MEMBERS_BAD_METRICS, "members.metrics_address"),
         ];
         for (extra, field) in cases {
             // Replace the section in GOOD when the case redefines it.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::bundle::{Bundle, Secret};
 use crate::certinfo;
 use crate::config::Config;
-use crate::sync;
+use crate::node::sync;
 
 /// `renewer_config`: TOML text, then optionally `\0` and `KEY=value` lines (the environment,
 /// for `RENEWER__*` overrides). A config is either accepted or refused with an error that

@@ -8,8 +8,8 @@
 //! flow), `store` (object stores and Secret Manager), `bundle` (an issued certificate and where
 //! it is published), `lock` (the renewal lease), `state` (last attempts), `run` (one pass),
 //! `status` (the table), `logging`, `function` (a functions-framework-style HTTP runtime),
-//! `serve` (the renewer on it), `metrics` (Prometheus text), `sync` (installing a certificate
-//! for Envoy on an app node).
+//! `serve` (the renewer on it), `metrics` (Prometheus text), `node` (what runs on an app node:
+//! `sync` installs the certificate for Envoy, `members` keeps the cluster's membership).
 
 pub mod acme;
 pub mod bundle;
@@ -21,13 +21,13 @@ pub mod fuzzing;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod run;
 pub mod serve;
 pub mod state;
 pub mod status;
 pub mod store;
-pub mod sync;
 
 /// Failures that stop the renewer before it can look at any certificate.
 #[derive(Debug, thiserror::Error)]

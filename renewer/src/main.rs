@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use renewer::bundle::BundleStore;
 use renewer::config::{Config, SyncSource};
+use renewer::node::sync::{self as sync_mod, Outcome as SyncOutcome, SyncError, Target};
 use renewer::run::{Renewer, RunOptions};
-use renewer::sync::{self as sync_mod, Outcome as SyncOutcome, SyncError, Target};
 use renewer::{logging, status, RenewerError};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,24 @@ RENEWER_SYNC_DIR and RENEWER_SYNC_NAME in its environment.
 Exit codes (--once): 0 installed or already current, 1 refused or failed (the
 installed certificate stays), 2 usage/config, 3 the source could not be opened.
 With --watch, faults are logged and retried; SIGTERM exits 0.";
+
+const MEMBERS_HELP: &str = "\
+Writes <dir>/eds.json, the endpoints of Envoy's `app` cluster: the application of
+every member of the managed instance group ([members] group), i.e. every instance
+that is RUNNING, not being created, deleted or otherwise acted on by the group,
+and HEALTHY by the group's health check. The list is sorted the same way on every
+node, so Envoy's Maglev maps a key to the same instance from any node. A new list
+is written to a temporary file and renamed over eds.json; Envoy reloads it without
+a restart and keeps open connections.
+
+A source that fails, or answers no usable member, never empties the list: the
+last known one stays (logged as a warning; acme_edge_members_stale is 1 until a
+good answer comes back).
+
+Exit codes: --init 0 once eds.json exists (an empty list when the source is
+down and nothing was there: Envoy can start); --once 0 written or unchanged,
+1 the last known list was kept; 2 usage/config; 3 the source could not be set
+up. --watch serves metrics on members.metrics_address; SIGTERM exits 0.";
 
 /// Keeps acme-edge certificates issued and renewed with an ACME CA (Let's Encrypt, …).
 #[derive(Parser)]
@@ -125,6 +143,23 @@ enum Command {
         /// Command (sh -c) to run after a new certificate is installed (default: sync.on_change).
         #[arg(long, value_name = "COMMAND")]
         on_change: Option<String>,
+    },
+    /// Keep the cluster's membership for Envoy on an app node (EDS file, atomic swap): every
+    /// healthy node's application, from the managed instance group.
+    #[command(after_help = MEMBERS_HELP)]
+    Members {
+        /// Refresh once and exit (the default).
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// Keep running and refresh every INTERVAL (10s, 1m; default: members.interval_seconds).
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "")]
+        watch: Option<String>,
+        /// Make sure eds.json exists, then exit (before Envoy first starts).
+        #[arg(long, conflicts_with_all = ["once", "watch"])]
+        init: bool,
+        /// Directory of eds.json (default: members.dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Show the certificates in the store: names, issuer, expiry, next renewal, last error.
     #[command(after_help = EXIT_CODES)]
@@ -235,11 +270,39 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
                 None => None,
                 Some("") => Some(Duration::from_secs(config.sync.interval_seconds)),
                 Some(text) => Some(
-                    renewer::sync::parse_interval(text)
+                    renewer::node::sync::parse_interval(text)
                         .map_err(|e| (EXIT_CONFIG, format!("--watch: {e}")))?,
                 ),
             };
             sync_command(config, init, interval).await
+        }
+        Command::Members {
+            once: _,
+            watch,
+            init,
+            dir,
+        } => {
+            let mut config = load()?;
+            let mut members = config.members.clone().ok_or((
+                EXIT_CONFIG,
+                "members: no [members] section (project, region, group, port)".to_string(),
+            ))?;
+            if let Some(d) = dir {
+                members.dir = d;
+            }
+            config.members = Some(members.clone());
+            config
+                .revalidate("command line")
+                .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+            let interval = match watch.as_deref() {
+                None => None,
+                Some("") => Some(Duration::from_secs(members.interval_seconds)),
+                Some(text) => Some(
+                    renewer::node::sync::parse_interval(text)
+                        .map_err(|e| (EXIT_CONFIG, format!("--watch: {e}")))?,
+                ),
+            };
+            members_command(members, init, interval).await
         }
         Command::Run { force, only, json } => {
             let config = load()?;
@@ -455,6 +518,49 @@ async fn sync_command(
             _ = stop.cancelled() => return Ok(0),
         }
     }
+}
+
+/// `renewer members`: make sure the EDS file exists (`--init`), refresh once, or keep it
+/// current (`--watch`).
+async fn members_command(
+    members: renewer::config::MembersConfig,
+    init_only: bool,
+    interval: Option<Duration>,
+) -> Result<u8, (u8, String)> {
+    use renewer::node::agent::{Agent, Refreshed};
+    let source = renewer::node::compute::ComputeSource::new(&members)
+        .await
+        .map_err(|e| (EXIT_SETUP, e))?;
+    let dir = members.dir.clone();
+    let agent = std::sync::Arc::new(Agent::new(Box::new(source), members));
+    let write_error = |e: std::io::Error| {
+        (
+            EXIT_FAILED,
+            format!("cannot write the membership file in {}: {e}", dir.display()),
+        )
+    };
+    if init_only {
+        agent.init().await.map_err(write_error)?;
+        return Ok(0);
+    }
+    let Some(interval) = interval else {
+        return match agent.refresh().await.map_err(write_error)? {
+            Refreshed::Written(_) | Refreshed::Unchanged => Ok(0),
+            Refreshed::Kept(_) => Ok(EXIT_FAILED),
+        };
+    };
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let signal = renewer::function::shutdown_signal().await;
+        tracing::info!(signal, "renewer members stopping");
+        on_signal.cancel();
+    });
+    agent
+        .watch(interval, stop)
+        .await
+        .map_err(|e| (EXIT_SETUP, format!("members metrics: {e}")))?;
+    Ok(0)
 }
 
 fn report_sync(outcome: &SyncOutcome, watching: bool) {

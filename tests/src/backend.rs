@@ -22,6 +22,8 @@ use crate::server::{RecordedRequest, ServerTask};
 #[derive(Debug)]
 pub struct EchoBackend {
     pub id: String,
+    /// The address it listens on (127.0.0.1, or a cluster node's 127.0.1.x).
+    pub ip: std::net::IpAddr,
     pub port: u16,
     state: Arc<EchoState>,
     server: ServerTask,
@@ -48,6 +50,12 @@ impl EchoBackend {
     ///   axum answers with, plus `x-backend-id`, and recorded in `requests()`;
     /// * anything else → 200, body = id, header `x-backend-id`.
     pub async fn start(id: &str) -> Result<EchoBackend> {
+        Self::start_at(id, std::net::Ipv4Addr::LOCALHOST.into(), 0).await
+    }
+
+    /// [`EchoBackend::start`] on `ip:port` (port 0: kernel-chosen): an app on one node of a
+    /// local cluster, at the node's address and the cluster's common `APP_PORT`.
+    pub async fn start_at(id: &str, ip: std::net::IpAddr, port: u16) -> Result<EchoBackend> {
         let (tx, rx) = watch::channel(());
         let state = Arc::new(EchoState {
             id: id.to_string(),
@@ -56,9 +64,10 @@ impl EchoBackend {
             shutdown: rx,
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
-        let server = ServerTask::spawn(router).await?;
+        let server = ServerTask::spawn_at(ip, port, router, None).await?;
         Ok(EchoBackend {
             id: id.to_string(),
+            ip,
             port: server.port(),
             state,
             server,
@@ -66,9 +75,9 @@ impl EchoBackend {
         })
     }
 
-    /// `127.0.0.1:<port>`, as Envoy cluster endpoints want it.
+    /// `<ip>:<port>`, as Envoy cluster endpoints want it.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// Request headers of every accepted upgrade, oldest first.
@@ -102,13 +111,15 @@ impl EchoBackend {
 
 async fn handle(
     State(state): State<Arc<EchoState>>,
+    peer: Option<axum::Extension<crate::server::Peer>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
 ) -> Response {
-    let record = RecordedRequest::new(&method, &uri, version, &headers);
+    let mut record = RecordedRequest::new(&method, &uri, version, &headers);
+    record.peer = peer.map(|axum::Extension(p)| p.0);
     let id_header = HeaderValue::from_str(&state.id).unwrap_or(HeaderValue::from_static("?"));
     match ws {
         Ok(ws) => {

@@ -181,8 +181,35 @@ pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::Cli
 /// The serial (lowercase hex, as the renewer names it) of the leaf certificate served on
 /// 127.0.0.1:`port` for `server_name`, verified against `ca_pem`.
 pub async fn served_serial(port: u16, server_name: &str, ca_pem: &str) -> Result<String> {
+    served_serial_at(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        port,
+        server_name,
+        ca_pem,
+    )
+    .await
+}
+
+/// [`served_serial`] of the listener at `ip:port` (a node of a local cluster).
+pub async fn served_serial_at(
+    ip: std::net::IpAddr,
+    port: u16,
+    server_name: &str,
+    ca_pem: &str,
+) -> Result<String> {
     use base64::Engine;
-    let chain = tls_peer_certificates(port, server_name, ca_pem).await?;
+    let config = tls_client_config(ca_pem, &[b"http/1.1"])?;
+    let tls = tokio::time::timeout(IO_TIMEOUT, tls_connect_at(ip, port, server_name, config))
+        .await
+        .map_err(|_| anyhow!("TLS handshake with {ip}:{port} timed out"))??;
+    let chain: Vec<Vec<u8>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
     let leaf = chain.first().context("no certificate presented")?;
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
@@ -216,11 +243,26 @@ async fn tls_connect(
     server_name: &str,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls_connect_at(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        port,
+        server_name,
+        config,
+    )
+    .await
+}
+
+async fn tls_connect_at(
+    ip: std::net::IpAddr,
+    port: u16,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let name = ServerName::try_from(server_name.to_string())
         .with_context(|| format!("invalid TLS server name {server_name:?}"))?;
-    let tcp = TcpStream::connect(("127.0.0.1", port))
+    let tcp = TcpStream::connect((ip, port))
         .await
-        .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        .with_context(|| format!("connect {ip}:{port}"))?;
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
@@ -239,6 +281,95 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as it is): a path
+/// segment as the fakes of Google APIs receive it.
+pub fn percent_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let escaped = match tail {
+            [h, l, ..] if b == b'%' => std::str::from_utf8(&[*h, *l])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok()),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                rest = &tail[2..];
+            }
+            None => {
+                out.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes a query component (`application/x-www-form-urlencoded`: `+` is a space).
+pub fn query_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
+}
+
+/// One HTTP/1.1 keep-alive connection over TLS to `ip:port`, for many small requests in a row
+/// (asking a node where thousands of keys go without a handshake per key).
+pub struct HttpsConn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    authority: String,
+    _driver: tokio::task::JoinHandle<()>,
+}
+
+impl HttpsConn {
+    pub async fn connect(
+        ip: std::net::IpAddr,
+        port: u16,
+        server_name: &str,
+        ca_pem: &str,
+    ) -> Result<HttpsConn> {
+        let config = tls_client_config(ca_pem, &[b"http/1.1"])?;
+        let tls = tokio::time::timeout(IO_TIMEOUT, tls_connect_at(ip, port, server_name, config))
+            .await
+            .map_err(|_| anyhow!("TLS handshake with {ip}:{port} timed out"))??;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .context("HTTP/1.1 handshake")?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HttpsConn {
+            sender,
+            authority: format!("{server_name}:{port}"),
+            _driver: driver,
+        })
+    }
+
+    /// `GET path` with these headers: the status, the headers and the body.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, http::HeaderMap, bytes::Bytes)> {
+        use http_body_util::BodyExt as _;
+        let mut request = http::Request::get(path).header("host", &self.authority);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(http_body_util::Empty::new())?;
+        let exchange = async {
+            self.sender.ready().await.context("connection closed")?;
+            let response = self.sender.send_request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            anyhow::Ok((parts.status.as_u16(), parts.headers, body))
+        };
+        tokio::time::timeout(IO_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow!("GET {path} timed out"))?
+    }
 }
 
 fn is_head(request: &[u8]) -> bool {
@@ -417,6 +548,18 @@ pub async fn ws_try_connect(
     extra_headers: &[(&str, &str)],
     ca_pem: Option<&str>,
 ) -> Result<std::result::Result<(WsStream, WsResponse), WsResponse>> {
+    ws_try_connect_from(url, None, extra_headers, ca_pem).await
+}
+
+/// [`ws_try_connect`] from a chosen source address: a client on `127.0.2.x` looks like another
+/// user to a load balancer that hashes on the client address. The connection goes to
+/// 127.0.0.1 at the URL's port; the URL's host is only the TLS server name and `Host`.
+pub async fn ws_try_connect_from(
+    url: &str,
+    source: Option<std::net::IpAddr>,
+    extra_headers: &[(&str, &str)],
+    ca_pem: Option<&str>,
+) -> Result<std::result::Result<(WsStream, WsResponse), WsResponse>> {
     let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
     let tls = match uri.scheme_str() {
         Some("ws") => false,
@@ -448,9 +591,18 @@ pub async fn ws_try_connect(
         Connector::Plain
     };
     let handshake = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let tcp = match source {
+            None => TcpStream::connect(target).await,
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().context("socket")?;
+                socket
+                    .bind((ip, 0).into())
+                    .with_context(|| format!("bind the client to {ip}"))?;
+                socket.connect(target).await
+            }
+        }
+        .with_context(|| format!("connect 127.0.0.1:{port}"))?;
         // Without it, Nagle holds the handshake's last segment for the delayed ACK (~40 ms).
         tcp.set_nodelay(true).context("set TCP_NODELAY")?;
         let result =

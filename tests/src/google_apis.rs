@@ -232,27 +232,6 @@ fn ok(value: Value) -> Response {
         .into_response()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Host (`us-central1-run.fake`) -> API name (`run`).
 fn api_of(host: &str) -> String {
     let name = host.split(':').next().unwrap_or(host);
@@ -277,10 +256,10 @@ fn resource_path(api: &str, path: &str) -> String {
     };
     for prefix in prefixes {
         if let Some(rest) = p.strip_prefix(prefix) {
-            return percent_decode(rest);
+            return crate::client::percent_decode(rest);
         }
     }
-    percent_decode(p)
+    crate::client::percent_decode(p)
 }
 
 /// Whether a path names a collection: resource paths alternate collection/id, and compute's
@@ -516,8 +495,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
+                crate::client::query_decode(k),
+                crate::client::query_decode(v),
             )
         })
         .collect();

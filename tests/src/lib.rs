@@ -18,7 +18,10 @@ pub mod ari;
 pub mod backend;
 pub mod bench;
 pub mod client;
+pub mod cluster;
+pub mod compute;
 pub mod envoy;
+pub mod front;
 pub mod gcs;
 pub mod google_apis;
 pub mod http2;
@@ -41,8 +44,8 @@ pub use ari::AriResponder;
 pub use backend::EchoBackend;
 pub use client::{
     http_get, http_request, https_request, percent_encode, raw_http, raw_https, served_serial,
-    tls_client_config, tls_peer_certificates, ws_connect, ws_echo, ws_try_connect, RawResponse,
-    WsResponse, WsStream,
+    served_serial_at, tls_client_config, tls_peer_certificates, ws_connect, ws_echo,
+    ws_try_connect, ws_try_connect_from, HttpsConn, RawResponse, WsResponse, WsStream,
 };
 pub use envoy::{
     envoy_bin, envoy_expect_refusal, envoy_validate, render_app_node, squash_whitespace, wasm_path,

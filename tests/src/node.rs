@@ -286,6 +286,20 @@ pub fn set_cookie_value(resp: &crate::WsResponse) -> Option<String> {
 /// The `node.env` that `make deploy` puts in the nodes' instance metadata for these deploy
 /// settings (a `deploy/config.env`): `deploy/deploy.sh --plan` writes it and runs nothing.
 pub fn deploy_node_env(settings: &str) -> Result<String> {
+    Ok(deploy_files(settings)?.node_env)
+}
+
+/// What `make deploy` hands the nodes and the renewer for these settings.
+#[derive(Debug, Clone)]
+pub struct DeployFiles {
+    /// The node settings (instance metadata `acme-edge-settings`).
+    pub node_env: String,
+    /// The renewer's `RENEWER__*` settings (Cloud Run's and the nodes' `renewer`).
+    pub renewer_env: Vec<(String, String)>,
+}
+
+/// [`DeployFiles`] as `deploy/deploy.sh --plan` writes them (it runs nothing).
+pub fn deploy_files(settings: &str) -> Result<DeployFiles> {
     let dir = tempfile::Builder::new()
         .prefix("acme-edge-deploy-")
         .tempdir()?;
@@ -303,7 +317,44 @@ pub fn deploy_node_env(settings: &str) -> Result<String> {
         "deploy.sh --plan failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read_to_string(dir.path().join(".out/node.env")).context("read .out/node.env")
+    let node_env =
+        std::fs::read_to_string(dir.path().join(".out/node.env")).context("read .out/node.env")?;
+    let renewer_env = std::fs::read_to_string(dir.path().join(".out/renewer.env"))
+        .context("read .out/renewer.env")?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok(DeployFiles {
+        node_env,
+        renewer_env,
+    })
+}
+
+/// The `[members]` settings a node's agent gets (`deploy/node/startup.sh members-env`).
+pub fn deployed_members_env(node_env: &str) -> Result<Vec<(String, String)>> {
+    let dir = tempfile::Builder::new()
+        .prefix("acme-edge-node-")
+        .tempdir()?;
+    let settings = dir.path().join("node.env");
+    std::fs::write(&settings, node_env)?;
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("deploy/node/startup.sh"))
+        .arg("members-env")
+        .arg(&settings)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run deploy/node/startup.sh members-env")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "startup.sh members-env failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
 }
 
 /// The Envoy config a node's startup script renders from `node_env`

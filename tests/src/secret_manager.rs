@@ -357,41 +357,16 @@ fn check_labels(labels: &Map<String, Value>) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
-/// Decodes `%xx` and `+` of a query component.
-fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let byte = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match byte {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_query(raw: Option<&str>) -> BTreeMap<String, String> {
     raw.unwrap_or_default()
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (url_decode(k), url_decode(v))
+            (
+                crate::client::query_decode(k),
+                crate::client::query_decode(v),
+            )
         })
         .collect()
 }

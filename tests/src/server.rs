@@ -21,10 +21,17 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+/// The address of the peer of the connection a request came on (a request extension every
+/// fake's router gets): which node's Envoy, in a local cluster, sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// One request as a fake server saw it, so tests can assert on what the proxy forwarded
 /// (added, stripped or rewritten headers) rather than only on what came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
+    /// Where the connection came from, when the fake records it.
+    pub peer: Option<std::net::SocketAddr>,
     pub method: String,
     /// Path with the query string, exactly as received.
     pub path: String,
@@ -37,6 +44,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     pub(crate) fn new(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) -> Self {
         RecordedRequest {
+            peer: None,
             method: method.as_str().to_string(),
             path: uri
                 .path_and_query()
@@ -96,9 +104,20 @@ impl ServerTask {
         router: Router,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<ServerTask> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
+        Self::spawn_at(std::net::Ipv4Addr::LOCALHOST.into(), port, router, tls).await
+    }
+
+    /// Like [`ServerTask::spawn_on`] on another loopback address (`127.0.1.2`: one "host" of a
+    /// local cluster; every 127.0.0.0/8 address is this machine).
+    pub(crate) async fn spawn_at(
+        ip: std::net::IpAddr,
+        port: u16,
+        router: Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<ServerTask> {
+        let listener = TcpListener::bind((ip, port))
             .await
-            .with_context(|| format!("bind 127.0.0.1:{port}"))?;
+            .with_context(|| format!("bind {ip}:{port}"))?;
         let port = listener.local_addr()?.port();
         let handle = tokio::spawn(accept_loop(listener, router, tls.map(TlsAcceptor::from)));
         Ok(ServerTask {
@@ -136,15 +155,16 @@ async fn accept_loop(listener: TcpListener, router: Router, tls: Option<TlsAccep
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
                     Err(_) => {
                         // E.g. EMFILE: back off instead of spinning.
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(router.clone());
+                let service =
+                    TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
                 let tls = tls.clone();
                 connections.spawn(async move {
                     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -79,7 +79,7 @@ impl TlsFiles {
         };
         files.rotate(names)?;
         // The same sds.yaml `renewer sync` writes, so tests load certificates the shipped way.
-        let sds = renewer::sync::sds_yaml(files.path(), SECRET_NAME);
+        let sds = renewer::node::sync::sds_yaml(files.path(), SECRET_NAME);
         fs::write(files.sds_path(), sds).context("write sds.yaml")?;
         Ok(files)
     }

@@ -75,7 +75,7 @@ async fn gcs_store_mode_and_the_secret_manager_mirror() -> Result<()> {
     );
 
     // sync read the Secret Manager mirror (the config's sync.source), not the bucket.
-    let installed = renewer::sync::installed(&sys.tls_dir).context("installed")?;
+    let installed = renewer::node::sync::installed(&sys.tls_dir).context("installed")?;
     assert!(
         installed.source.starts_with("secretmanager://"),
         "{}",

@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use harness::node::{Acme, Node, HOST, ORIGIN};
 use harness::{wait_for, ws_connect, ws_echo, AcmeStack, FakeSecretManager, RenewerProcess};
 use renewer::bundle::{BundleStore, ObjectBundles};
-use renewer::sync::Installed;
+use renewer::node::sync::Installed;
 
 const CERT: &str = "[[certificates]]\nname = \"app\"\ndomains = [\"app.test\"]\n";
 
 fn installed(dir: &Path) -> Option<Installed> {
-    renewer::sync::installed(dir)
+    renewer::node::sync::installed(dir)
 }
 
 /// The serial of the leaf certificate a TLS handshake with `port` presents.

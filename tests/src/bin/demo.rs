@@ -118,7 +118,7 @@ async fn demo(keep: bool) -> Result<()> {
     if out.code != 0 {
         bail!("renewer sync failed:\n{}", out.all());
     }
-    let installed = renewer::sync::installed(&sys.tls_dir).context("nothing installed")?;
+    let installed = renewer::node::sync::installed(&sys.tls_dir).context("nothing installed")?;
     say(&format!(
         "{}/current -> {} (verified: key matches, names covered, not expired)",
         sys.tls_dir.display(),
