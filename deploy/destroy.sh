@@ -126,10 +126,14 @@ for role in roles/logging.logWriter "projects/$PROJECT/roles/$ROLE_MEMBERS"; do
             --role="$role" --member="serviceAccount:$SA_NODE" --condition=None
     fi
 done
+# name|deleted: a live role has no `deleted`; a deleted one stays 7 days, marked True.
 role=''
-[ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT" --format='value(deleted)')
-if [ "$PLAN" = 1 ] || { [ -n "$role" ] && [ "$role" != True ]; }; then
+[ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT" \
+    --format='value[separator="|"](name,deleted)')
+if [ "$PLAN" = 1 ] || { [ -n "${role%%|*}" ] && [ "${role#*|}" != True ]; }; then
     run gcloud iam roles delete "$ROLE_MEMBERS" --project="$PROJECT" --quiet
+elif [ -n "$role" ]; then
+    log "membership role: already deleted"
 fi
 for sa in "$SA_RENEWER" "$SA_SCHEDULER" "$SA_NODE"; do
     remove "service account" gcloud iam service-accounts describe "$sa" "${G[@]}"

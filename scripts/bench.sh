@@ -83,7 +83,7 @@ declare -A args=(
 )
 if ((quick)); then
     args[filter]="--rounds 1 --duration 2 --warmup 1"
-    args[ws]="--keys 1000 --trials 1 --connections 1000 --rounds 1"
+    args[ws]="--keys 1000 --trials 1 --cluster-trials 1 --connections 1000 --rounds 1"
     args[acme]="--reps 1 --certs 5 --cold-starts 5"
 fi
 declare -A bins=([filter]=edge-bench [ws]=ws-bench [acme]=acme-bench)

@@ -550,6 +550,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The renewer's environment (the Cloud Run job's), for running `renewer` by hand.
+    pub fn renewer_env_refs(&self) -> Vec<(&str, &str)> {
+        env_refs(&self.renewer_env)
+    }
+
     /// `renewer run` (the Cloud Run job), optionally `--force`.
     pub async fn renew(&self, force: bool) -> Result<RenewerOutput> {
         let mut args = vec!["run", "--json"];
@@ -660,6 +665,31 @@ impl Cluster {
             .map(|n| n.name.clone())
     }
 
+    /// Where the keys go once the cluster has settled: every node sends every key to the same
+    /// instance, and `done` holds for that agreed assignment (the change being waited for is
+    /// visible). Envoy shows a new host in `/clusters` a moment before its workers have rebuilt
+    /// their Maglev tables, so this asks again until then, for at most 30 s; the error then
+    /// names the keys still in dispute.
+    pub async fn settled_owners(
+        &self,
+        keys: &[String],
+        done: impl Fn(&[String]) -> bool,
+    ) -> Result<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + SETTLE.min(Duration::from_secs(30));
+        loop {
+            let owners = self.key_owners(keys).await?;
+            let verdict = agreement(&owners);
+            match verdict {
+                Ok(agreed) if done(&agreed) => return Ok(agreed),
+                _ if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Ok(_) => bail!("the nodes agree, but the change never showed"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Where each node's Envoy sends each key (by the room query parameter, on a plain
     /// request): `owners[node][key]` is the app instance's name.
     pub async fn key_owners(&self, keys: &[String]) -> Result<Vec<Vec<String>>> {
@@ -684,4 +714,29 @@ impl Cluster {
         };
         futures_util::future::try_join_all(self.nodes.iter().map(ask)).await
     }
+}
+
+/// The instance every node picks for each key, or an error naming the disputed keys.
+pub fn agreement(owners: &[Vec<String>]) -> Result<Vec<String>> {
+    let first = owners.first().context("no node")?;
+    let disputed: Vec<usize> = (0..first.len())
+        .filter(|&k| owners.iter().any(|o| o.get(k) != first.get(k)))
+        .collect();
+    if !disputed.is_empty() {
+        let sample: Vec<String> = disputed
+            .iter()
+            .take(3)
+            .map(|&k| {
+                format!(
+                    "key {k}: {:?}",
+                    owners.iter().map(|o| o.get(k)).collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        bail!(
+            "{} keys where two nodes pick different instances, e.g. {sample:?}",
+            disputed.len()
+        );
+    }
+    Ok(first.clone())
 }

@@ -587,6 +587,11 @@ fn respond(
             return ok(mutation_response(st, api, &resource, verb, stored));
         }
     }
+    if api == "iam" && (path.ends_with("/roles") || path.contains("/roles/")) {
+        if let Some(response) = custom_role(st, method, path, body.clone()) {
+            return response;
+        }
+    }
     if api == "compute" && *method == Method::GET {
         if let Some((project, collection)) = path
             .strip_prefix("projects/")
@@ -849,9 +854,57 @@ fn enabled_services(st: &State, path: &str) -> Value {
     json!({"services": services})
 }
 
+/// IAM custom roles (`projects/P/roles`), as the real API keeps them: created under the
+/// body's `roleId`; deleting one only marks it `deleted` (it stays 7 days, and its id cannot
+/// be used for a new role meanwhile: `undelete` brings it back); `None` for what the generic
+/// store handles (GET, PATCH).
+fn custom_role(st: &mut State, method: &Method, path: &str, body: Value) -> Option<Response> {
+    let key = ("iam".to_string(), path.to_string());
+    match *method {
+        Method::POST if path.ends_with("/roles") => {
+            let id = body["roleId"].as_str().unwrap_or_default().to_string();
+            let name = format!("{path}/{id}");
+            let k = ("iam".to_string(), name.clone());
+            if let Some(existing) = st.resources.get(&k) {
+                return Some(if existing["deleted"] == json!(true) {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("You can't create a role with role_id ({id}) where there is an existing role with that role_id in a deleted state."),
+                    )
+                } else {
+                    error(
+                        StatusCode::CONFLICT,
+                        &format!("A role named {id} in {path} already exists."),
+                    )
+                });
+            }
+            let mut role = body["role"].clone();
+            role["name"] = json!(name);
+            role["etag"] = json!("BwWKmjvelug=");
+            st.resources.insert(k, role.clone());
+            Some(ok(role))
+        }
+        Method::DELETE => {
+            let role = st.resources.get_mut(&key)?;
+            role["deleted"] = json!(true);
+            Some(ok(role.clone()))
+        }
+        _ => None,
+    }
+}
+
 fn custom_method(st: &mut State, api: &str, resource: &str, verb: &str, body: Value) -> Response {
     let k = (api.to_string(), iam_key(resource));
     match verb {
+        "undelete" if api == "iam" => match st.resources.get_mut(&(api.into(), resource.into())) {
+            Some(role) => {
+                if let Some(o) = role.as_object_mut() {
+                    o.remove("deleted");
+                }
+                ok(role.clone())
+            }
+            None => error(StatusCode::NOT_FOUND, &format!("{resource} was not found")),
+        },
         "getIamPolicy" => ok(st
             .resources
             .get(&k)

@@ -33,7 +33,6 @@ pub mod renewer_process;
 pub mod secret_manager;
 pub mod server;
 pub mod store;
-pub mod system;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use futures_util::stream::{self, StreamExt};
-use harness::cluster::{Cluster, ClusterOptions};
+use harness::cluster::{agreement, Cluster, ClusterOptions};
 use harness::compute::Mode;
 use harness::{wait_for, ws_echo, WsStream};
 
@@ -49,56 +49,6 @@ async fn cluster(nodes: usize) -> Result<Cluster> {
 
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i}")).collect()
-}
-
-/// Every node must send every key to the same instance; returns that agreed owner per key.
-fn agreed(owners: &[Vec<String>]) -> Result<Vec<String>> {
-    let first = owners.first().context("no node")?;
-    let mut disagreements = 0;
-    for other in &owners[1..] {
-        disagreements += first.iter().zip(other).filter(|(a, b)| a != b).count();
-    }
-    if disagreements > 0 {
-        let sample: Vec<String> = (0..first.len())
-            .filter(|&k| owners.iter().any(|o| o[k] != first[k]))
-            .take(5)
-            .map(|k| {
-                format!(
-                    "key-{k}: {:?}",
-                    owners.iter().map(|o| &o[k]).collect::<Vec<_>>()
-                )
-            })
-            .collect();
-        anyhow::bail!(
-            "{disagreements} keys where two nodes pick different instances, e.g. {sample:?}"
-        );
-    }
-    Ok(first.clone())
-}
-
-/// Where the keys go once the cluster settled: every node agrees, and `done` holds for the
-/// agreed owners (the change is visible). Envoy reports a new host in `/clusters` a moment
-/// before its workers have rebuilt their Maglev tables, so this polls, bounded.
-async fn settled(
-    c: &Cluster,
-    keys: &[String],
-    what: &str,
-    done: impl Fn(&[String]) -> bool,
-) -> Result<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let result = agreed(&c.key_owners(keys).await?);
-        match result {
-            Ok(owners) if done(&owners) => return Ok(owners),
-            Ok(_) if tokio::time::Instant::now() >= deadline => {
-                anyhow::bail!("not settled {what}: the change never showed")
-            }
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(e.context(format!("not settled {what}")))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// Maglev is not perfectly minimal: when a host joins or leaves, a few keys (about 0.03%,
@@ -217,7 +167,7 @@ async fn every_member_of_a_room_and_every_cookie_reconnect_reach_one_instance() 
     assert_eq!(same, moved, "cookie reconnects through another node moved");
 
     // Every node maps every key to the same instance.
-    settled(&c, &keys(1000), "with three nodes", |_| true).await?;
+    c.settled_owners(&keys(1000), |_| true).await?;
     Ok(())
 }
 
@@ -226,7 +176,7 @@ async fn membership_changes_move_only_what_they_must_and_keep_websockets_open() 
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = cluster(3).await?;
     let keys = keys(2000);
-    let before = settled(&c, &keys, "at the start", |_| true).await?;
+    let before = c.settled_owners(&keys, |_| true).await?;
     let mut sessions = open_sessions(&c, 30, "s").await?;
 
     // The Compute Engine API fails, then answers with no instance: the nodes keep routing as
@@ -255,7 +205,7 @@ async fn membership_changes_move_only_what_they_must_and_keep_websockets_open() 
             assert_eq!(node.healthy_apps().await?.len(), 3, "{}", node.name);
         }
         assert_eq!(
-            agreed(&c.key_owners(&keys).await?).context(reason)?,
+            agreement(&c.key_owners(&keys).await?).context(reason)?,
             before,
             "routing changed ({reason})"
         );
@@ -279,7 +229,10 @@ async fn membership_changes_move_only_what_they_must_and_keep_websockets_open() 
     // A fourth node joins: about a quarter of the keys move, to it (Maglev's few cross moves
     // aside), the same way on every node; no open WebSocket notices.
     let added = c.add_node().await?;
-    let after_add = settled(&c, &keys, "after the join", |o| o.contains(&added)).await?;
+    let after_add = c
+        .settled_owners(&keys, |o| o.contains(&added))
+        .await
+        .context("after the join")?;
     let moved: Vec<usize> = (0..keys.len())
         .filter(|&i| before[i] != after_add[i])
         .collect();
@@ -308,7 +261,10 @@ async fn membership_changes_move_only_what_they_must_and_keep_websockets_open() 
     // entered through it end with its Envoy, as on a deleted VM, whatever their instance).
     let gone = c.nodes[0].name.clone();
     c.remove_node(&gone).await?;
-    let after_remove = settled(&c, &keys, "after the leave", |o| !o.contains(&gone)).await?;
+    let after_remove = c
+        .settled_owners(&keys, |o| !o.contains(&gone))
+        .await
+        .context("after the leave")?;
     let on_gone = after_add.iter().filter(|o| **o == gone).count();
     let moved = (0..keys.len())
         .filter(|&i| after_add[i] != after_remove[i])

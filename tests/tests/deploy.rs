@@ -226,14 +226,50 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         )),
         vec![b("roles/run.invoker", SCHEDULER_SA, "")]
     );
-    // At project level only the nodes' log writing: no project-wide role for the renewer.
+    // At project level only what the nodes need there: log writing, and the membership
+    // role (listing instances cannot be granted per resource). Nothing for the renewer.
+    let members_role = format!("projects/{PROJECT}/roles/acmeEdgeMembers_acme_edge");
     assert_eq!(
         bindings(&policy(
             "cloudresourcemanager",
             &format!("projects/{PROJECT}")
         )),
-        vec![b("roles/logging.logWriter", NODE_SA, "")]
+        vec![
+            b(&members_role, NODE_SA, ""),
+            b("roles/logging.logWriter", NODE_SA, "")
+        ]
     );
+    // The membership role holds exactly the two read permissions `renewer members` uses.
+    let role = fake
+        .resource("iam", &members_role)
+        .context("the membership role")?;
+    assert_eq!(
+        role["includedPermissions"],
+        serde_json::json!([
+            "compute.instanceGroupManagers.get",
+            "compute.instances.list"
+        ])
+    );
+    // The app port is open between the nodes, by tag, and to nothing else.
+    let nodes_rule = fake
+        .resource(
+            "compute",
+            &format!("projects/{PROJECT}/global/firewalls/acme-edge-allow-nodes-app"),
+        )
+        .context("the nodes' app firewall rule")?;
+    assert_eq!(
+        nodes_rule["allowed"],
+        serde_json::json!([{"IPProtocol": "tcp", "ports": ["8080"]}])
+    );
+    assert_eq!(
+        nodes_rule["sourceTags"],
+        serde_json::json!(["acme-edge-node"])
+    );
+    assert_eq!(
+        nodes_rule["targetTags"],
+        serde_json::json!(["acme-edge-node"])
+    );
+    assert!(nodes_rule.get("sourceRanges").is_none(), "{nodes_rule}");
     for r in &reqs {
         let text = r.body.to_string();
         assert!(
@@ -347,8 +383,12 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         .as_str()
         .is_some_and(|a| a.ends_with("/addresses/acme-edge-ip")));
     let firewalls = created(&reqs, "compute", "/global/firewalls");
-    assert_eq!(firewalls.len(), 2);
-    for fw in &firewalls {
+    assert_eq!(firewalls.len(), 3);
+    // From outside, only 80 and 443 (the app port rule, checked above, is node to node).
+    for fw in firewalls
+        .iter()
+        .filter(|f| f.body["name"] != "acme-edge-allow-nodes-app")
+    {
         assert_eq!(fw.body["targetTags"], serde_json::json!(["acme-edge-node"]));
         let ports: Vec<String> = fw.body["allowed"]
             .as_array()
@@ -411,6 +451,12 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         "{renewer_env}"
     );
     let tls = TlsFiles::self_signed(&["ws.example.com"])?;
+    // What `renewer members --init` leaves before Envoy starts on a node.
+    let members = tempfile::tempdir()?;
+    renewer::node::eds::install(
+        members.path(),
+        &renewer::node::eds::render("app", 8080, &[]),
+    )?;
     let rendered = Command::new("bash")
         .arg(node_dir.join("startup.sh"))
         .args(["render"])
@@ -422,6 +468,7 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         )
         .env("WASM_PATH", wasm_path())
         .env("TLS_DIR", tls.path())
+        .env("MEMBERS_DIR", members.path())
         .env("NODE_ID", "acme-edge-node-abcd")
         .output()?;
     assert!(
@@ -433,6 +480,16 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
     assert!(
         yaml.contains(&format!("/storage/v1/b/{BUCKET}/o/acme-challenge")),
         "store mode on the bucket"
+    );
+    assert!(
+        yaml.contains("type: EDS") && yaml.contains("eds.json"),
+        "the app cluster is the membership"
+    );
+    // The instances carry the label `renewer members` lists them by.
+    assert_eq!(
+        props["labels"]["acme-edge-group"], "acme-edge-nodes",
+        "{}",
+        props["labels"]
     );
     let (valid, output) = envoy_validate(&yaml).await?;
     assert!(
@@ -488,6 +545,8 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
                     && !p.ends_with("/networks/default")
             })
             .filter(|p| !p.ends_with("#iam") && !p.contains("/packages/"))
+            // A deleted IAM role stays for 7 days, marked deleted (as on the real API).
+            .filter(|p| fake.resource(api, p).is_none_or(|r| r["deleted"] != true))
             .collect();
         assert!(left.is_empty(), "{api} still has {left:?}");
     }

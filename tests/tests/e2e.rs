@@ -1,71 +1,66 @@
-//! End to end, in the production shape: Pebble validates through Envoy's edge filter, the
-//! renewer stores and publishes, `renewer sync` installs, Envoy serves, WebSocket clients stick
-//! to their backend over TLS. The same `harness::system` runs `make demo`.
+//! End to end, in the shape `make deploy` builds (`harness::cluster`, which `make demo` runs
+//! too): the renewal job orders from Pebble, which validates through the load balancer and
+//! whichever node's edge filter, reading the answer from the bucket; the renewer stores in
+//! the bucket and mirrors to Secret Manager; every node's `renewer sync` installs from Secret
+//! Manager and its Envoy serves it; WebSocket clients stick to their instance over TLS.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::system::{ChallengeMode, System, SystemOptions};
+use harness::cluster::{Cluster, ClusterOptions};
 use harness::ws_echo;
 
 fn quiet(_: &str) {}
 
-async fn start(mode: ChallengeMode, secret_manager: bool) -> Result<System> {
-    System::start(
-        SystemOptions {
-            mode,
-            secret_manager,
-            ..SystemOptions::default()
-        },
-        &quiet,
-    )
-    .await
+/// One cluster at a time in this binary: each is a dozen processes on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn client(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        2 + (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    ))
 }
 
-async fn challenges_answered(sys: &System) -> Result<u64> {
-    Ok(sys
-        .envoy
-        .wasm_counter("edge_http.challenge.answered")
-        .await?
-        .unwrap_or(0))
+async fn start() -> Result<Cluster> {
+    Cluster::start(ClusterOptions::default(), &quiet).await
 }
 
-/// Issue through Envoy, sync, and check Envoy serves it; returns the serial.
-async fn issue_and_install(sys: &System) -> Result<String> {
-    let (status, answer) = sys.renew(false).await?;
-    anyhow::ensure!(
-        status == 200,
-        "pass failed: {answer:#}\n{}",
-        sys.serve.log()
-    );
-    let serial = answer["certificates"][0]["serial"]
-        .as_str()
-        .context("serial")?
-        .to_string();
-    let out = sys.sync().await?;
-    anyhow::ensure!(out.code == 0, "sync failed: {}", out.all());
-    sys.wait_served(&serial).await?;
+/// `renewer run`, then every node serves the result; returns the serial.
+async fn issue(c: &Cluster, force: bool) -> Result<String> {
+    let out = c.renew(force).await?;
+    anyhow::ensure!(out.code == 0, "renewer run failed:\n{}", out.all());
+    let serial = Cluster::serial_of(&out)?;
+    c.wait_served_everywhere(&serial).await?;
     Ok(serial)
 }
 
 #[tokio::test]
-async fn gcs_store_mode_and_the_secret_manager_mirror() -> Result<()> {
-    let sys = start(ChallengeMode::GcsStore, true).await?;
-    let serial = issue_and_install(&sys).await?;
+async fn issued_through_the_cluster_and_installed_on_every_node_from_secret_manager() -> Result<()>
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = start().await?;
+    let serial = issue(&c, false).await?;
 
-    // Pebble's validations went through the filter, which fetched the answers from the bucket.
-    assert!(challenges_answered(&sys).await? > 0);
-    let current = sys.current().await?.context("current in the bucket")?;
-    assert_eq!(current.serial, serial);
+    // Pebble's validations went through the load balancer to a node's filter, which fetched
+    // the answers from the bucket.
+    let mut answered = 0;
+    for node in &c.nodes {
+        answered += node
+            .envoy
+            .wasm_counter("edge_http.challenge.answered")
+            .await?
+            .unwrap_or(0);
+    }
+    assert!(answered > 0, "no challenge answered by any node");
     // The renewer removed the answers afterwards.
-    let gcs = sys.gcs.as_ref().context("gcs")?;
     let listing = harness::http_get(
-        gcs.port(),
-        &format!(
-            "/storage/v1/b/{}/o?prefix=acme-challenge/",
-            harness::system::BUCKET
-        ),
+        c.gcs.port(),
+        &format!("/storage/v1/b/{}/o?prefix=acme-challenge/", c.bucket),
     )
     .await?;
     assert!(
@@ -73,72 +68,41 @@ async fn gcs_store_mode_and_the_secret_manager_mirror() -> Result<()> {
         "challenge objects left: {}",
         listing.body_text()
     );
-
-    // sync read the Secret Manager mirror (the config's sync.source), not the bucket.
-    let installed = renewer::node::sync::installed(&sys.tls_dir).context("installed")?;
-    assert!(
-        installed.source.starts_with("secretmanager://"),
-        "{}",
-        installed.source
-    );
-    let versions = sys
-        .secret_manager
-        .as_ref()
-        .context("sm")?
-        .versions("acme-edge-app");
-    assert_eq!(versions.len(), 1);
-
-    let (mut ws, _, _) = sys.ws_open(None).await?;
-    assert_eq!(ws_echo(&mut ws, "gcs").await?, "gcs");
+    // Every node installed it from the Secret Manager mirror (deploy's sync.source).
+    for node in &c.nodes {
+        let installed = renewer::node::sync::installed(&node.tls_dir()).context("installed")?;
+        assert_eq!(installed.serial, serial, "{}", node.name);
+        assert!(
+            installed.source.starts_with("secretmanager://"),
+            "{}: {}",
+            node.name,
+            installed.source
+        );
+    }
+    assert_eq!(c.secret_manager.versions(&c.secret).len(), 1);
+    let (mut ws, _, _) = c.ws_open(client(1), "/ws", None).await?;
+    assert_eq!(ws_echo(&mut ws, "hello").await?, "hello");
     Ok(())
 }
 
 #[tokio::test]
-async fn stateless_mode_answers_without_a_store_call() -> Result<()> {
-    let sys = start(ChallengeMode::Stateless, false).await?;
-    issue_and_install(&sys).await?;
-    assert!(challenges_answered(&sys).await? > 0);
-    // Nothing asked renewer serve for a challenge: the filter answered from its thumbprint.
-    let asked = sys
-        .serve
-        .log_lines()
-        .into_iter()
-        .filter(|l| {
-            l["path"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("/.well-known/acme-challenge/"))
-        })
-        .count();
-    assert_eq!(asked, 0, "{}", sys.serve.log());
-    // And the key authorization the filter serves is the account's.
-    let token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
-    let resp = harness::http_request(
-        sys.ports.http,
-        "GET",
-        &format!("/.well-known/acme-challenge/{token}"),
-        &[("host", "ws.demo.test")],
-        b"",
-    )
-    .await?;
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.body_text(), format!("{token}.{}", sys.thumbprint));
-    Ok(())
-}
+async fn sticky_websockets_over_tls_and_rotation_on_every_node_with_open_sessions() -> Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = start().await?;
+    let first = issue(&c, false).await?;
 
-#[tokio::test]
-async fn sticky_websockets_over_tls_and_rotation_with_open_sessions() -> Result<()> {
-    let sys = start(ChallengeMode::ServeStore, false).await?;
-    let first = issue_and_install(&sys).await?;
-
-    // New browser clients get a cookie each; the cookie keeps each on its backend.
+    // New browser clients get a cookie each; the cookie keeps each on its instance, whatever
+    // address (and so whichever node) the reconnect comes from.
     let mut sessions = Vec::new();
     let mut seen = BTreeSet::new();
     for i in 0..12 {
-        let (mut ws, id, resp) = sys.ws_open(None).await?;
+        let (mut ws, id, resp) = c.ws_open(client(i), "/ws", None).await?;
         let cookie = harness::node::set_cookie_value(&resp).context("cookie")?;
         assert_eq!(ws_echo(&mut ws, "whoami").await?, id, "session {i}");
-        for _ in 0..2 {
-            let (mut again, id2, _) = sys.ws_open(Some(&cookie)).await?;
+        for k in 0..3 {
+            let (mut again, id2, _) = c
+                .ws_open(client(100 + 3 * i + k), "/ws", Some(&cookie))
+                .await?;
             assert_eq!(id2, id, "a reconnect with the cookie moved");
             let _ = again.close(None).await;
         }
@@ -147,17 +111,9 @@ async fn sticky_websockets_over_tls_and_rotation_with_open_sessions() -> Result<
     }
     assert!(seen.len() >= 2, "12 clients all on {seen:?}");
 
-    // Rotate while all sessions are open.
-    let (status, answer) = sys.renew(true).await?;
-    assert_eq!(status, 200, "{answer:#}");
-    let second = answer["certificates"][0]["serial"]
-        .as_str()
-        .context("serial")?
-        .to_string();
+    // Rotate while all sessions are open: every node installs and serves the new one.
+    let second = issue(&c, true).await?;
     assert_ne!(second, first);
-    let out = sys.sync().await?;
-    assert_eq!(out.code, 0, "{}", out.all());
-    sys.wait_served(&second).await?;
     for (ws, id) in &mut sessions {
         assert_eq!(ws_echo(ws, "whoami").await?, *id);
     }
@@ -166,32 +122,37 @@ async fn sticky_websockets_over_tls_and_rotation_with_open_sessions() -> Result<
 
 #[tokio::test]
 async fn the_ca_stopping_during_a_pass_keeps_the_old_certificate_in_service() -> Result<()> {
-    let mut sys = start(ChallengeMode::ServeStore, false).await?;
-    let serial = issue_and_install(&sys).await?;
-    let (mut ws, _, _) = sys.ws_open(None).await?;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = start().await?;
+    let serial = issue(&c, false).await?;
+    let (mut ws, _, _) = c.ws_open(client(1), "/ws", None).await?;
 
-    let port = sys.ports.serve;
-    let pass = tokio::spawn(harness::trigger(port, r#"{"force":true}"#));
+    let mut run = harness::RenewerProcess::spawn(
+        &c.renewer_config,
+        &["run", "--force", "--json"],
+        &c.renewer_env_refs(),
+    )?;
     // Stop the CA as soon as the pass has an order and asks for validation.
-    sys.serve
-        .wait_log("asking the CA to validate", Duration::from_secs(60))
+    run.wait_log("asking the CA to validate", Duration::from_secs(60))
         .await?;
-    sys.pebble.stop();
+    c.pebble.stop();
+    let status = run
+        .wait_exit(Duration::from_secs(180))
+        .await
+        .context("renewer run did not end")?;
+    assert_eq!(status.code(), Some(1), "{}", run.log());
 
-    let (status, answer) = pass.await??;
-    assert_eq!(status, 500, "{answer:#}");
-    let cert = &answer["certificates"][0];
-    assert_eq!(cert["outcome"], "failed", "{answer:#}");
-    assert_eq!(cert["serial"], serial.as_str(), "the old one is in service");
-
-    let out = sys.sync().await?;
-    assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stderr.contains("unchanged"), "{}", out.all());
-    assert_eq!(sys.served_serial().await?, serial);
+    // Nothing changed on the nodes: the old certificate stays in service everywhere.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &c.nodes {
+        let served =
+            harness::served_serial_at(node.ip, node.https, &c.options.domain, &c.roots_pem).await?;
+        assert_eq!(served, serial, "{}", node.name);
+    }
     assert_eq!(ws_echo(&mut ws, "still up").await?, "still up");
 
     // status shows the failure, and exits 1 so monitoring notices.
-    let out = harness::run_renewer(&sys.config, &["status"], &[]).await?;
+    let out = harness::run_renewer(&c.renewer_config, &["status"], &c.renewer_env_refs()).await?;
     assert_eq!(out.code, 1, "{}", out.all());
     Ok(())
 }
