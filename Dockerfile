@@ -10,7 +10,7 @@
 # only exists because the renewer reads one.
 
 # --- build: the renewer (host) and the filter (wasm32) -------------------------------------
-# The toolchain CI builds and tests with (rustc 1.95); the workspace MSRV is 1.89.
+# The toolchain CI builds and tests with (rustc 1.95); the workspace MSRV is 1.91.
 FROM rust:1.95-bookworm AS build
 RUN rustup target add wasm32-unknown-unknown
 WORKDIR /src

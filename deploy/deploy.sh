@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
 done
 
 load_config "$config"
+trap 'resume_hint "make deploy"' EXIT
 command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI (docs/deploy.md)"
 command -v openssl >/dev/null || die "openssl not found (it generates the affinity cookie key)"
 if [ "$PLAN" != 1 ]; then
@@ -78,38 +79,48 @@ RENEWER_LOG_FORMAT=json
 EOF
 }
 
+# The nodes' agents (`renewer sync`, `renewer members`) need the store, the mirror and the
+# names, not the CA: settings only the renewer reads do not change the nodes' template.
+# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
+node_renewer_env() {
+    cat <<EOF
+RENEWER__STORE__URL=gs://$BUCKET
+RENEWER__SECRET_MANAGER__PROJECT=$PROJECT
+RENEWER__SECRET_MANAGER__SECRET_PREFIX=$NAME-
+RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list $DOMAINS)}]
+RENEWER__SYNC__SOURCE=secret-manager
+RENEWER_LOG_FORMAT=json
+EOF
+}
+
 renewer_env >"$OUT_DIR/renewer.env"
+node_renewer_env >"$OUT_DIR/node-renewer.env"
 # Cloud Run takes a YAML map; single quotes keep TOML's double quotes literal.
 sed -E "s/^([A-Z_]+)=(.*)$/\1: '\2'/" "$OUT_DIR/renewer.env" >"$OUT_DIR/renewer-env.yaml"
 
-# What the node startup script reads from instance metadata (deploy/node/startup.sh).
-cat >"$OUT_DIR/node.env" <<EOF
-PROJECT=$PROJECT
-REGION=$REGION
-RENEWER_IMAGE=$IMAGE
-ENVOY_IMAGE=$ENVOY_IMAGE
-APP_IMAGE=$APP_IMAGE
-APP_PORT=$APP_PORT
-APP_HEALTH_PATH=$APP_HEALTH_PATH
-WS_PATHS=$WS_PATHS
-WS_ALLOW_PLAIN_HTTP=$WS_ALLOW_PLAIN_HTTP
-STICKY_PATHS=$STICKY_PATHS
-ALLOWED_ORIGINS=$ALLOWED_ORIGINS
-COOKIE_SAMESITE=$COOKIE_SAMESITE
-DOMAINS=$DOMAINS
-BUCKET=$BUCKET
-COOKIE_SECRET_NAME=$COOKIE_SECRET
-MEMBERS_GROUP=$MIG
+
+# Challenge answers are removed by the renewer; anything left goes after a day. Build sources
+# (the deployer uploads them for Cloud Build) go after a week.
+cat >"$OUT_DIR/lifecycle.json" <<'EOF'
+{"rule": [{"action": {"type": "Delete"}, "condition": {"age": 1, "matchesPrefix": ["acme-challenge/"]}},
+          {"action": {"type": "Delete"}, "condition": {"age": 7, "matchesPrefix": ["build-source/"]}}]}
 EOF
 
-cat >"$OUT_DIR/lifecycle.json" <<'EOF'
-{"rule": [{"action": {"type": "Delete"}, "condition": {"age": 1, "matchesPrefix": ["acme-challenge/"]}}]}
+# The renewer image, built from the Dockerfile by the build account.
+cat >"$OUT_DIR/cloudbuild-renewer.json" <<EOF
+{
+  "steps": [{"name": "gcr.io/cloud-builders/docker", "args": ["build", "--tag", "$IMAGE", "."]}],
+  "images": ["$IMAGE"],
+  "serviceAccount": "projects/$PROJECT/serviceAccounts/$SA_BUILD",
+  "options": {"logging": "CLOUD_LOGGING_ONLY"},
+  "timeout": "1800s"
+}
 EOF
 
 if [ "$PLAN" = 1 ]; then
     echo "# acme-edge deploy plan for project $PROJECT ($CONFIG_FILE); nothing was run."
     echo "# Generated files (deploy/.out/):"
-    for f in renewer-env.yaml node.env lifecycle.json; do
+    for f in renewer-env.yaml node-renewer.env lifecycle.json cloudbuild-renewer.json; do
         echo "# $f:"
         sed 's/^/#   /' "$OUT_DIR/$f"
     done
@@ -137,50 +148,21 @@ if absent gcloud artifacts repositories describe "$REPO" --location="$REGION" "$
         --repository-format=docker --description="acme-edge images"
 fi
 
-step "renewer image $IMAGE (Cloud Build, from Dockerfile)"
-built=''
-if [ "$PLAN" != 1 ]; then
-    built=$(lookup gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')
-else
-    echo "# if absent: $(show gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')"
-fi
-if ! grep -qxF "$TAG" <<<"$built"; then
-    # Asynchronous, then polled: streaming the log needs read access to Cloud Build's log
-    # bucket, which new projects do not grant, and a dropped stream would fail the deploy.
-    build_id=$(run gcloud builds submit "$REPO_DIR" --tag="$IMAGE" "${G[@]}" --async --format='value(id)')
-    if [ "$PLAN" = 1 ]; then
-        echo "$build_id"
-        echo "# then wait until \`gcloud builds describe BUILD_ID\` says SUCCESS (up to 30 min)"
-    else
-        log "build $build_id: https://console.cloud.google.com/cloud-build/builds/$build_id?project=$PROJECT"
-        status=''
-        for _ in $(seq 1 360); do
-            status=$(gcloud builds describe "$build_id" "${G[@]}" --format='value(status)')
-            case "$status" in
-            SUCCESS) break ;;
-            QUEUED | PENDING | WORKING | '') sleep 5 ;;
-            *) die "build $build_id ended $status; its log: gcloud builds log $build_id --project=$PROJECT" ;;
-            esac
-        done
-        [ "$status" = SUCCESS ] || die "build $build_id still $status after 30 minutes"
-    fi
-fi
-
 # --- 2. storage and secrets -------------------------------------------------------------------
 
-step "bucket gs://$BUCKET (uniform access, public access prevented, challenges expire)"
+step "bucket gs://$BUCKET (uniform access, public access prevented, challenges and build sources expire)"
 bucket=''
 if [ "$PLAN" = 1 ]; then
     echo "# if absent: $(show gcloud storage buckets describe "gs://$BUCKET" "${G[@]}")"
 else
     bucket=$(lookup gcloud storage buckets describe "gs://$BUCKET" "${G[@]}" \
-        --format='value(name,uniform_bucket_level_access,public_access_prevention,lifecycle_config.rule[0].condition.matchesPrefix[0])')
+        --format='value(name,uniform_bucket_level_access,public_access_prevention,lifecycle_config.rule[0].condition.matchesPrefix[0],lifecycle_config.rule[1].condition.matchesPrefix[0])')
 fi
 if [ -z "$bucket" ]; then
     run gcloud storage buckets create "gs://$BUCKET" "${G[@]}" --location="$REGION" \
         --uniform-bucket-level-access --public-access-prevention \
         --lifecycle-file="$OUT_DIR/lifecycle.json"
-elif [ "${bucket#*$'\t'}" != $'True\tenforced\tacme-challenge/' ]; then
+elif [ "${bucket#*$'\t'}" != $'True\tenforced\tacme-challenge/\tbuild-source/' ]; then
     # An existing bucket (chosen by the operator) is brought to the same settings.
     run gcloud storage buckets update "gs://$BUCKET" "${G[@]}" \
         --uniform-bucket-level-access --public-access-prevention \
@@ -211,7 +193,7 @@ fi
 # --- 3. service accounts and least-privilege grants -------------------------------------------
 
 step "service accounts"
-for sa in renewer scheduler node; do
+for sa in renewer scheduler node build; do
     if absent gcloud iam service-accounts describe "$NAME-$sa@$PROJECT.iam.gserviceaccount.com" "${G[@]}"; then
         run gcloud iam service-accounts create "$NAME-$sa" "${G[@]}" --display-name="acme-edge $sa"
     fi
@@ -240,6 +222,17 @@ ensure_binding "gcloud secrets get-iam-policy $COOKIE_SECRET --project=$PROJECT"
 ensure_binding "gcloud artifacts repositories get-iam-policy $REPO --location=$REGION --project=$PROJECT" \
     "gcloud artifacts repositories add-iam-policy-binding $REPO --location=$REGION --project=$PROJECT --quiet" \
     roles/artifactregistry.reader "serviceAccount:$SA_NODE"
+# The build account: read its staged source (and only that) in the bucket, push to the one
+# repository, write build logs to Cloud Logging. Projects made since 2024 would otherwise
+# build as the Compute Engine default account, which organisations often strip of roles.
+ensure_binding "$bucket_get" "$bucket_add" roles/storage.objectViewer "serviceAccount:$SA_BUILD" \
+    build-source-only "resource.name.startsWith(\"projects/_/buckets/$BUCKET/objects/build-source/\")"
+ensure_binding "gcloud artifacts repositories get-iam-policy $REPO --location=$REGION --project=$PROJECT" \
+    "gcloud artifacts repositories add-iam-policy-binding $REPO --location=$REGION --project=$PROJECT --quiet" \
+    roles/artifactregistry.writer "serviceAccount:$SA_BUILD"
+ensure_binding "gcloud projects get-iam-policy $PROJECT" \
+    "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
+    roles/logging.logWriter "serviceAccount:$SA_BUILD"
 # Container logs of the nodes go to Cloud Logging (docker's gcplogs driver).
 ensure_binding "gcloud projects get-iam-policy $PROJECT" \
     "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
@@ -268,6 +261,112 @@ fi
 ensure_binding "gcloud projects get-iam-policy $PROJECT" \
     "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
     "projects/$PROJECT/roles/$ROLE_MEMBERS" "serviceAccount:$SA_NODE"
+
+# build_and_wait CONFIG [SOURCE_DIR]: a Cloud Build from CONFIG, as the build service account
+# (its own narrow grants, logs in Cloud Logging only), submitted `--async` and polled:
+# streaming the log needs read access to a log bucket new projects do not grant, and a
+# dropped stream would fail a deploy whose build succeeded. Prints the build id. A failed
+# build stops the deploy with the build's log URL; nothing after it runs.
+build_and_wait() { # CONFIG [SOURCE_DIR]
+    local config=$1 source=${2:-} id status
+    local -a where=(--no-source)
+    [ -z "$source" ] || where=("$source" --gcs-source-staging-dir="gs://$BUCKET/build-source")
+    id=$(run gcloud builds submit "${where[@]}" --config="$config" "${G[@]}" --async --format='value(id)')
+    if [ "$PLAN" = 1 ]; then
+        echo "$id"
+        echo "# then wait until \`gcloud builds describe BUILD_ID\` says SUCCESS (up to 30 min)"
+        BUILD_ID=BUILD_ID
+        return 0
+    fi
+    local url="https://console.cloud.google.com/cloud-build/builds/$id?project=$PROJECT"
+    log "build $id: $url"
+    status=''
+    for _ in $(seq 1 360); do
+        status=$(gcloud builds describe "$id" "${G[@]}" --format='value(status)')
+        case "$status" in
+        SUCCESS) break ;;
+        QUEUED | PENDING | WORKING | '') sleep 5 ;;
+        *) die "build $id ended $status; its log: $url (or: gcloud logging read 'resource.type=\"build\" AND resource.labels.build_id=\"$id\"' --project=$PROJECT)" ;;
+        esac
+    done
+    [ "$status" = SUCCESS ] || die "build $id still $status after 30 minutes; its log: $url"
+    BUILD_ID=$id
+}
+
+step "renewer image $IMAGE (Cloud Build, from Dockerfile, as $SA_BUILD)"
+built=''
+if [ "$PLAN" != 1 ]; then
+    built=$(lookup gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')
+else
+    echo "# if absent: $(show gcloud artifacts docker tags list "$IMAGE_PATH" "${G[@]}" --format='value(tag)')"
+fi
+if ! grep -qxF "$TAG" <<<"$built"; then
+    build_and_wait "$OUT_DIR/cloudbuild-renewer.json" "$REPO_DIR"
+fi
+
+step "Envoy image $ENVOY_IMAGE, mirrored into $REPO and pinned by digest"
+# The nodes run Envoy from this project's repository, by digest: a tag upstream can move, and
+# a fleet must not change under it. The mirror is made once per ENVOY_IMAGE (its tag carries a
+# hash of the setting); to upgrade Envoy, change ENVOY_IMAGE and deploy (docs/deploy.md).
+envoy_tag=${ENVOY_IMAGE##*/}
+envoy_tag=${envoy_tag%%@*}
+[[ $envoy_tag == *:* ]] && envoy_tag=${envoy_tag#*:} || envoy_tag=latest
+envoy_tag="$envoy_tag-$(spec_hash "$ENVOY_IMAGE" | cut -c1-6)"
+envoy_digest=''
+if [ "$PLAN" != 1 ]; then
+    envoy_digest=$(lookup gcloud artifacts docker tags list "$ENVOY_MIRROR_PATH" "${G[@]}" \
+        --format='value[separator=" "](tag.basename(),version.basename())' |
+        awk -v t="$envoy_tag" '$1 == t {print $2}')
+else
+    echo "# if absent: $(show gcloud artifacts docker tags list "$ENVOY_MIRROR_PATH" "${G[@]}")"
+fi
+if [ -z "$envoy_digest" ]; then
+    cat >"$OUT_DIR/cloudbuild-envoy.json" <<EOF
+{
+  "steps": [
+    {"name": "gcr.io/cloud-builders/docker", "args": ["pull", "$ENVOY_IMAGE"]},
+    {"name": "gcr.io/cloud-builders/docker", "args": ["tag", "$ENVOY_IMAGE", "$ENVOY_MIRROR_PATH:$envoy_tag"]}
+  ],
+  "images": ["$ENVOY_MIRROR_PATH:$envoy_tag"],
+  "serviceAccount": "projects/$PROJECT/serviceAccounts/$SA_BUILD",
+  "options": {"logging": "CLOUD_LOGGING_ONLY"},
+  "timeout": "600s"
+}
+EOF
+    build_and_wait "$OUT_DIR/cloudbuild-envoy.json"
+    if [ "$PLAN" = 1 ]; then
+        envoy_digest='sha256:DIGEST_OF_THE_MIRROR'
+    else
+        envoy_digest=$(gcloud builds describe "$BUILD_ID" "${G[@]}" --format='value(results.images[0].digest)')
+        [[ $envoy_digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "build $BUILD_ID reported no digest for the Envoy mirror"
+    fi
+fi
+ENVOY_PINNED="$ENVOY_MIRROR_PATH@$envoy_digest"
+log "nodes run Envoy $ENVOY_PINNED ($ENVOY_IMAGE)"
+
+# What the node startup script reads from instance metadata (deploy/node/startup.sh).
+cat >"$OUT_DIR/node.env" <<EOF
+PROJECT=$PROJECT
+REGION=$REGION
+RENEWER_IMAGE=$IMAGE
+ENVOY_IMAGE=$ENVOY_PINNED
+APP_IMAGE=$APP_IMAGE
+APP_PORT=$APP_PORT
+APP_HEALTH_PATH=$APP_HEALTH_PATH
+WS_PATHS=$WS_PATHS
+WS_ALLOW_PLAIN_HTTP=$WS_ALLOW_PLAIN_HTTP
+STICKY_PATHS=$STICKY_PATHS
+ALLOWED_ORIGINS=$ALLOWED_ORIGINS
+COOKIE_SAMESITE=$COOKIE_SAMESITE
+DOMAINS=$DOMAINS
+BUCKET=$BUCKET
+COOKIE_SECRET_NAME=$COOKIE_SECRET
+MEMBERS_GROUP=$MIG
+EOF
+if [ "$PLAN" = 1 ]; then
+    echo "# node.env:"
+    sed 's/^/#   /' "$OUT_DIR/node.env"
+fi
 
 # --- 4. the renewer on Cloud Run, started by Scheduler ----------------------------------------
 
@@ -351,15 +450,32 @@ if [ "$current" != "$description" ]; then
     fi
 fi
 
-# --- 5. alerting on failed renewals -----------------------------------------------------------
-
-step "alert: renewal errors in the renewer's logs"
-LOG_FILTER="resource.type=(\"cloud_run_job\" OR \"cloud_run_revision\") AND (resource.labels.job_name=\"$RENEWER\" OR resource.labels.service_name=\"$RENEWER\") AND severity>=ERROR"
-if absent gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"; then
-    run gcloud logging metrics create "$LOG_METRIC" "${G[@]}" \
-        --description="acme-edge renewer errors (a failed renewal pass logs at ERROR)" \
-        --log-filter="$LOG_FILTER"
+# A switch of MODE leaves the other kind behind: remove it once Scheduler points at the new one
+# (its settings and grants went with it; the bucket, secrets and accounts are shared).
+if [ "$MODE" = job ]; then other="services"; else other="jobs"; fi
+if [ "$PLAN" = 1 ]; then
+    echo "# if MODE changed: $(show gcloud run "$other" delete "$RENEWER" --region="$REGION" "${G[@]}")"
+elif [ -n "$(lookup gcloud run "$other" describe "$RENEWER" --region="$REGION" "${G[@]}" --format='value(metadata.name)')" ]; then
+    step "Cloud Run $other $RENEWER (the other MODE): removed"
+    run gcloud run "$other" delete "$RENEWER" --region="$REGION" "${G[@]}"
 fi
+
+# --- 5. alerting: failed and missing renewals, the trigger, and what users see ---------------
+
+step "alerts: renewal errors, no successful pass, failed triggers; HTTPS checks and certificate expiry"
+# What the renewer logs (JSON on Cloud Run: the message is jsonPayload.message).
+RENEWER_LOGS="resource.type=(\"cloud_run_job\" OR \"cloud_run_revision\") AND (resource.labels.job_name=\"$RENEWER\" OR resource.labels.service_name=\"$RENEWER\")"
+# ensure_log_metric NAME DESCRIPTION LOGGING_FILTER (Logging's filter language).
+ensure_log_metric() {
+    if absent gcloud logging metrics describe "$1" "${G[@]}"; then
+        run gcloud logging metrics create "$1" "${G[@]}" --description="$2" --log-filter="$3"
+    fi
+}
+ensure_log_metric "$LOG_METRIC" "acme-edge renewer errors (a failed renewal logs at ERROR)" \
+    "$RENEWER_LOGS AND severity>=ERROR"
+ensure_log_metric "$LOG_METRIC_OK" "acme-edge certificates checked or renewed without error" \
+    "$RENEWER_LOGS AND severity=INFO AND (jsonPayload.message=\"renewed\" OR jsonPayload.message=\"no renewal needed\")"
+
 channels=()
 if [ -n "$ALERT_EMAIL" ]; then
     channel=''
@@ -376,7 +492,38 @@ if [ -n "$ALERT_EMAIL" ]; then
     fi
     channels=("$channel")
 fi
-alert_body=$(
+CHANNELS_JSON=$(for c in "${channels[@]}"; do printf '"%s"' "$c"; done)
+
+# ensure_policy DISPLAY_NAME FILE BODY: create the alert policy, or update it when its spec (a
+# hash of BODY, kept in a user label) differs. BODY is the policy's JSON fields but the labels.
+# A policy on a log-based metric created moments ago is refused for a while ("Cannot find
+# metric(s)… up to 10 minutes"): wait that out.
+ensure_policy() {
+    local display=$1 file=$OUT_DIR/$2 body=$3 spec policy name current
+    spec=$(spec_hash "$body")
+    printf '{\n  "userLabels": {"managed-by": "acme-edge", "acme-edge-spec": "%s"},\n%s\n}\n' \
+        "$spec" "$body" >"$file"
+    policy=''
+    [ "$PLAN" = 1 ] || policy=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
+        --filter="displayName=\"$display\"" --format='value[separator=" "](name,userLabels.acme-edge-spec)')
+    if [ "$PLAN" = 1 ]; then
+        echo "# if absent or its acme-edge-spec label differs: $(show gcloud alpha monitoring policies list "${G[@]}" --filter="displayName=\"$display\"")"
+        echo "# $2:"
+        sed 's/^/#   /' "$file"
+    fi
+    read -r name current <<<"$policy" || true
+    if [ -z "${name:-}" ]; then
+        run_retrying "the log-based metrics to reach alerting" "$TRANSIENT_NEW_METRIC" 600 \
+            gcloud alpha monitoring policies create "${G[@]}" --policy-from-file="$file"
+    elif [ "${current:-}" != "$spec" ]; then
+        run_retrying "the log-based metrics to reach alerting" "$TRANSIENT_NEW_METRIC" 600 \
+            gcloud alpha monitoring policies update "$name" "${G[@]}" --policy-from-file="$file"
+    fi
+}
+# Monitoring filters are not Logging filters: a choice of values is one_of(...).
+RENEWER_RESOURCES='resource.type = one_of(\"cloud_run_job\", \"cloud_run_revision\")'
+
+ensure_policy "$ALERT_NAME" alert-renewal-failed.json "$(
     cat <<EOF
   "displayName": "$ALERT_NAME",
   "documentation": {"content": "The acme-edge renewer logged an error: a certificate was not renewed. The certificate in service is unchanged. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
@@ -384,36 +531,144 @@ alert_body=$(
   "conditions": [{
     "displayName": "renewer errors",
     "conditionThreshold": {
-      "filter": "metric.type=\"logging.googleapis.com/user/$LOG_METRIC\" AND resource.type=(\"cloud_run_job\" OR \"cloud_run_revision\")",
+      "filter": "metric.type = \"logging.googleapis.com/user/$LOG_METRIC\" AND $RENEWER_RESOURCES",
       "comparison": "COMPARISON_GT",
       "thresholdValue": 0,
       "duration": "0s",
-      "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_COUNT"}]
+      "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_DELTA", "crossSeriesReducer": "REDUCE_SUM"}]
     }
   }],
   "alertStrategy": {"autoClose": "604800s"},
-  "notificationChannels": [$(for c in "${channels[@]}"; do printf '"%s"' "$c"; done)]
+  "notificationChannels": [$CHANNELS_JSON]
 EOF
-)
-# The label carries the hash of the rest, so a changed policy (a new channel) is updated.
-alert_spec=$(spec_hash "$alert_body")
-printf '{\n  "userLabels": {"managed-by": "acme-edge", "acme-edge-spec": "%s"},\n%s\n}\n' \
-    "$alert_spec" "$alert_body" >"$OUT_DIR/alert-policy.json"
-policy=''
-[ "$PLAN" = 1 ] || policy=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
-    --filter="displayName=\"$ALERT_NAME\"" --format='value[separator=" "](name,userLabels.acme-edge-spec)')
+)"
+
+if [ -z "$SILENCE_SECONDS" ]; then
+    log "no \"$ALERT_SILENT_NAME\" alert: SCHEDULE runs every $SCHEDULE_MINUTES min or less often, and Monitoring cannot watch for a silence longer than 23.5 h (schedule at least twice a day; the certificate expiry alert still fires)"
+    # One left from a denser schedule would fire every day.
+    silent=''
+    [ "$PLAN" = 1 ] || silent=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
+        --filter="displayName=\"$ALERT_SILENT_NAME\"" --format='value(name)')
+    for p in $silent; do
+        run gcloud alpha monitoring policies delete "$p" "${G[@]}"
+    done
+else
+ensure_policy "$ALERT_SILENT_NAME" alert-renewer-silent.json "$(
+    cat <<EOF
+  "displayName": "$ALERT_SILENT_NAME",
+  "documentation": {"content": "No acme-edge renewal pass succeeded for $SILENCE_HUMAN (about two schedule periods): the job is not running (Scheduler, paused or deleted job, image, permissions) or every pass fails. Certificates are not being renewed. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "no successful renewal pass",
+    "conditionAbsent": {
+      "filter": "metric.type = \"logging.googleapis.com/user/$LOG_METRIC_OK\" AND $RENEWER_RESOURCES",
+      "duration": "${SILENCE_SECONDS}s",
+      "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_DELTA", "crossSeriesReducer": "REDUCE_SUM"}]
+    }
+  }],
+  "alertStrategy": {"autoClose": "604800s"},
+  "notificationChannels": [$CHANNELS_JSON]
+EOF
+)"
+fi
+
+ensure_policy "$ALERT_TRIGGER_NAME" alert-trigger-failed.json "$(
+    cat <<EOF
+  "displayName": "$ALERT_TRIGGER_NAME",
+  "documentation": {"content": "Cloud Scheduler could not start an acme-edge renewal pass (its attempt failed: the job or service is missing, the scheduler account lost its permission, or the target errored). See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "renewal trigger failed",
+    "conditionMatchedLog": {
+      "filter": "resource.type=\"cloud_scheduler_job\" AND resource.labels.job_id=\"$SCHEDULER_JOB\" AND severity>=ERROR"
+    }
+  }],
+  "alertStrategy": {"notificationRateLimit": {"period": "3600s"}, "autoClose": "604800s"},
+  "notificationChannels": [$CHANNELS_JSON]
+EOF
+)"
+
+# What users see: HTTPS on every name, certificate validated, every 5 minutes from several
+# regions. /.edge/healthz on :443 is the node's readiness (its app answers, Envoy serves the
+# certificate). An uptime check's settings are in its display name (a short hash): gcloud
+# does not send --user-labels on create, so a label could not tell a changed check.
+declare -A WANT_CHECK=()
+WANT_ORDER=()
+# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
+for d in $DOMAINS; do
+    uptime_flags=(--resource-type=uptime-url --resource-labels="host=$d,project_id=$PROJECT"
+        --protocol=https --port=443 --path=/.edge/healthz --validate-ssl=true
+        --period=5 --timeout=10)
+    display="$NAME https $d ($(spec_hash "${uptime_flags[@]}" | cut -c1-6))"
+    WANT_CHECK[$display]=$d
+    WANT_ORDER+=("$display")
+done
+existing_checks=''
 if [ "$PLAN" = 1 ]; then
-    echo "# if absent or its acme-edge-spec label differs: $(show gcloud alpha monitoring policies list "${G[@]}" --filter="displayName=\"$ALERT_NAME\"")"
-    echo "# alert-policy.json:"
-    sed 's/^/#   /' "$OUT_DIR/alert-policy.json"
+    echo "# checks absent (or with other settings, deleted first): $(show gcloud monitoring uptime list-configs "${G[@]}" --filter="displayName:\"$NAME https \"")"
+else
+    existing_checks=$(lookup gcloud monitoring uptime list-configs "${G[@]}" \
+        --filter="displayName:\"$NAME https \"" --format='value[separator="|"](name,displayName)')
 fi
-read -r policy_name policy_spec <<<"$policy" || true
-if [ -z "${policy_name:-}" ]; then
-    run gcloud alpha monitoring policies create "${G[@]}" --policy-from-file="$OUT_DIR/alert-policy.json"
-elif [ "${policy_spec:-}" != "$alert_spec" ]; then
-    run gcloud alpha monitoring policies update "$policy_name" "${G[@]}" \
-        --policy-from-file="$OUT_DIR/alert-policy.json"
-fi
+declare -A HAVE_CHECK=()
+while IFS='|' read -r check_name check_display; do
+    [ -n "$check_name" ] || continue
+    if [[ -v WANT_CHECK[$check_display] ]]; then
+        HAVE_CHECK[$check_display]=1
+    else
+        # A name no longer in DOMAINS, or a check with other settings: `delete` takes its id.
+        run gcloud monitoring uptime delete "${check_name##*/}" "${G[@]}"
+    fi
+done <<<"$existing_checks"
+for display in "${WANT_ORDER[@]}"; do
+    [[ -v HAVE_CHECK[$display] ]] && continue
+    d=${WANT_CHECK[$display]}
+    run gcloud monitoring uptime create "$display" "${G[@]}" --resource-type=uptime-url \
+        --resource-labels="host=$d,project_id=$PROJECT" --protocol=https --port=443 \
+        --path=/.edge/healthz --validate-ssl=true --period=5 --timeout=10 --user-labels=managed-by=acme-edge
+done
+HOSTS_ONE_OF=$(for d in $DOMAINS; do printf '%s\\"%s\\"' "${sep:-}" "$d"; sep=', '; done)
+UPTIME_HOSTS="resource.type = \\\"uptime_url\\\" AND resource.label.host = one_of($HOSTS_ONE_OF)"
+
+ensure_policy "$ALERT_HTTPS_NAME" alert-https-failing.json "$(
+    cat <<EOF
+  "displayName": "$ALERT_HTTPS_NAME",
+  "documentation": {"content": "HTTPS to one of the acme-edge names fails from two or more checker regions: no valid certificate, no node serving, or no healthy app. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "HTTPS check failing",
+    "conditionThreshold": {
+      "filter": "metric.type = \"monitoring.googleapis.com/uptime_check/check_passed\" AND $UPTIME_HOSTS",
+      "comparison": "COMPARISON_GT",
+      "thresholdValue": 1,
+      "duration": "600s",
+      "aggregations": [{"alignmentPeriod": "1200s", "perSeriesAligner": "ALIGN_NEXT_OLDER", "crossSeriesReducer": "REDUCE_COUNT_FALSE", "groupByFields": ["resource.label.host"]}]
+    }
+  }],
+  "alertStrategy": {"autoClose": "604800s"},
+  "notificationChannels": [$CHANNELS_JSON]
+EOF
+)"
+
+ensure_policy "$ALERT_EXPIRY_NAME" alert-certificate-expiry.json "$(
+    cat <<EOF
+  "displayName": "$ALERT_EXPIRY_NAME",
+  "documentation": {"content": "The certificate served on an acme-edge name expires in less than $CERT_EXPIRY_ALERT_DAYS days: renewals are failing or not reaching the nodes. See docs/deploy.md (Alerts).", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "certificate expires in less than $CERT_EXPIRY_ALERT_DAYS days",
+    "conditionThreshold": {
+      "filter": "metric.type = \"monitoring.googleapis.com/uptime_check/time_until_ssl_cert_expires\" AND $UPTIME_HOSTS",
+      "comparison": "COMPARISON_LT",
+      "thresholdValue": $CERT_EXPIRY_ALERT_DAYS,
+      "duration": "600s",
+      "aggregations": [{"alignmentPeriod": "1200s", "perSeriesAligner": "ALIGN_NEXT_OLDER", "crossSeriesReducer": "REDUCE_MIN", "groupByFields": ["resource.label.host"]}]
+    }
+  }],
+  "alertStrategy": {"autoClose": "604800s"},
+  "notificationChannels": [$CHANNELS_JSON]
+EOF
+)"
 
 # --- 6. network: static IP, egress, firewall ---------------------------------------------------
 
@@ -477,32 +732,104 @@ TEMPLATE_FLAGS=("${G[@]}" --machine-type="$MACHINE_TYPE"
     --service-account="$SA_NODE" --scopes=cloud-platform
     --shielded-secure-boot --shielded-vtpm --shielded-integrity-monitoring
     --metadata=enable-oslogin=TRUE
-    --metadata-from-file="startup-script=$DEPLOY_DIR/node/startup.sh,acme-edge-settings=$OUT_DIR/node.env,acme-edge-renewer-env=$OUT_DIR/renewer.env,acme-edge-render=$DEPLOY_DIR/envoy/render.sh"
+    --metadata-from-file="startup-script=$DEPLOY_DIR/node/startup.sh,acme-edge-settings=$OUT_DIR/node.env,acme-edge-renewer-env=$OUT_DIR/node-renewer.env,acme-edge-render=$DEPLOY_DIR/envoy/render.sh"
     --labels="managed-by=acme-edge,acme-edge-group=$MIG")
 template="$NAME-node-$(spec_hash "${TEMPLATE_FLAGS[@]}" "$(cat "$DEPLOY_DIR/node/startup.sh" \
-    "$OUT_DIR/node.env" "$OUT_DIR/renewer.env" "$DEPLOY_DIR/envoy/render.sh")")"
+    "$OUT_DIR/node.env" "$OUT_DIR/node-renewer.env" "$DEPLOY_DIR/envoy/render.sh")")"
 
 step "instance template $template"
 if absent gcloud compute instance-templates describe "$template" "${G[@]}"; then
     run gcloud compute instance-templates create "$template" "${TEMPLATE_FLAGS[@]}"
 fi
 
+# issued_names: the names of the certificate the renewer made current, from its public record
+# in the bucket (certs/NAME/current.json; no private key is read). Empty: none issued yet.
+issued_names() {
+    local json
+    json=$(lookup gcloud storage cat "gs://$BUCKET/certs/$CERT_NAME/current.json" "${G[@]}")
+    tr -d ' \n\t' <<<"$json" | grep -o '"domains":\[[^]]*\]' | grep -o '"[^"]*"' | tr -d '"' |
+        grep -vx domains || true
+}
+
+# names_missing: the names in DOMAINS that the current certificate lacks ('' when it has them
+# all, or when there is no certificate yet: then every node is bootstrapping alike).
+names_missing() {
+    local have d lacking=''
+    have=$(issued_names)
+    [ -n "$have" ] || return 0
+    # shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
+    for d in $DOMAINS; do grep -qxF "$d" <<<"$have" || lacking+="${lacking:+ }$d"; done
+    printf '%s' "$lacking"
+}
+
+# Before the nodes change, the certificate must cover every name in DOMAINS: new nodes serve
+# the certificate there is, and old nodes are removed. Ask the renewer for a pass now and wait
+# for the names (CERT_WAIT_MINUTES); on a timeout stop, with the nodes untouched.
+ensure_names_issued() {
+    local lacking waited=0 limit=$((CERT_WAIT_MINUTES * 60))
+    if [ "$PLAN" = 1 ]; then
+        echo "# if the group exists with another template and the certificate in gs://$BUCKET/certs/$CERT_NAME/current.json"
+        echo "# lacks a name in DOMAINS: run a renewal pass and wait (up to $CERT_WAIT_MINUTES min) before the rolling update:"
+        if [ "$MODE" = job ]; then
+            echo "# $(show gcloud run jobs execute "$RENEWER" --region="$REGION" "${G[@]}" --wait)"
+        else
+            echo "# $(show gcloud scheduler jobs run "$SCHEDULER_JOB" --location="$REGION" "${G[@]}")"
+        fi
+        return 0
+    fi
+    lacking=$(names_missing)
+    [ -n "$lacking" ] || return 0
+    local why="the certificate does not cover $lacking yet"
+    local logs="gcloud logging read 'resource.labels.job_name=\"$RENEWER\" OR resource.labels.service_name=\"$RENEWER\"' --project=$PROJECT --limit=50"
+    local hint="The nodes were not changed: they keep serving the current certificate. ACME validates each new name over HTTP on the load balancer's address: check that DNS for $lacking points at it, then run make deploy again. Renewer logs: $logs"
+    log "$why: running a renewal pass, and waiting up to $CERT_WAIT_MINUTES min for it before the nodes are replaced"
+    if [ "$MODE" = job ]; then
+        run gcloud run jobs execute "$RENEWER" --region="$REGION" "${G[@]}" --wait ||
+            die "the renewal pass failed, so $why. $hint"
+    else
+        run gcloud scheduler jobs run "$SCHEDULER_JOB" --location="$REGION" "${G[@]}"
+    fi
+    while :; do
+        # (Not in the loop's condition: there a failed lookup would not stop the deploy.)
+        lacking=$(names_missing)
+        [ -n "$lacking" ] || break
+        [ "$waited" -lt "$limit" ] || die "after $CERT_WAIT_MINUTES min, $why. $hint"
+        sleep 10
+        waited=$((waited + 10))
+    done
+    log "the certificate covers $DOMAINS"
+}
+
 step "managed instance group $MIG ($NODE_COUNT nodes, autohealing)"
 group=''
 [ "$PLAN" = 1 ] || group=$(lookup gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}" \
-    --format='value[separator=" "](targetSize,instanceTemplate.basename(),versions[].instanceTemplate.basename())')
+    --format='value[separator=" "](targetSize,autoHealingPolicies[0].initialDelaySec,instanceTemplate.basename(),versions[].instanceTemplate.basename())')
+# Autohealing waits this long for a new node (docker install, image pulls) before its health
+# check counts; a rolling update still waits for the node to be healthy before it is available.
+INITIAL_DELAY=600
 if [ -z "$group" ]; then
     [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud compute instance-groups managed describe "$MIG" --region="$REGION" "${G[@]}")"
     run gcloud compute instance-groups managed create "$MIG" --region="$REGION" "${G[@]}" \
         --template="$template" --size="$NODE_COUNT" --base-instance-name="$NAME-node" \
-        --health-check="projects/$PROJECT/regions/$REGION/healthChecks/$HEALTH_CHECK" --initial-delay=300
+        --health-check="projects/$PROJECT/regions/$REGION/healthChecks/$HEALTH_CHECK" --initial-delay="$INITIAL_DELAY"
+    # (New nodes have no old ones to protect: they start with the certificate there is.)
+    [ "$PLAN" != 1 ] || ensure_names_issued
 else
     # After a rolling update the group's template is its version's; before, the top-level one.
     read -r -a fields <<<"${group//;/ }"
     current_size=${fields[0]}
+    current_delay=${fields[1]}
     current_template=${fields[${#fields[@]} - 1]}
+    if [ "$current_delay" != "$INITIAL_DELAY" ]; then
+        run gcloud compute instance-groups managed update "$MIG" --region="$REGION" "${G[@]}" \
+            --health-check="projects/$PROJECT/regions/$REGION/healthChecks/$HEALTH_CHECK" --initial-delay="$INITIAL_DELAY"
+    fi
     if [ "$current_template" != "$template" ]; then
-        # Replace nodes one at a time, a new one up before an old one goes.
+        ensure_names_issued
+        # Replace nodes one at a time: a new one is created and must pass the health check
+        # (Envoy's /.edge/healthz, which is the node's readiness: its app answers and Envoy
+        # serves the certificate) before an old one goes. With max-unavailable=0 the group
+        # counts a node as available only once its health check said HEALTHY.
         run gcloud compute instance-groups managed rolling-action start-update "$MIG" --region="$REGION" "${G[@]}" \
             --version="template=$template" --max-unavailable=0 --max-surge=3
     fi

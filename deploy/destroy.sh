@@ -46,6 +46,7 @@ while [ $# -gt 0 ]; do
 done
 
 load_config "$config"
+trap 'resume_hint "make destroy"' EXIT
 command -v gcloud >/dev/null || die "gcloud not found"
 G=(--project="$PROJECT" --quiet)
 
@@ -112,18 +113,30 @@ delete_listed() { # FILTER gcloud-group-words...
         run gcloud "$@" delete "$n" "${G[@]}"
     done
 }
-delete_listed "displayName=\"$ALERT_NAME\"" alpha monitoring policies
+for alert in "${ALERT_NAMES[@]}"; do
+    delete_listed "displayName=\"$alert\"" alpha monitoring policies
+done
 delete_listed "displayName:\"$CHANNEL_PREFIX\"" beta monitoring channels
+# Uptime checks: `delete` takes the check's id (the last part of its name).
+checks=NAME
+[ "$PLAN" = 1 ] || checks=$(lookup gcloud monitoring uptime list-configs "${G[@]}" \
+    --filter="displayName:\"$NAME https \"" --format='value(name)')
+for c in $checks; do
+    run gcloud monitoring uptime delete "${c##*/}" "${G[@]}"
+done
 remove "log metric" gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"
+remove "log metric" gcloud logging metrics describe "$LOG_METRIC_OK" "${G[@]}"
 
 step "service accounts, the project grants and the membership role"
 granted=''
 [ "$PLAN" = 1 ] || granted=$(lookup gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
     --format='csv[no-heading,separator="|"](bindings.role,bindings.members)')
-for role in roles/logging.logWriter "projects/$PROJECT/roles/$ROLE_MEMBERS"; do
-    if [ "$PLAN" = 1 ] || grep -qxF "$role|serviceAccount:$SA_NODE" <<<"$granted"; then
+for grant in "roles/logging.logWriter|$SA_NODE" "projects/$PROJECT/roles/$ROLE_MEMBERS|$SA_NODE" \
+    "roles/logging.logWriter|$SA_BUILD"; do
+    role=${grant%%|*} sa=${grant#*|}
+    if [ "$PLAN" = 1 ] || grep -qxF "$role|serviceAccount:$sa" <<<"$granted"; then
         run gcloud projects remove-iam-policy-binding "$PROJECT" --quiet \
-            --role="$role" --member="serviceAccount:$SA_NODE" --condition=None
+            --role="$role" --member="serviceAccount:$sa" --condition=None
     fi
 done
 # name|deleted: a live role has no `deleted`; a deleted one stays 7 days, marked True.
@@ -135,7 +148,7 @@ if [ "$PLAN" = 1 ] || { [ -n "${role%%|*}" ] && [ "${role#*|}" != True ]; }; the
 elif [ -n "$role" ]; then
     log "membership role: already deleted"
 fi
-for sa in "$SA_RENEWER" "$SA_SCHEDULER" "$SA_NODE"; do
+for sa in "$SA_RENEWER" "$SA_SCHEDULER" "$SA_NODE" "$SA_BUILD"; do
     remove "service account" gcloud iam service-accounts describe "$sa" "${G[@]}"
 done
 

@@ -6,6 +6,10 @@
 # (SC2034), some through `printf -v` (SC2153).
 # shellcheck disable=SC2034,SC2153
 
+# A failure inside $(...) stops that substitution too, so a lookup that fails within a helper
+# stops the run instead of reading as "nothing there".
+shopt -s inherit_errexit
+
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$DEPLOY_DIR/.." && pwd)
 
@@ -16,9 +20,10 @@ declare -A DEFAULTS=(
     [DOMAINS]='' [CONTACT_EMAIL]='' [ACME_DIRECTORY]=letsencrypt [CERT_NAME]=site
     [KEY_TYPE]=ecdsa-p256 [BUCKET]=''
     [MODE]=job [SCHEDULE]='17 */12 * * *' [TIME_ZONE]=Etc/UTC [IMAGE_TAG]='' [ALERT_EMAIL]=''
+    [CERT_EXPIRY_ALERT_DAYS]=14 [CERT_WAIT_MINUTES]=15
     [APP_IMAGE]='' [APP_PORT]=8080 [APP_HEALTH_PATH]=/healthz [WS_PATHS]=/ws
     [WS_ALLOW_PLAIN_HTTP]=0 [STICKY_PATHS]='' [ALLOWED_ORIGINS]='' [COOKIE_SAMESITE]=Lax
-    [NODE_COUNT]=2 [MACHINE_TYPE]=e2-small [ENVOY_IMAGE]=envoyproxy/envoy:v1.40-latest
+    [NODE_COUNT]=2 [MACHINE_TYPE]=e2-small [ENVOY_IMAGE]=envoyproxy/envoy:v1.40.0
 )
 
 PLAN=0
@@ -75,6 +80,7 @@ load_config() { # FILE
     fi
     check_config
     derive_names
+    schedule_silence
 }
 
 bad() { # KEY WHY
@@ -96,6 +102,12 @@ check_config() {
             bad DOMAINS "$d is not a lowercase DNS name (no wildcards: HTTP-01 cannot validate them)"
     done
     [[ $CONTACT_EMAIL =~ ^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$ ]] || bad CONTACT_EMAIL "not an email address"
+    if ! [[ $CERT_EXPIRY_ALERT_DAYS =~ ^[0-9]+$ ]] || ((CERT_EXPIRY_ALERT_DAYS < 1 || CERT_EXPIRY_ALERT_DAYS > 60)); then
+        bad CERT_EXPIRY_ALERT_DAYS "expected 1-60 (days left on the served certificate that raise the alert)"
+    fi
+    if ! [[ $CERT_WAIT_MINUTES =~ ^[0-9]+$ ]] || ((CERT_WAIT_MINUTES < 1 || CERT_WAIT_MINUTES > 120)); then
+        bad CERT_WAIT_MINUTES "expected 1-120 (how long deploy waits for a certificate with new names before it rolls the nodes)"
+    fi
     [ -z "$ALERT_EMAIL" ] || [[ $ALERT_EMAIL =~ ^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$ ]] ||
         bad ALERT_EMAIL "not an email address"
     [[ $ACME_DIRECTORY =~ ^(letsencrypt|letsencrypt-staging|https://[A-Za-z0-9./:_-]+)$ ]] ||
@@ -142,9 +154,11 @@ derive_names() {
     SA_RENEWER="$NAME-renewer@$PROJECT.iam.gserviceaccount.com"
     SA_SCHEDULER="$NAME-scheduler@$PROJECT.iam.gserviceaccount.com"
     SA_NODE="$NAME-node@$PROJECT.iam.gserviceaccount.com"
+    SA_BUILD="$NAME-build@$PROJECT.iam.gserviceaccount.com"
     CERT_SECRET="$NAME-$CERT_NAME"       # = secret_manager.secret_prefix + certificate name
     COOKIE_SECRET="$NAME-cookie-secret"
     IMAGE_PATH="$REGION-docker.pkg.dev/$PROJECT/$REPO/renewer"
+    ENVOY_MIRROR_PATH="$REGION-docker.pkg.dev/$PROJECT/$REPO/envoy"
     ADDRESS="$NAME-ip"
     HEALTH_CHECK="$NAME-hc"
     MIG="$NAME-nodes"
@@ -159,7 +173,13 @@ derive_names() {
     NAT="$NAME-nat"
     NODE_TAG="$NAME-node"
     LOG_METRIC="$NAME-renewal-failures"
+    LOG_METRIC_OK="$NAME-renewal-successes"
     ALERT_NAME="$NAME: renewal failed"
+    ALERT_SILENT_NAME="$NAME: no successful renewal pass"
+    ALERT_TRIGGER_NAME="$NAME: renewal trigger failed"
+    ALERT_HTTPS_NAME="$NAME: HTTPS check failing"
+    ALERT_EXPIRY_NAME="$NAME: certificate expires soon"
+    ALERT_NAMES=("$ALERT_NAME" "$ALERT_SILENT_NAME" "$ALERT_TRIGGER_NAME" "$ALERT_HTTPS_NAME" "$ALERT_EXPIRY_NAME")
     # The address is in the name: a new ALERT_EMAIL makes a new channel, and the policy
     # (whose spec then differs) moves to it.
     CHANNEL_PREFIX="$NAME renewal alerts"
@@ -167,6 +187,36 @@ derive_names() {
     # Generated files live next to the settings file (deploy/.out/ for deploy/config.env),
     # so deploys from different settings files never share them.
     OUT_DIR="$(cd "$(dirname "$CONFIG_FILE")" && pwd)/.out"
+}
+
+# How long without a successful pass before "no successful renewal pass" fires: two schedule
+# periods, at most 23.5 hours (the longest absence Monitoring accepts). SCHEDULE_MINUTES is
+# the period read from the cron expression; a sparser schedule than that cannot be watched
+# this way (SILENCE_SECONDS stays empty and deploy says so).
+schedule_silence() {
+    local -a f
+    read -r -a f <<<"$SCHEDULE"
+    local minute=${f[0]} hour=${f[1]} period
+    if [ "${f[2]}${f[3]}${f[4]}" != '***' ]; then
+        period=10080 # day-of-month, month or weekday limits: assume weekly or sparser
+    elif [ "$hour" = '*' ]; then
+        if [[ $minute =~ ^\*/([0-9]+)$ ]]; then period=${BASH_REMATCH[1]}; else period=60; fi
+    elif [[ $hour =~ ^\*/([0-9]+)$ ]]; then
+        period=$((BASH_REMATCH[1] * 60))
+    elif [[ $hour =~ ^[0-9]+(,[0-9]+)+$ ]]; then
+        local n=${hour//[^,]/}
+        period=$((1440 / (${#n} + 1)))
+    else
+        period=1440
+    fi
+    SCHEDULE_MINUTES=$period
+    local silence=$((2 * period * 60))
+    ((silence <= 84600)) || silence=84600
+    SILENCE_SECONDS='' SILENCE_HUMAN=''
+    if ((silence > period * 60)); then
+        SILENCE_SECONDS=$silence
+        SILENCE_HUMAN="$((silence / 3600)) h $((silence % 3600 / 60)) min"
+    fi
 }
 
 # --- running commands -----------------------------------------------------------------------
@@ -194,6 +244,48 @@ run() {
     fi
 }
 
+# Google Cloud is eventually consistent in a few documented places; these stderr patterns are
+# the transient errors deploy waits out (anything else stops it at once):
+#   a service account created seconds ago is not yet visible to IAM policies (up to minutes);
+#   a log-based metric created seconds ago is not yet known to alerting ("could take up to 10
+#   minutes").
+TRANSIENT_NEW_ACCOUNT='Service account [^ ]+ does not exist'
+TRANSIENT_NEW_METRIC='Cannot find metric\(s\)'
+
+# Like `run`, but while the command fails with the transient error PATTERN, wait and try again
+# (2 s, doubling, at most 60 s apart) for up to MAX_SECONDS, saying what it waits for. Any
+# other failure, or the same one after MAX_SECONDS, stops the deploy with gcloud's message.
+run_retrying() { # WHAT PATTERN MAX_SECONDS command...
+    local what=$1 pattern=$2 max=$3 delay=2 waited=0 rc out err
+    shift 3
+    if [ "$PLAN" = 1 ]; then
+        show "$@"
+        return 0
+    fi
+    echo "+ $(show "$@")" >&2
+    err=$(mktemp)
+    while :; do
+        rc=0
+        out=$("$@" 2>"$err") || rc=$?
+        if [ "$rc" -eq 0 ]; then
+            cat "$err" >&2
+            rm -f "$err"
+            printf '%s' "$out"
+            return 0
+        fi
+        if ! grep -qE "$pattern" "$err" || [ "$waited" -ge "$max" ]; then
+            cat "$err" >&2
+            rm -f "$err"
+            [ "$waited" -lt "$max" ] || die "still failing after ${waited}s waiting for $what"
+            die "this command failed: $(show "$@")"
+        fi
+        log "waiting for $what: $(grep -oE "$pattern" "$err" | head -n1); retrying in ${delay}s"
+        sleep "$delay"
+        waited=$((waited + delay))
+        delay=$((delay * 2 > 60 ? 60 : delay * 2))
+    done
+}
+
 # Run a read-only command and print its stdout; empty when the resource does not exist.
 # Any other failure (permission, network) stops the deploy with gcloud's message: guessing
 # "absent" there would make the next create fail confusingly.
@@ -202,7 +294,7 @@ lookup() {
     err=$(mktemp)
     out=$("$@" 2>"$err") || rc=$?
     if [ "$rc" -ne 0 ]; then
-        if grep -qiE 'NOT_FOUND|not found|404|was not found|does not exist|Cannot find' "$err"; then
+        if grep -qiE 'NOT_FOUND|not found|404|was not found|does not exist|Cannot find|matched no objects' "$err"; then
             rm -f "$err"
             return 0
         fi
@@ -226,12 +318,26 @@ absent() {
 }
 
 step() {
+    CURRENT_STEP=$*
     if [ "$PLAN" = 1 ]; then
         printf '\n# --- %s\n' "$*"
     else
         printf '\n==> %s\n' "$*" >&2
     fi
 }
+
+# On a failed run, say where it stopped and that a rerun resumes (installed by the scripts
+# once the settings are read).
+CURRENT_STEP=''
+resume_hint() { # WHAT (make deploy, make destroy)
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ -n "$CURRENT_STEP" ]; then
+        echo "deploy: stopped during \"$CURRENT_STEP\" (exit $rc). What was done before stays; fix the cause above and run $1 again: every step looks before it changes anything." >&2
+    fi
+    return "$rc"
+}
+
+declare -A POLICY_CACHE=()
 
 # Add ROLE for MEMBER to a resource's IAM policy unless it is there. GET and ADD are the
 # resource's get-iam-policy and add-iam-policy-binding commands (without ROLE/MEMBER); an
@@ -242,22 +348,27 @@ ensure_binding() { # "GET CMD" "ADD CMD" ROLE MEMBER [TITLE EXPRESSION]
     read -r -a add <<<"$2"
     local role=$3 member=$4 title=${5:-} expression=${6:-}
     if [ "$PLAN" != 1 ]; then
-        local policy
-        policy=$(lookup "${get[@]}" --flatten='bindings[].members' \
-            --format='csv[no-heading,separator="|"](bindings.role,bindings.members,bindings.condition.title)')
-        if grep -qxF "$role|$member|$title" <<<"$policy"; then
+        # One read per resource and run: the bindings this run adds are appended.
+        if [[ ! -v POLICY_CACHE[$1] ]]; then
+            POLICY_CACHE[$1]=$(lookup "${get[@]}" --flatten='bindings[].members' \
+                --format='csv[no-heading,separator="|"](bindings.role,bindings.members,bindings.condition.title)')
+        fi
+        if grep -qxF "$role|$member|$title" <<<"${POLICY_CACHE[$1]}"; then
             return 0
         fi
     fi
+    # A member created moments ago may not be visible to IAM yet.
+    local wait=(run_retrying "IAM to see $member" "$TRANSIENT_NEW_ACCOUNT" 300)
     if [ -n "$title" ]; then
-        run "${add[@]}" --role="$role" --member="$member" \
+        "${wait[@]}" "${add[@]}" --role="$role" --member="$member" \
             --condition="title=$title,expression=$expression"
     elif [[ " ${add[*]} " == *" run jobs "* ]]; then
-        run "${add[@]}" --role="$role" --member="$member" # has no --condition flag
+        "${wait[@]}" "${add[@]}" --role="$role" --member="$member" # no --condition flag
     else
         # Explicit, or gcloud refuses to add to a policy that holds conditional bindings.
-        run "${add[@]}" --role="$role" --member="$member" --condition=None
+        "${wait[@]}" "${add[@]}" --role="$role" --member="$member" --condition=None
     fi
+    [ "$PLAN" = 1 ] || POLICY_CACHE[$1]+=$'\n'"$role|$member|$title"
 }
 
 # A short hash of the arguments: labels and names that change when a spec does.
@@ -271,7 +382,9 @@ spec_hash() {
 }
 
 # What the image is built from; a change anywhere else (docs, deploy scripts) reuses the image.
-BUILD_INPUTS=(Cargo.toml Cargo.lock Dockerfile .dockerignore syntax renewer edge-filter tests)
+# tests/ is a workspace member, so the build reads its manifest, not its code. Docs are no
+# build input either.
+BUILD_INPUTS=(Cargo.toml Cargo.lock Dockerfile .dockerignore syntax renewer edge-filter tests/Cargo.toml)
 
 # The renewer image tag: a hash of the build inputs as committed plus any uncommitted change to
 # them, so the same sources never build twice and different sources never share a tag.
@@ -285,9 +398,9 @@ image_tag() {
     local hash
     hash=$(
         cd "$REPO_DIR" && {
-            git ls-tree -r HEAD -- "${BUILD_INPUTS[@]}"
-            git diff HEAD -- "${BUILD_INPUTS[@]}"
-            git ls-files -o --exclude-standard -z -- "${BUILD_INPUTS[@]}" | xargs -0 -r sha256sum
+            git ls-tree -r HEAD -- "${BUILD_INPUTS[@]}" | grep -v '\.md$'
+            git diff HEAD -- "${BUILD_INPUTS[@]}" ':(exclude)*.md'
+            git ls-files -o --exclude-standard -z -- "${BUILD_INPUTS[@]}" ':(exclude)*.md' | xargs -0 -r sha256sum
         } | sha256sum | cut -c1-12
     )
     printf 'src-%s' "$hash"

@@ -14,7 +14,8 @@ Usage: bash scripts/bootstrap.sh [--verbose|-v] [--bench] [--fuzz] [--help|-h]
 
 Installs what acme-edge needs on Debian 12, skipping whatever is already there:
   Debian    shellcheck pebble wrk lego curl jq openssl ca-certificates gcc
-            libc6-dev (python3 python3-venv when no venv can be made)
+            libc6-dev iptables iproute2 (python3 python3-venv when no venv
+            can be made)
   wasm32    rustup's wasm32-unknown-unknown target if already installed, else
             Debian's rustc-web cargo-web rust-web-src rust-web-clippy
             rust-web-llvm lld-22 (build with RUSTC=/usr/bin/rustc
@@ -200,6 +201,10 @@ check_debs() {
 	# cargo links host binaries with cc, and ring compiles C and assembly.
 	need_deb gcc "C compiler and linker for host crates"
 	need_deb libc6-dev "C library headers for host crates"
+	# tests/tests/node_firewall.rs runs the node's metadata firewall
+	# (deploy/node/startup.sh metadata-firewall) in network namespaces.
+	need_deb iptables "the node's metadata firewall, tested in network namespaces"
+	need_deb iproute2 "ip netns and veth pairs for the firewall test"
 }
 
 # The filter is built for wasm32-unknown-unknown. A laptop with rustup and the

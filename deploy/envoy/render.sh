@@ -40,6 +40,11 @@ Settings (environment variables, default in brackets):
   APP_BACKENDS         space-separated host:port of static app backends
                        (when MEMBERS_DIR is empty)                      [127.0.0.1:8080]
   APP_HEALTH_PATH      HTTP health-check path on the backends           [/healthz]
+  READY_ADDRESS        host:port of \`renewer sync --watch\`'s status endpoint:
+                       /.edge/healthz on both listeners answers from its
+                       /ready (this node's readiness: its app answers and
+                       Envoy serves the installed certificate); empty:
+                       Envoy answers 200 itself                         []
   SOURCE_ADDRESS       address connections to the app leave from; empty:
                        the kernel's choice (a node's own address)       []
   WS_PATHS             space-separated WebSocket path prefixes          [/ws]
@@ -112,6 +117,7 @@ STORE_METADATA_TOKEN=${STORE_METADATA_TOKEN:-1}
 STORE_TIMEOUT_MS=${STORE_TIMEOUT_MS:-2000}
 MEMBERS_DIR=${MEMBERS_DIR:-}
 SOURCE_ADDRESS=${SOURCE_ADDRESS:-}
+READY_ADDRESS=${READY_ADDRESS:-}
 APP_BACKENDS=${APP_BACKENDS:-127.0.0.1:8080}
 APP_HEALTH_PATH=${APP_HEALTH_PATH:-/healthz}
 WS_PATHS=${WS_PATHS:-/ws}
@@ -139,6 +145,7 @@ done
 check LISTEN_ADDRESS "$LISTEN_ADDRESS" '^[0-9a-fA-F.:]+$' "an IP address"
 check WASM_PATH "$WASM_PATH" '^/[A-Za-z0-9._/-]+$' "an absolute path"
 check TLS_DIR "$TLS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
+[ -z "$READY_ADDRESS" ] || check READY_ADDRESS "$READY_ADDRESS" "$hostport_re" "host:port"
 [ -z "$SOURCE_ADDRESS" ] || check SOURCE_ADDRESS "$SOURCE_ADDRESS" '^[0-9a-fA-F.:]+$' "an IP address"
 [ -z "$MEMBERS_DIR" ] || check MEMBERS_DIR "$MEMBERS_DIR" '^/[A-Za-z0-9._/-]+$' "an absolute path"
 check APP_HEALTH_PATH "$APP_HEALTH_PATH" "$path_re" "a path"
@@ -310,10 +317,44 @@ $(sed 's/^/                  /' "$LUA_FILTER")
 LUA
 }
 
-# https_routes: the filter's paths first (WebSocket, then sticky), hashed on the key the
-# filter sets; then the rest of the app without the filter, hashed natively.
+# healthz_route [FILTER_TO_SKIP]: /.edge/healthz, what the load balancer's health check, the
+# group's autohealing and the uptime checks ask. With READY_ADDRESS it is the node's
+# readiness from \`renewer sync\` (503 when the app does not answer or Envoy does not serve
+# the installed certificate; also 503 when the agent is down, so a stuck sync shows); without,
+# Envoy answers 200 itself.
+healthz_route() {
+    if [ -z "$READY_ADDRESS" ]; then
+        cat <<ROUTE
+              - match: { path: /.edge/healthz }
+                direct_response: { status: 200, body: { inline_string: "ok\n" } }
+ROUTE
+        return 0
+    fi
+    cat <<ROUTE
+              - match: { path: /.edge/healthz }
+ROUTE
+    if [ -n "${1:-}" ]; then
+        cat <<ROUTE
+                typed_per_filter_config:
+                  $1:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+ROUTE
+    fi
+    cat <<ROUTE
+                route:
+                  cluster: node_ready
+                  prefix_rewrite: /ready
+                  timeout: 3s
+ROUTE
+}
+
+# https_routes: the node's health first, then the filter's paths (WebSocket, then sticky),
+# hashed on the key the filter sets; then the rest of the app without the filter, hashed
+# natively.
 https_routes() {
     local p match
+    healthz_route "$https_filter_name"
     for p in "${ws_paths[@]}" "${sticky_paths[@]}"; do
         # path_separated_prefix /ws matches /ws, /ws/… and /ws?…, not /wsx (as the filter).
         if [[ $p == */ ]]; then match="prefix: $p"; else match="path_separated_prefix: $p"; fi
@@ -485,8 +526,7 @@ $(wasm_filter edge_http "{\"stat_prefix\": \"edge_http\", \"acme\": $acme_json, 
               domains: ["*"]
               routes:
               # Load-balancer health check of the node itself.
-              - match: { path: /.edge/healthz }
-                direct_response: { status: 200, body: { inline_string: "ok\n" } }
+$(healthz_route)
               - match: { prefix: / }
                 direct_response: { status: 404 }
 
@@ -574,6 +614,20 @@ $(source_address)
       healthy_threshold: 1
       http_health_check: { path: $APP_HEALTH_PATH }
 EOF
+
+if [ -n "$READY_ADDRESS" ]; then
+    cat <<EOF
+  # \`renewer sync --watch\`'s status endpoint on this node (/.edge/healthz asks its /ready).
+  - name: node_ready
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: node_ready
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: ${READY_ADDRESS%:*}, port_value: ${READY_ADDRESS##*:} } } }
+EOF
+fi
 
 if [ "$ACME_MODE" = store ]; then
     store_host=${STORE_ADDRESS%:*}

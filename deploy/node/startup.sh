@@ -5,12 +5,22 @@
 #   startup.sh                          set the node up (what GCE runs)
 #   startup.sh render SETTINGS RENDER   print this node's Envoy config (tests; needs COOKIE_SECRET)
 #   startup.sh members-env SETTINGS     print the [members] settings of this node's agent (tests)
+#   startup.sh sync-env SETTINGS IP     print the readiness settings of `renewer sync` for a node
+#                                       whose internal address is IP (tests)
+#   startup.sh metadata-firewall [BRIDGE]
+#                                       install the rules that keep the app's docker network
+#                                       (bridge BRIDGE, default acme-app0) away from the
+#                                       metadata server, print `iptables -S DOCKER-USER`
 #
 # What the node runs (systemd units, each a container, logs to Cloud Logging):
 #   acme-edge-app      the application, published on the node's internal address, APP_PORT:
 #                      every node's Envoy routes to every node's app (a firewall rule admits
-#                      only the nodes)
-#   acme-edge-sync     `renewer sync --watch`: installs the current certificate from Secret Manager
+#                      only the nodes). It runs on its own docker network (acme-edge-app,
+#                      bridge acme-app0) that has no route to the metadata server
+#   acme-edge-sync     `renewer sync --watch`: installs the current certificate from Secret Manager,
+#                      and answers /ready on 127.0.0.1:9903: Envoy's /.edge/healthz (the health
+#                      check of the load balancer, the group's autohealing and rolling updates)
+#                      is 200 only when this node's app answers and Envoy serves the certificate
 #   acme-edge-members  `renewer members --watch`: the group's healthy nodes, as Envoy's EDS file
 #   acme-edge-envoy    Envoy with the edge filter on :80 and :443; starts after `renewer sync
 #                      --init` and `renewer members --init`
@@ -23,9 +33,14 @@ ETC=/etc/acme-edge
 OPT=/opt/acme-edge
 TLS_DIR_NODE=/var/lib/acme-edge/tls
 MEMBERS_DIR_NODE=/var/lib/acme-edge/members
+# Where `renewer sync --watch` answers /ready (and /metrics); Envoy asks it for /.edge/healthz.
+READY_ADDRESS_NODE=127.0.0.1:9903
 # Envoy's official image runs Envoy as uid/gid 101; sync writes files Envoy can read.
 ENVOY_ID=101
 MD=http://metadata.google.internal/computeMetadata/v1
+# The app's docker network and the name of its Linux bridge (what the firewall matches).
+APP_NETWORK=acme-edge-app
+APP_BRIDGE=acme-app0
 
 log() {
     echo "acme-edge-startup: $*" >&2
@@ -69,6 +84,7 @@ render() { # RENDER_SH
         WS_PATHS=${WS_PATHS:-/ws} WS_ALLOW_PLAIN_HTTP=${WS_ALLOW_PLAIN_HTTP:-0} \
         STICKY_PATHS=${STICKY_PATHS:-} ALLOWED_ORIGINS=$ALLOWED_ORIGINS \
         COOKIE_SAMESITE=${COOKIE_SAMESITE:-Lax} COOKIE_SECRET=${COOKIE_SECRET:?COOKIE_SECRET is not set} \
+        READY_ADDRESS=${READY_ADDRESS:-$READY_ADDRESS_NODE} \
         NODE_ID=${NODE_ID:-$(hostname)} \
         WASM_PATH=${WASM_PATH:-$OPT/edge_filter.wasm} TLS_DIR=${TLS_DIR:-$TLS_DIR_NODE} \
         bash "$1"
@@ -86,6 +102,67 @@ RENEWER__MEMBERS__DIR=$MEMBERS_DIR_NODE
 EOF
 }
 
+# The app must not reach the metadata server (169.254.169.254, and fd20:ce::254 over IPv6):
+# whoever reaches it gets the node service account's access token, and with it the TLS
+# private key and the cookie key in Secret Manager
+# (https://cloud.google.com/compute/docs/metadata/overview). Envoy and the agents run with
+# `--network host`, so their traffic is not forwarded and they keep their access; the app's
+# is forwarded from its bridge, and DOCKER-USER is the chain docker leaves to the operator
+# and consults first in FORWARD ("Docker and iptables",
+# https://docs.docker.com/engine/network/packet-filtering-firewalls/). The rules go at its
+# top, so a RETURN rule docker appends cannot bypass them. TCP is answered with a reset,
+# anything else with an ICMP error, so the app fails at once instead of hanging.
+# DNS (port 53, UDP and TCP) still passes: the same address is the VM's DNS resolver
+# (https://cloud.google.com/compute/docs/internal-dns), it hands out no credentials, and
+# docker's embedded DNS server forwards the app's queries to it from the container's network
+# namespace, through the bridge. RETURN hands those back to docker's own FORWARD rules.
+# Idempotent. Every step ends in `|| return 1`: callers use `metadata_firewall ... || die`,
+# and `set -e` does not apply inside a function called that way.
+metadata_firewall() { # BRIDGE
+    local bridge=$1
+    [[ $bridge =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || {
+        log "metadata_firewall: bad bridge name: $bridge"
+        return 1
+    }
+    command -v iptables >/dev/null || {
+        log "metadata_firewall: iptables not found"
+        return 1
+    }
+    metadata_reject iptables "$bridge" 169.254.169.254/32 || return 1
+    # IPv6: docker makes DOCKER-USER in ip6tables only when it filters IPv6 itself, and the
+    # app's network is created without IPv6, so the app has no IPv6 route to the metadata
+    # server anyway. Where the chain exists, the same rules go in; otherwise nothing to do.
+    if command -v ip6tables >/dev/null && ip6tables -n -L DOCKER-USER >/dev/null 2>&1; then
+        metadata_reject ip6tables "$bridge" fd20:ce::254/128 || return 1
+    fi
+}
+
+metadata_reject() { # IPTABLES BRIDGE ADDRESS: reject BRIDGE -> ADDRESS at the top of DOCKER-USER
+    local ipt=$1 match=(-i "$2" -d "$3")
+    # Docker creates the chain and the jump; make them if docker has not (yet), as it would.
+    "$ipt" -n -L DOCKER-USER >/dev/null 2>&1 || "$ipt" -N DOCKER-USER || return 1
+    "$ipt" -C FORWARD -j DOCKER-USER 2>/dev/null || "$ipt" -I FORWARD 1 -j DOCKER-USER || return 1
+    # Each one inserted at 1 when missing, last first: they end up in the order of the
+    # comment above (DNS, TCP, the rest), and an interrupted run leaves them in that order too.
+    local rule
+    for rule in "-j REJECT" "-p tcp -j REJECT --reject-with tcp-reset" \
+        "-p tcp --dport 53 -j RETURN" "-p udp --dport 53 -j RETURN"; do
+        # shellcheck disable=SC2086 # $rule: words, none with a space or a glob
+        "$ipt" -C DOCKER-USER "${match[@]}" $rule 2>/dev/null ||
+            "$ipt" -I DOCKER-USER 1 "${match[@]}" $rule || return 1
+    done
+}
+
+# The readiness settings of `renewer sync --watch` on this node: ready when its app answers
+# on the address the other nodes use, and Envoy's :443 presents the installed certificate.
+sync_env() { # INTERNAL_IP
+    cat <<EOF
+RENEWER__SYNC__STATUS_ADDRESS=$READY_ADDRESS_NODE
+RENEWER__SYNC__READY_TLS_ADDRESS=127.0.0.1:443
+RENEWER__SYNC__READY_APP_URL=http://$1:$APP_PORT${APP_HEALTH_PATH:-/healthz}
+EOF
+}
+
 if [ "${1:-}" = render ]; then
     [ $# -eq 3 ] || die "usage: startup.sh render SETTINGS RENDER_SH"
     load_settings "$2"
@@ -98,8 +175,20 @@ if [ "${1:-}" = members-env ]; then
     members_env
     exit 0
 fi
+if [ "${1:-}" = metadata-firewall ]; then
+    [ $# -le 2 ] || die "usage: startup.sh metadata-firewall [BRIDGE]"
+    metadata_firewall "${2:-$APP_BRIDGE}" || die "cannot install the metadata firewall"
+    iptables -S DOCKER-USER
+    exit 0
+fi
+if [ "${1:-}" = sync-env ]; then
+    [ $# -eq 3 ] || die "usage: startup.sh sync-env SETTINGS INTERNAL_IP"
+    load_settings "$2"
+    sync_env "$3"
+    exit 0
+fi
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-    sed -n '2,20p' "$0"
+    sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d'
     exit 0
 fi
 
@@ -129,6 +218,7 @@ members_env >"$ETC/members.env"
 # The address the other nodes reach this node's app on (the firewall admits only them).
 INTERNAL_IP=$(curl -fsS --retry 5 -H 'Metadata-Flavor: Google' "$MD/instance/network-interfaces/0/ip")
 [[ $INTERNAL_IP =~ ^[0-9.]+$ ]] || die "no internal address from the metadata server: $INTERNAL_IP"
+sync_env "$INTERNAL_IP" >"$ETC/sync.env"
 
 # Envoy binds :80 and :443 without root.
 echo 'net.ipv4.ip_unprivileged_port_start = 80' >/etc/sysctl.d/60-acme-edge.conf
@@ -141,6 +231,24 @@ if ! command -v docker >/dev/null; then
     retry apt-get install -y -q docker.io
 fi
 systemctl enable --now docker
+# The app's own network, so the firewall can tell its traffic by the bridge's name. Then the
+# firewall, before any unit (re)starts: without it the app does not start (fail closed).
+docker network inspect "$APP_NETWORK" >/dev/null 2>&1 ||
+    docker network create --driver bridge --opt "com.docker.network.bridge.name=$APP_BRIDGE" \
+        "$APP_NETWORK" >/dev/null || die "cannot create the docker network $APP_NETWORK"
+metadata_firewall "$APP_BRIDGE" || die "cannot install the metadata firewall; the app stays stopped"
+# iptables rules do not survive a reboot, and at boot systemd starts the enabled app unit
+# without waiting for this script: the unit installs them itself first (ExecStartPre), from
+# this copy of the functions above.
+(
+    echo '#!/usr/bin/env bash'
+    echo '# Written by the acme-edge startup script: the app'"'"'s metadata firewall (see there).'
+    echo 'set -euo pipefail'
+    declare -f log metadata_firewall metadata_reject
+    printf 'metadata_firewall %q\n' "$APP_BRIDGE"
+) >"$OPT/metadata-firewall.sh.new"
+chmod 0755 "$OPT/metadata-firewall.sh.new"
+mv -f "$OPT/metadata-firewall.sh.new" "$OPT/metadata-firewall.sh"
 # Pulls from Artifact Registry with the node's service account (gcloud ships in GCE images):
 # the renewer's repository, and the app's registry when it is a Google one (the node account
 # needs read access there; deploy grants only its own repository).
@@ -193,13 +301,15 @@ EOF
 }
 
 docker_run="/usr/bin/docker run --rm --log-driver gcplogs"
-sync_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
+sync_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env --env-file $ETC/sync.env -v $TLS_DIR_NODE:$TLS_DIR_NODE"
 members_run="$docker_run --network host --user $ENVOY_ID:$ENVOY_ID --env-file $ETC/renewer.env --env-file $ETC/members.env -v $MEMBERS_DIR_NODE:$MEMBERS_DIR_NODE"
 
 # Published on the node's internal address: every node's Envoy routes keys to every node's
-# app; the firewall rule NAME-allow-nodes-app admits APP_PORT from the nodes only.
-container_unit acme-edge-app "the application" "" "" \
-    "$docker_run --name acme-edge-app -e PORT=$APP_PORT -p $INTERNAL_IP:$APP_PORT:$APP_PORT $APP_IMAGE"
+# app; the firewall rule NAME-allow-nodes-app admits APP_PORT from the nodes only. On its own
+# network, which the metadata firewall cuts off from the metadata server; the unit does not
+# start if the firewall cannot be installed.
+container_unit acme-edge-app "the application" "" "ExecStartPre=/bin/bash $OPT/metadata-firewall.sh" \
+    "$docker_run --name acme-edge-app --network $APP_NETWORK -e PORT=$APP_PORT -p $INTERNAL_IP:$APP_PORT:$APP_PORT $APP_IMAGE"
 container_unit acme-edge-sync "keep Envoy's certificate current (renewer sync)" "" "" \
     "$sync_run --name acme-edge-sync $RENEWER_IMAGE sync --watch"
 container_unit acme-edge-members "keep Envoy's view of the cluster current (renewer members)" "" "" \

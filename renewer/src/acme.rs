@@ -22,8 +22,8 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
-    CertificateIdentifier, ChallengeType, ExternalAccountKey, HttpClient, Identifier, NewAccount,
-    NewOrder, OrderStatus, Problem, RetryPolicy,
+    CertificateIdentifier, ChallengeStatus, ChallengeType, ExternalAccountKey, HttpClient,
+    Identifier, NewAccount, NewOrder, OrderStatus, Problem, RetryPolicy,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Secret;
 use crate::config::{Config, KeyType};
+use crate::inflight::{self, InFlight};
 use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,10 @@ pub enum AcmeError {
     /// The renewer is shutting down (`renewer serve` on SIGTERM): the order was abandoned.
     #[error("cancelled: the renewer is shutting down")]
     Cancelled,
+    /// The CA does not know the stored account any more (deactivated, or the CA was reset):
+    /// RFC 8555 §7.3.1 `accountDoesNotExist`. Only a new account helps.
+    #[error("{0}")]
+    AccountGone(String),
 }
 
 impl AcmeError {
@@ -191,6 +196,10 @@ pub struct AccountInfo {
     /// Store object holding the credentials.
     pub object: String,
     pub created: bool,
+    /// Set when the stored account was unknown to the CA and this one replaced it: the old
+    /// account's URL and where its credentials were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 fn build_http(config: &Config, last_error: HintSlot) -> Result<CaHttp, AcmeError> {
@@ -319,6 +328,7 @@ impl Acme {
             contact: config.contact_urls(),
             object,
             created,
+            replaced: None,
         };
         if created {
             tracing::info!(directory = %directory_url, account = %info.account_url, "created ACME account");
@@ -336,6 +346,85 @@ impl Acme {
 
     pub fn directory_url(&self) -> &str {
         &self.directory_url
+    }
+
+    /// The account's URL at the CA.
+    pub fn account_url(&self) -> &str {
+        self.account.id()
+    }
+
+    pub fn thumbprint(&self) -> &str {
+        self.account.key_thumbprint()
+    }
+
+    /// Ask the CA whether it still knows the stored account: a `newAccount` request with
+    /// `onlyReturnExisting` signed by the account key (RFC 8555 §7.3.1), which changes nothing.
+    /// `AccountGone` when it does not.
+    pub async fn check_with_ca(config: &Config, store: &SharedStore) -> Result<(), AcmeError> {
+        let directory_url = config.directory_url().to_string();
+        let key = account_key(&directory_url);
+        let Some(obj) = store.get(&key).await? else {
+            return Err(AcmeError::Other(format!(
+                "no ACME account for {directory_url} in {}",
+                store.location()
+            )));
+        };
+        let creds: AccountCredentials = serde_json::from_slice(&obj.data)
+            .map_err(|e| AcmeError::Other(format!("{key}: not valid account credentials: {e}")))?;
+        let pkcs8 = creds.private_key().clone_key();
+        let signing = instant_acme::Key::from_pkcs8_der(pkcs8.clone_key())
+            .map_err(|e| AcmeError::Other(format!("{key}: the account key does not load: {e}")))?;
+        let last_error: HintSlot = Arc::new(Mutex::new(None));
+        let http = build_http(config, last_error.clone())?;
+        match Account::builder_with_http(Box::new(http))
+            .from_key(
+                (signing, rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8)),
+                directory_url,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify(e, &last_error)),
+        }
+    }
+
+    /// After `AccountGone`: keep the dead account's credentials as a backup object, remove
+    /// them from their place, and register a new account (or use the one another renewer
+    /// just registered). Returns the new account and where the old credentials went.
+    pub async fn replace_gone_account(
+        config: &Config,
+        store: &SharedStore,
+        gone_url: &str,
+    ) -> Result<(Acme, AccountInfo, Option<String>), AcmeError> {
+        let key = account_key(config.directory_url());
+        let mut backup = None;
+        if let Some(obj) = store.get(&key).await? {
+            let stored_url = serde_json::from_slice::<serde_json::Value>(&obj.data)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+            // Only the account the CA refused is retired: another renewer may already have
+            // put a new one in its place.
+            if stored_url.as_deref() == Some(gone_url) {
+                let name = format!(
+                    "{key}.gone-{}",
+                    time::OffsetDateTime::now_utc().unix_timestamp()
+                );
+                store
+                    .put(&name, &obj.data, Precondition::None, Sensitivity::Secret)
+                    .await?;
+                match store
+                    .delete(&key, Precondition::GenerationMatches(obj.generation))
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.is_precondition_failed() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                backup = Some(format!("{}/{name}", store.location()));
+            }
+        }
+        let (acme, info) = Acme::open(config, store, true).await?;
+        Ok((acme, info, backup))
     }
 
     fn classify(&self, e: instant_acme::Error) -> AcmeError {
@@ -396,37 +485,111 @@ impl Acme {
         order: &OrderSpec<'_>,
         cancel: &CancellationToken,
     ) -> Result<(String, Secret), AcmeError> {
+        let name = order.name;
+        self.take_hint();
+        let (mut acme_order, mut record) = self.open_order(store, order).await?;
+
+        // On cancellation the order is dropped where it stands; its record stays, so the
+        // next pass resumes it rather than ordering again. The cleanup below still runs.
+        let result = tokio::select! {
+            r = self.complete(&mut acme_order, store, order, &mut record) => r,
+            _ = cancel.cancelled() => Err(AcmeError::Cancelled),
+        };
+        // Challenge answers are only useful while the CA validates: remove them whatever
+        // happened (a resumed order publishes them again). A failure to clean up is logged.
+        if !record.tokens.is_empty() {
+            for token in &record.tokens {
+                if let Err(e) = store
+                    .delete(&keys::challenge(token), Precondition::None)
+                    .await
+                {
+                    tracing::warn!(certificate = name, error = %e, "could not remove a challenge answer");
+                }
+            }
+            record.tokens.clear();
+            if result.is_err() {
+                if let Err(e) = inflight::save(store, name, &record).await {
+                    tracing::warn!(certificate = name, error = %e, "could not update the order record");
+                }
+            }
+        }
+        if matches!(result, Err(AcmeError::Rejected(_))) {
+            // The order is invalid at the CA: nothing left to resume.
+            if let Err(e) = inflight::clear(store, name).await {
+                tracing::warn!(certificate = name, error = %e, "could not remove the order record");
+            }
+        }
+        result
+    }
+
+    /// The order to drive: the one in flight when it can still produce the certificate, else
+    /// a new one, recorded before anything else happens to it.
+    async fn open_order(
+        &self,
+        store: &SharedStore,
+        spec: &OrderSpec<'_>,
+    ) -> Result<(instant_acme::Order, InFlight), AcmeError> {
         let OrderSpec {
             name,
             domains,
             key_type,
             profile,
             replaces,
-        } = *order;
-        self.take_hint();
+        } = *spec;
+        match inflight::load(store, name).await? {
+            Some(rec) if rec.matches(domains, key_type) => {
+                let fetched = self
+                    .account
+                    .order(rec.url.clone())
+                    .await
+                    .map(|mut o| (o.state().status, o));
+                match fetched {
+                    Ok((status, o)) if status != OrderStatus::Invalid => {
+                        tracing::info!(
+                            certificate = name,
+                            order = rec.url,
+                            status = ?status,
+                            placed_at = %crate::policy::rfc3339(rec.placed_at),
+                            "resuming the order in flight instead of ordering again"
+                        );
+                        return Ok((o, rec));
+                    }
+                    Ok(_) => tracing::info!(
+                        certificate = name,
+                        order = rec.url,
+                        "the order in flight is invalid at the CA; placing a new one"
+                    ),
+                    Err(e) => {
+                        let e = self.classify(e);
+                        if e.is_transient() {
+                            return Err(e);
+                        }
+                        tracing::warn!(certificate = name, order = rec.url, error = %e, "the order in flight cannot be resumed; placing a new one");
+                    }
+                }
+                self.take_hint();
+            }
+            Some(rec) => tracing::info!(
+                certificate = name,
+                order = rec.url,
+                "the order in flight was for other names or another key type; placing a new one"
+            ),
+            None => {}
+        }
         let identifiers: Vec<Identifier> =
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&identifiers, profile, replaces).await?;
+        let order = self.new_order(&identifiers, profile, replaces).await?;
         tracing::info!(certificate = name, order = order.url(), "order placed");
-
-        let mut published: Vec<String> = Vec::new();
-        // On cancellation the order is dropped where it stands (the CA lets it expire), but
-        // the cleanup below still runs.
-        let result = tokio::select! {
-            r = self.complete(&mut order, store, name, domains, &mut published, key_type) => r,
-            _ = cancel.cancelled() => Err(AcmeError::Cancelled),
-        };
-        // Cleanup happens whatever the outcome: stale answers are useless and would only
-        // accumulate. A failure to clean up is logged, not fatal.
-        for token in &published {
-            if let Err(e) = store
-                .delete(&keys::challenge(token), Precondition::None)
-                .await
-            {
-                tracing::warn!(certificate = name, error = %e, "could not remove a challenge answer");
-            }
-        }
-        result
+        let rec = InFlight::new(
+            order.url(),
+            domains,
+            key_type,
+            time::OffsetDateTime::now_utc(),
+        );
+        // Unrecorded, a lost answer later on could cost a second issuance: stop here (the
+        // order is not finalized, so it costs nothing but pending authorizations).
+        inflight::save(store, name, &rec).await?;
+        Ok((order, rec))
     }
 
     async fn new_order(
@@ -468,11 +631,91 @@ impl Acme {
         &self,
         order: &mut instant_acme::Order,
         store: &SharedStore,
-        name: &str,
-        domains: &[String],
-        published: &mut Vec<String>,
-        key_type: KeyType,
+        spec: &OrderSpec<'_>,
+        record: &mut InFlight,
     ) -> Result<(String, Secret), AcmeError> {
+        let name = spec.name;
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.poll_timeout);
+        let mut status = order.state().status;
+        if status == OrderStatus::Ready && record.key_pem.is_none() {
+            // RFC 8555 §7.1.6: a new order is `ready` at once when the CA reuses valid
+            // authorizations for every name.
+            tracing::info!(
+                certificate = name,
+                "authorization already valid for every name; no challenge needed"
+            );
+        }
+        if status == OrderStatus::Pending {
+            self.answer_challenges(order, store, name, record).await?;
+            status = match order.poll_ready(&retries).await {
+                Ok(status) => status,
+                Err(instant_acme::Error::Api(problem)) => {
+                    return Err(self.validation_failure(order, Some(problem)).await)
+                }
+                Err(e) => return Err(self.classify(e)),
+            };
+        }
+        match status {
+            OrderStatus::Ready => {
+                // The key is recorded before the CA sees the CSR: if the answer to finalize
+                // is lost, the certificate it produces can still be downloaded and used.
+                let key = match record.key() {
+                    Some(k) => k,
+                    None => {
+                        let key = generate_key(spec.key_type)?;
+                        let pem = Secret::new(key.serialize_pem());
+                        record.key_pem = Some(pem.expose().to_string());
+                        inflight::save(store, name, record).await?;
+                        pem
+                    }
+                };
+                // The configured names, not the order's cached authorizations: polling
+                // replaces the order state and drops them.
+                let csr = csr_with_key(spec.domains.to_vec(), spec.key_type, &key)?;
+                order
+                    .finalize_csr(&csr)
+                    .await
+                    .map_err(|e| self.classify(e))?;
+            }
+            OrderStatus::Processing | OrderStatus::Valid => {
+                tracing::info!(
+                    certificate = name,
+                    "the order was already finalized; fetching its certificate"
+                );
+            }
+            OrderStatus::Invalid => return Err(self.validation_failure(order, None).await),
+            OrderStatus::Pending => {
+                return Err(AcmeError::Other(
+                    "the order is still pending after validation".into(),
+                ))
+            }
+        }
+        let key = record.key().ok_or_else(|| {
+            // Finalized by something that did not record a key: that certificate is unusable.
+            AcmeError::Rejected(
+                "the order in flight was finalized without a recorded key; it cannot be used"
+                    .into(),
+            )
+        })?;
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok((chain, key))
+    }
+
+    /// Publish the HTTP-01 answer of every pending authorization, then ask the CA to
+    /// validate it. The answer is in the store before the CA is told (RFC 8555 §7.5.1).
+    async fn answer_challenges(
+        &self,
+        order: &mut instant_acme::Order,
+        store: &SharedStore,
+        name: &str,
+        record: &mut InFlight,
+    ) -> Result<(), AcmeError> {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| self.classify(e))?;
@@ -498,6 +741,12 @@ impl Acme {
             })?;
             let token = challenge.token.clone();
             let key_auth = challenge.key_authorization();
+            if !record.tokens.contains(&token) {
+                record.tokens.push(token.clone());
+                // Recorded first: a run killed from here on leaves an answer the next pass
+                // knows to remove.
+                inflight::save(store, name, record).await?;
+            }
             store
                 .put(
                     &keys::challenge(&token),
@@ -506,7 +755,12 @@ impl Acme {
                     Sensitivity::Public,
                 )
                 .await?;
-            published.push(token);
+            // A resumed order's challenge may already be under validation: asking again
+            // would be refused, and waiting is all that is left to do.
+            if challenge.status != ChallengeStatus::Pending {
+                tracing::info!(certificate = name, domain, status = ?challenge.status, "challenge already submitted; waiting for the CA");
+                continue;
+            }
             tracing::info!(
                 certificate = name,
                 domain,
@@ -514,34 +768,7 @@ impl Acme {
             );
             challenge.set_ready().await.map_err(|e| self.classify(e))?;
         }
-
-        let retries = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5)
-            .timeout(self.poll_timeout);
-        let status = match order.poll_ready(&retries).await {
-            Ok(status) => status,
-            Err(instant_acme::Error::Api(problem)) => {
-                return Err(self.validation_failure(order, Some(problem)).await)
-            }
-            Err(e) => return Err(self.classify(e)),
-        };
-        if status != OrderStatus::Ready {
-            return Err(self.validation_failure(order, None).await);
-        }
-
-        // The configured names, not the order's cached authorizations: polling replaces the
-        // order state and drops them.
-        let (csr, key_pem) = csr_for(domains.to_vec(), key_type)?;
-        order
-            .finalize_csr(&csr)
-            .await
-            .map_err(|e| self.classify(e))?;
-        let chain = order
-            .poll_certificate(&retries)
-            .await
-            .map_err(|e| self.classify(e))?;
-        Ok((chain, key_pem))
+        Ok(())
     }
 
     /// Explain a failed order: which domain, and the CA's problem detail for it.
@@ -609,7 +836,9 @@ fn classify(e: instant_acme::Error, last_error: &Mutex<Option<ResponseHint>>) ->
                 || kind.ends_with(":serverInternal")
                 || kind.ends_with(":badNonce");
             let message = format!("the CA answered: {}", problem_text(&problem));
-            if transient {
+            if kind.ends_with(":accountDoesNotExist") {
+                AcmeError::AccountGone(message)
+            } else if transient {
                 AcmeError::Transient {
                     message,
                     retry_after,
@@ -655,14 +884,31 @@ fn external_account_key(eab: &crate::config::EabConfig) -> Result<ExternalAccoun
 
 /// A CSR for `domains` with a fresh key of `key_type`; returns the CSR DER and the key PEM.
 pub fn csr_for(domains: Vec<String>, key_type: KeyType) -> Result<(Vec<u8>, Secret), AcmeError> {
-    let key = generate_key(key_type)?;
+    let key = Secret::new(generate_key(key_type)?.serialize_pem());
+    let csr = csr_with_key(domains, key_type, &key)?;
+    Ok((csr, key))
+}
+
+/// A CSR for `domains` signed with `key_pem` (a key of `key_type`).
+pub fn csr_with_key(
+    domains: Vec<String>,
+    key_type: KeyType,
+    key_pem: &Secret,
+) -> Result<Vec<u8>, AcmeError> {
+    let alg = match key_type {
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Rsa2048 | KeyType::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+    };
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(key_pem.expose(), alg)
+        .map_err(|e| AcmeError::Other(format!("CSR: the {key_type} key does not load: {e}")))?;
     let mut params = rcgen::CertificateParams::new(domains)
         .map_err(|e| AcmeError::Other(format!("CSR: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params
         .serialize_request(&key)
         .map_err(|e| AcmeError::Other(format!("CSR: {e}")))?;
-    Ok((csr.der().to_vec(), Secret::new(key.serialize_pem())))
+    Ok(csr.der().to_vec())
 }
 
 /// A new private key. ECDSA through ring; RSA through the `rsa` crate, because ring (the

@@ -348,6 +348,9 @@ mod tests {
         async fn delete(&self, key: &str, p: Precondition) -> Result<(), StoreError> {
             self.inner.delete(key, p).await
         }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::Listed>, StoreError> {
+            self.inner.list(prefix).await
+        }
     }
 
     fn bundle(name: &str) -> Bundle {

@@ -69,6 +69,11 @@ pub fn inspect(chain_pem: &str) -> Result<LeafInfo, CertError> {
     Ok(info)
 }
 
+/// The serial (as in [`LeafInfo::serial`]) of one DER certificate, e.g. what a server presented.
+pub fn serial_of_der(der: &[u8]) -> Result<String, CertError> {
+    inspect_der(der).map(|i| i.serial)
+}
+
 fn inspect_der(der: &[u8]) -> Result<LeafInfo, CertError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::X509(e.to_string()))?;
     let serial_der = cert.tbs_certificate.raw_serial();

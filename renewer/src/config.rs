@@ -34,6 +34,10 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The CA. Required by the commands that talk to it (`run`, `serve`, `status`,
+    /// `account`); the node agents (`sync`, `members`) never do, and their settings leave it
+    /// out, so a change of CA settings does not touch the nodes.
+    #[serde(default)]
     pub acme: AcmeConfig,
     #[serde(default)]
     pub renewal: RenewalConfig,
@@ -60,7 +64,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
-    /// `letsencrypt`, `letsencrypt-staging`, or the https URL of an ACME directory.
+    /// `letsencrypt`, `letsencrypt-staging`, or the https URL of an ACME directory. No default:
+    /// which CA (and staging or production) is a choice to make in words.
+    #[serde(default)]
     pub directory: String,
     /// Contact addresses for the account (`ops@example.com` or `mailto:ops@example.com`).
     #[serde(default)]
@@ -82,6 +88,20 @@ pub struct AcmeConfig {
     /// Waits between attempts follow `Retry-After` when given, else exponential backoff.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory: String::new(),
+            contact: Vec::new(),
+            extra_root_ca: None,
+            eab: None,
+            poll_timeout_seconds: default_poll_timeout(),
+            request_timeout_seconds: default_request_timeout(),
+            attempts: default_attempts(),
+        }
+    }
 }
 
 fn default_poll_timeout() -> u64 {
@@ -159,6 +179,10 @@ pub struct StoreConfig {
     /// Credentials. `STORAGE_EMULATOR_HOST` is honoured as well.
     #[serde(default)]
     pub gcs_endpoint: Option<String>,
+    /// Issued certificates (`certs/<name>/<serial>/`) kept per certificate, the current one
+    /// included; older ones are removed after each renewal, never the current one.
+    #[serde(default = "default_keep")]
+    pub keep_serials: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -279,6 +303,20 @@ pub struct SyncConfig {
     pub on_change: Option<String>,
     /// Seconds `on_change` may run before it is killed.
     pub on_change_timeout_seconds: u64,
+    /// With `--watch`: where `GET /ready` (200 when this node is ready for users, else 503,
+    /// with the reason) and `GET /metrics` are served; Envoy's `/.edge/healthz` asks `/ready`
+    /// (render.sh `READY_ADDRESS`). Empty: neither is served.
+    pub status_address: String,
+    /// Envoy's TLS listener, which the readiness check handshakes with to see that it presents
+    /// the installed certificate.
+    pub ready_tls_address: String,
+    /// SNI of that handshake. Default: the certificate's first name.
+    pub ready_server_name: Option<String>,
+    /// The app's health URL on this node (`http://HOST:PORT/PATH`); ready needs a 2xx or 3xx
+    /// answer. Unset: the app is not checked.
+    pub ready_app_url: Option<String>,
+    /// Seconds between readiness checks.
+    pub ready_interval_seconds: u64,
 }
 
 impl Default for SyncConfig {
@@ -292,6 +330,11 @@ impl Default for SyncConfig {
             keep_versions: 3,
             on_change: None,
             on_change_timeout_seconds: 60,
+            status_address: "127.0.0.1:9903".into(),
+            ready_tls_address: "127.0.0.1:443".into(),
+            ready_server_name: None,
+            ready_app_url: None,
+            ready_interval_seconds: 5,
         }
     }
 }
@@ -493,6 +536,20 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// For the commands that talk to the CA: `acme.directory` must be set.
+    pub fn require_acme(&self, source_name: &str) -> Result<(), ConfigError> {
+        if self.acme.directory.is_empty() {
+            return Err(ConfigError {
+                source_name: source_name.to_string(),
+                field: "acme.directory".into(),
+                message: "required to talk to the CA: letsencrypt, letsencrypt-staging or an \
+                          https:// directory URL"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Validate again after fields were changed in code (command-line overrides); errors are
     /// reported against `source_name`.
     pub fn revalidate(&self, source_name: &str) -> Result<(), ConfigError> {
@@ -505,7 +562,10 @@ impl Config {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let dir = self.acme.directory.as_str();
-        if !matches!(dir, "letsencrypt" | "letsencrypt-staging") && !dir.starts_with("https://") {
+        if !dir.is_empty()
+            && !matches!(dir, "letsencrypt" | "letsencrypt-staging")
+            && !dir.starts_with("https://")
+        {
             return Err((
                 "acme.directory".into(),
                 format!(
@@ -563,6 +623,12 @@ impl Config {
         parse_store_url(&self.store.url).map_err(|m| ("store.url".to_string(), m))?;
         if let Some(endpoint) = &self.store.gcs_endpoint {
             check_http_url(endpoint).map_err(|m| ("store.gcs_endpoint".to_string(), m))?;
+        }
+        if self.store.keep_serials == 0 {
+            return Err((
+                "store.keep_serials".into(),
+                "must be at least 1 (the current certificate is always kept)".into(),
+            ));
         }
         if let Some(sm) = &self.secret_manager {
             if !is_project_id(&sm.project) {
@@ -683,6 +749,27 @@ impl Config {
                 "sync.on_change_timeout_seconds".into(),
                 "must be > 0".into(),
             ));
+        }
+        if !sync.status_address.is_empty() {
+            crate::node::ready::parse_listen(&sync.status_address)
+                .map_err(|e| ("sync.status_address".to_string(), e))?;
+        }
+        crate::node::ready::parse_listen(&sync.ready_tls_address)
+            .map_err(|e| ("sync.ready_tls_address".to_string(), e))?;
+        if let Some(name) = &sync.ready_server_name {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err((
+                    "sync.ready_server_name".into(),
+                    format!("{name:?} is not a DNS name or an IP address"),
+                ));
+            }
+        }
+        if let Some(url) = &sync.ready_app_url {
+            crate::node::ready::AppUrl::parse(url)
+                .map_err(|e| ("sync.ready_app_url".to_string(), e))?;
+        }
+        if sync.ready_interval_seconds == 0 {
+            return Err(("sync.ready_interval_seconds".into(), "must be > 0".into()));
         }
         if self.certificates.is_empty() {
             return Err((
@@ -1060,6 +1147,22 @@ domains = ["app.example.com", "www.example.com"]
                                        group = \"g\"\nport = 1\nmetrics_address = \"localhost\"\n";
 
     #[test]
+    fn the_ca_is_required_only_where_it_is_used() {
+        // The node agents' settings carry no [acme] section.
+        let node = GOOD.replace(
+            "[acme]\ndirectory = \"letsencrypt-staging\"\ncontact = [\"ops@example.com\"]",
+            "",
+        );
+        let c = parse(&node).expect("a config without [acme]");
+        let e = c.require_acme("node.env").expect_err("no CA");
+        assert_eq!(e.field, "acme.directory");
+        parse(GOOD)
+            .unwrap()
+            .require_acme("x")
+            .expect("GOOD has a CA");
+    }
+
+    #[test]
     fn members_section_defaults() {
         let c = parse(&format!("{GOOD}\n{MEMBERS_OK}")).expect("members section");
         let m = c.members.expect("members");
@@ -1081,6 +1184,10 @@ domains = ["app.example.com", "www.example.com"]
             ("[renewal]\nconcurrency = 65", "renewal.concurrency"),
             ("[renewal]\nconcurrency = -1", "renewal.concurrency"),
             ("[store]\nurl = \"s3://x\"", "store.url"),
+            (
+                "[store]\nurl = \"file:///x\"\nkeep_serials = 0",
+                "store.keep_serials",
+            ),
             ("[lock]\nttl_seconds = 1", "lock.ttl_seconds"),
             ("[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
             (
@@ -1097,6 +1204,26 @@ domains = ["app.example.com", "www.example.com"]
             ("[sync]\ninterval_seconds = 0", "sync.interval_seconds"),
             ("[sync]\nkeep_versions = 0", "sync.keep_versions"),
             ("[sync]\non_change = \" \"", "sync.on_change"),
+            (
+                "[sync]\nstatus_address = \"localhost\"",
+                "sync.status_address",
+            ),
+            (
+                "[sync]\nready_tls_address = \":443\"",
+                "sync.ready_tls_address",
+            ),
+            (
+                "[sync]\nready_server_name = \"a b\"",
+                "sync.ready_server_name",
+            ),
+            (
+                "[sync]\nready_app_url = \"https://a:1/\"",
+                "sync.ready_app_url",
+            ),
+            (
+                "[sync]\nready_interval_seconds = 0",
+                "sync.ready_interval_seconds",
+            ),
             ("[members]\nproject = \"p\"", "members"),
             (MEMBERS_BAD_PROJECT, "members.project"),
             (MEMBERS_BAD_REGION, "members.region"),

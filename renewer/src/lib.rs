@@ -18,6 +18,8 @@ pub mod config;
 pub mod function;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod housekeeping;
+pub mod inflight;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

@@ -78,23 +78,47 @@ pub async fn acquire(
 ) -> Result<Lease, LockError> {
     let key = keys::lock(name);
     let started = tokio::time::Instant::now();
+    // This attempt's own identity: the process owner plus a token of this call, so that two
+    // passes of one `renewer serve` process never mistake each other's lease for their own.
+    let owner = format!("{owner}#{:08x}", rand::random::<u32>());
     loop {
         let record = LeaseRecord {
-            owner: owner.to_string(),
+            owner: owner.clone(),
             expires_at: OffsetDateTime::now_utc() + ttl,
         };
         let body = serde_json::to_vec(&record).unwrap_or_default();
-        match store
+        let created = store
             .put(&key, &body, Precondition::DoesNotExist, Sensitivity::Public)
-            .await
-        {
+            .await;
+        match created {
             Ok(generation) => return Ok(lease(store, &key, generation, record)),
             Err(e) if e.is_precondition_failed() => {}
-            Err(e) => return Err(e.into()),
+            // The create may have reached the store with its answer lost: the read below
+            // tells (our own record is there), else the error stands.
+            Err(e) => match store.get(&key).await {
+                Ok(Some(existing)) if is_ours(&existing.data, &owner) => {
+                    tracing::info!(
+                        certificate = name,
+                        "the renewal lease was created though its answer was lost; it is ours"
+                    );
+                    return Ok(lease_from(store, &key, existing, &owner));
+                }
+                _ => return Err(e.into()),
+            },
         }
         let Some(existing) = store.get(&key).await? else {
             continue; // released between our create and our read: try again at once
         };
+        // A create that reached the store but whose answer was lost is retried by the client
+        // library, which then meets its own object (412): that lease is ours, not another
+        // renewer's. Waiting for it would block this renewer (and every other) on itself.
+        if is_ours(&existing.data, &owner) {
+            tracing::info!(
+                certificate = name,
+                "the renewal lease is already ours (a retried create met its own write)"
+            );
+            return Ok(lease_from(store, &key, existing, &owner));
+        }
         let held: Option<LeaseRecord> = serde_json::from_slice(&existing.data).ok();
         let expired = held
             .as_ref()
@@ -146,6 +170,25 @@ pub async fn acquire(
         )
         .await;
     }
+}
+
+/// Whether the stored lease was written by this very attempt.
+fn is_ours(data: &[u8], owner: &str) -> bool {
+    serde_json::from_slice::<LeaseRecord>(data).is_ok_and(|r| r.owner == owner)
+}
+
+/// The lease we find we already hold, at the generation it was read.
+fn lease_from(
+    store: &SharedStore,
+    key: &str,
+    existing: crate::store::Object,
+    owner: &str,
+) -> Lease {
+    let record = serde_json::from_slice::<LeaseRecord>(&existing.data).unwrap_or(LeaseRecord {
+        owner: owner.to_string(),
+        expires_at: OffsetDateTime::now_utc(),
+    });
+    lease(store, key, existing.generation, record)
 }
 
 fn lease(store: &SharedStore, key: &str, generation: Generation, record: LeaseRecord) -> Lease {
@@ -201,7 +244,7 @@ mod tests {
             .await
             .expect_err("held");
         assert!(
-            matches!(&e, LockError::Held { owner, .. } if owner == "a"),
+            matches!(&e, LockError::Held { owner, .. } if owner.starts_with("a#")),
             "{e}"
         );
         // Another certificate is independent.
@@ -235,7 +278,7 @@ mod tests {
         let l = acquire(&s, "app", "b", TTL, Duration::ZERO)
             .await
             .expect("takeover");
-        assert_eq!(l.record.owner, "b");
+        assert!(l.record.owner.starts_with("b#"), "{}", l.record.owner);
         l.release().await;
         s.put(
             "locks/app",
@@ -281,7 +324,73 @@ mod tests {
             .await
             .expect("join")
             .expect("b acquires after release");
-        assert_eq!(b.record.owner, "b");
+        assert!(b.record.owner.starts_with("b#"), "{}", b.record.owner);
+    }
+
+    /// A store whose first create lands but answers with an error, as when the answer is
+    /// lost and the client library's retry then meets its own object (412).
+    #[derive(Debug)]
+    struct LostAnswer {
+        inner: SharedStore,
+        lost: std::sync::atomic::AtomicBool,
+        precondition: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::ObjectStore for LostAnswer {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn get(&self, key: &str) -> Result<Option<crate::store::Object>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: &[u8],
+            precondition: Precondition,
+            sensitivity: Sensitivity,
+        ) -> Result<Generation, StoreError> {
+            let generation = self.inner.put(key, data, precondition, sensitivity).await?;
+            if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let (location, key) = (self.location().to_string(), key.to_string());
+                return Err(if self.precondition {
+                    StoreError::PreconditionFailed { location, key }
+                } else {
+                    StoreError::Backend {
+                        location,
+                        key,
+                        message: "connection reset".into(),
+                    }
+                });
+            }
+            Ok(generation)
+        }
+        async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
+            self.inner.delete(key, precondition).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::Listed>, StoreError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_create_answer_was_lost_is_recognised_as_ours() {
+        for precondition in [true, false] {
+            let (_d, inner) = store();
+            let s: SharedStore = Arc::new(LostAnswer {
+                inner,
+                lost: true.into(),
+                precondition,
+            });
+            // No wait allowed: waiting for our own lease would fail here.
+            let l = acquire(&s, "app", "a", TTL, Duration::ZERO)
+                .await
+                .expect("our own lease");
+            assert!(l.record.owner.starts_with("a#"));
+            l.release().await;
+            assert!(s.get("locks/app").await.expect("get").is_none(), "released");
+        }
     }
 
     #[tokio::test]

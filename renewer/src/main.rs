@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use renewer::bundle::BundleStore;
 use renewer::config::{Config, SyncSource};
+use renewer::node::ready::{self, AppUrl, LocalProbe, SyncStatus};
 use renewer::node::sync::{self as sync_mod, Outcome as SyncOutcome, SyncError, Target};
 use renewer::run::{Renewer, RunOptions};
 use renewer::{logging, status, RenewerError};
@@ -42,15 +43,21 @@ Exit codes: 0 stopped cleanly, 1 stopped with work cut off, 2 config, 3 setup.";
 const SYNC_HELP: &str = "\
 Writes <dir>/sds.yaml once, then each new certificate into <dir>/<version>/ and
 swaps the <dir>/current symlink by rename; Envoy (watched_directory) reloads it.
-A bundle that does not parse, whose key does not match, that lacks a configured
-name or has expired is refused; the installed certificate stays.
+A bundle that does not parse, whose key does not match or that has expired is
+refused; the installed certificate stays. One that lacks a configured name is
+installed when it is the best there is (logged, acme_edge_sync_missing_names),
+never over one that covers that name.
 
 The on_change command gets RENEWER_SYNC_SERIAL, RENEWER_SYNC_NOT_AFTER,
 RENEWER_SYNC_DIR and RENEWER_SYNC_NAME in its environment.
 
 Exit codes (--once): 0 installed or already current, 1 refused or failed (the
 installed certificate stays), 2 usage/config, 3 the source could not be opened.
-With --watch, faults are logged and retried; SIGTERM exits 0.";
+With --watch, faults are logged and retried; SIGTERM exits 0; and
+sync.status_address serves GET /ready (200 when the app answers
+sync.ready_app_url and Envoy at sync.ready_tls_address presents the installed
+certificate, or before any certificate exists; else 503, with the reason) and
+GET /metrics.";
 
 const MEMBERS_HELP: &str = "\
 Writes <dir>/eds.json, the endpoints of Envoy's `app` cluster: the application of
@@ -362,12 +369,53 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
         }
         Command::Account { no_create, json } => {
             let config = load()?;
+            config
+                .require_acme(&cli.global.config.display().to_string())
+                .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
             let store = renewer::store::open(&config)
                 .await
                 .map_err(|e| (EXIT_SETUP, e.to_string()))?;
-            let (_, info) = renewer::acme::Acme::open(&config, &store, !no_create)
+            let (_, mut info) = renewer::acme::Acme::open(&config, &store, !no_create)
                 .await
                 .map_err(|e| (EXIT_SETUP, e.to_string()))?;
+            if !info.created {
+                // A stored account may be dead (deactivated, CA reset): ask the CA.
+                match renewer::acme::Acme::check_with_ca(&config, &store).await {
+                    Ok(()) => {}
+                    Err(renewer::acme::AcmeError::AccountGone(why)) if no_create => {
+                        return Err((
+                            EXIT_SETUP,
+                            format!(
+                                "the CA no longer knows the stored account {} ({why}); run `renewer account` without --no-create to register a new one",
+                                info.account_url
+                            ),
+                        ))
+                    }
+                    Err(renewer::acme::AcmeError::AccountGone(_)) => {
+                        let gone = info.account_url.clone();
+                        let (_, new_info, backup) =
+                            renewer::acme::Acme::replace_gone_account(&config, &store, &gone)
+                                .await
+                                .map_err(|e| (EXIT_SETUP, e.to_string()))?;
+                        let backup = backup.unwrap_or_else(|| "(replaced meanwhile by another renewer)".into());
+                        tracing::error!(
+                            old_account = gone,
+                            new_account = new_info.account_url,
+                            backup,
+                            thumbprint = new_info.thumbprint,
+                            "the CA no longer knows the stored ACME account; registered a new one (update ACME_THUMBPRINT wherever the filter answers challenges from it)"
+                        );
+                        info = new_info;
+                        info.replaced = Some(format!("{gone} (credentials kept in {backup})"));
+                    }
+                    Err(e) => {
+                        return Err((
+                            EXIT_SETUP,
+                            format!("cannot check the account with the CA: {e}"),
+                        ))
+                    }
+                }
+            }
             if json {
                 println!(
                     "{}",
@@ -379,8 +427,14 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
                 println!("contact:     {}", info.contact.join(", "));
                 println!("credentials: {}", info.object);
                 println!("thumbprint:  {}", info.thumbprint);
-                if info.created {
+                if let Some(old) = &info.replaced {
+                    println!(
+                        "(the CA no longer knew the stored account {old}; registered this new one)"
+                    );
+                } else if info.created {
                     println!("(created now)");
+                } else {
+                    println!("status:      known to the CA (checked now)");
                 }
             }
             Ok(0)
@@ -464,6 +518,12 @@ async fn sync_command(
             let store = renewer::store::open(&config)
                 .await
                 .map_err(|e| (EXIT_SETUP, e.to_string()))?;
+            // --once answers now: an unreachable store is exit 3. --watch retries instead.
+            if interval.is_none() {
+                renewer::store::check_reachable(&store)
+                    .await
+                    .map_err(|e| (EXIT_SETUP, format!("the store cannot be reached: {e}")))?;
+            }
             Box::new(renewer::bundle::ObjectBundles::new(store))
         }
         SyncSource::SecretManager => {
@@ -481,7 +541,7 @@ async fn sync_command(
     let hook_timeout = Duration::from_secs(sync.on_change_timeout_seconds);
     let check = || async {
         let outcome = sync_mod::sync_once(source.as_ref(), &name, &wanted, &target).await?;
-        report_sync(&outcome, interval.is_some());
+        report_sync(&outcome, &wanted, interval.is_some());
         if let (SyncOutcome::Installed { installed, .. }, Some(cmd)) = (&outcome, &sync.on_change) {
             sync_mod::run_hook(cmd, installed, &target.dir, hook_timeout).await?;
             tracing::info!("on_change command succeeded");
@@ -494,6 +554,54 @@ async fn sync_command(
             Err(e) => Err((EXIT_FAILED, format!("{e}; the installed certificate stays"))),
         };
     };
+    let stop = CancellationToken::new();
+    let status = std::sync::Arc::new(SyncStatus::new(
+        wanted.clone(),
+        sync_mod::installed(&target.dir),
+    ));
+    if !sync.status_address.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&sync.status_address)
+            .await
+            .map_err(|e| {
+                (
+                    EXIT_SETUP,
+                    format!(
+                        "sync.status_address {}: {e} (choose another address, or \"\" to serve no status)",
+                        sync.status_address
+                    ),
+                )
+            })?;
+        let server_name = sync
+            .ready_server_name
+            .clone()
+            .or_else(|| wanted.first().cloned())
+            .ok_or((
+                EXIT_CONFIG,
+                "sync.ready_server_name: the certificate has no name to check Envoy with"
+                    .to_string(),
+            ))?;
+        let app = sync
+            .ready_app_url
+            .as_deref()
+            .map(AppUrl::parse)
+            .transpose()
+            .map_err(|e| (EXIT_CONFIG, format!("sync.ready_app_url: {e}")))?;
+        let probe = LocalProbe::new(&sync.ready_tls_address, &server_name, app)
+            .map_err(|e| (EXIT_CONFIG, format!("sync.ready_server_name: {e}")))?;
+        tracing::info!(
+            address = sync.status_address,
+            tls = sync.ready_tls_address,
+            app = sync.ready_app_url.as_deref().unwrap_or("(not checked)"),
+            "node readiness at /ready, metrics at /metrics"
+        );
+        tokio::spawn(ready::serve(
+            status.clone(),
+            std::sync::Arc::new(probe),
+            listener,
+            Duration::from_secs(sync.ready_interval_seconds),
+            stop.clone(),
+        ));
+    }
     tracing::info!(
         certificate = name,
         source = %source.location(),
@@ -501,7 +609,6 @@ async fn sync_command(
         interval_seconds = interval.as_secs(),
         "renewer sync watching"
     );
-    let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
         let signal = renewer::function::shutdown_signal().await;
@@ -509,8 +616,21 @@ async fn sync_command(
         on_signal.cancel();
     });
     loop {
-        if let Err(e) = check().await {
-            tracing::error!(error = %e, "sync failed; the installed certificate stays; retrying at the next check");
+        let result = check().await;
+        status.record(
+            &result,
+            sync_mod::installed(&target.dir),
+            time::OffsetDateTime::now_utc(),
+        );
+        match &result {
+            Ok(_) => {}
+            // Before the first issuance: expected, and the node answers challenges meanwhile.
+            Err(e @ SyncError::Missing { .. }) => {
+                tracing::warn!(error = %e, "nothing to install yet")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync failed; the installed certificate stays; retrying at the next check")
+            }
         }
         let wait = sync_mod::jittered(interval, rand::random::<f64>());
         tokio::select! {
@@ -563,8 +683,21 @@ async fn members_command(
     Ok(0)
 }
 
-fn report_sync(outcome: &SyncOutcome, watching: bool) {
+fn report_sync(outcome: &SyncOutcome, wanted: &[String], watching: bool) {
     let now = time::OffsetDateTime::now_utc();
+    let current = match outcome {
+        SyncOutcome::Installed { installed, .. } | SyncOutcome::Unchanged(installed) => installed,
+    };
+    let missing = sync_mod::missing_names(&current.domains, wanted);
+    if !missing.is_empty() {
+        // Served anyway: the best certificate there is beats none (a node started right after
+        // DOMAINS grew, before the renewer added the new names).
+        tracing::warn!(
+            serial = current.serial,
+            missing = missing.join(" "),
+            "the certificate in service does not cover every configured name yet; serving it until the renewer issues one that does"
+        );
+    }
     match outcome {
         SyncOutcome::Installed {
             installed,

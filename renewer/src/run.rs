@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -90,12 +89,19 @@ pub struct Renewer {
     pub primary: ObjectBundles,
     pub mirror: Option<Arc<dyn BundleStore>>,
     owner: String,
-    acme: OnceCell<Arc<Acme>>,
+    acme: tokio::sync::Mutex<Option<Arc<Acme>>>,
+    /// The last state each certificate's pass recorded, kept in memory too: when the state
+    /// object cannot be written, a long-lived `renewer serve` still backs off.
+    remembered: std::sync::Mutex<std::collections::HashMap<String, CertState>>,
 }
 
 impl Renewer {
     pub async fn new(config: Config) -> Result<Renewer, crate::RenewerError> {
+        config.require_acme("configuration")?;
         let store = crate::store::open(&config).await?;
+        crate::store::check_reachable(&store)
+            .await
+            .map_err(|e| crate::RenewerError::Setup(format!("the store cannot be reached: {e}")))?;
         let mirror: Option<Arc<dyn BundleStore>> = match &config.secret_manager {
             Some(sm) => Some(Arc::new(
                 crate::store::secret_manager::SecretManagerMirror::new(sm).await?,
@@ -108,20 +114,70 @@ impl Renewer {
             mirror,
             config,
             owner: lock::owner_id(),
-            acme: OnceCell::new(),
+            acme: tokio::sync::Mutex::new(None),
+            remembered: Default::default(),
         })
     }
 
     /// The ACME account, opened (and created if needed) on first use.
     pub async fn acme(&self) -> Result<Arc<Acme>, AcmeError> {
-        self.acme
-            .get_or_try_init(|| async {
-                Acme::open(&self.config, &self.store, true)
-                    .await
-                    .map(|(acme, _)| Arc::new(acme))
-            })
-            .await
-            .cloned()
+        let mut slot = self.acme.lock().await;
+        if let Some(acme) = slot.as_ref() {
+            return Ok(acme.clone());
+        }
+        let (acme, _) = Acme::open(&self.config, &self.store, true).await?;
+        let acme = Arc::new(acme);
+        *slot = Some(acme.clone());
+        Ok(acme)
+    }
+
+    /// The CA refused `gone` as unknown: register a new account (once, however many
+    /// certificates of this pass hit it) and say so loudly.
+    async fn replace_account(&self, gone: &Arc<Acme>) -> Result<Arc<Acme>, AcmeError> {
+        let mut slot = self.acme.lock().await;
+        if let Some(current) = slot.as_ref().filter(|a| !Arc::ptr_eq(a, gone)) {
+            return Ok(current.clone()); // another certificate of this pass replaced it
+        }
+        let (acme, info, backup) =
+            Acme::replace_gone_account(&self.config, &self.store, gone.account_url()).await?;
+        tracing::error!(
+            old_account = gone.account_url(),
+            new_account = info.account_url,
+            backup = backup
+                .as_deref()
+                .unwrap_or("(already replaced by another renewer)"),
+            thumbprint = info.thumbprint,
+            "the CA no longer knows the stored ACME account (deactivated, or the CA was reset); \
+             registered a new one and kept the old credentials as a backup. The account \
+             thumbprint changed: update ACME_THUMBPRINT wherever the filter answers challenges \
+             from it"
+        );
+        let acme = Arc::new(acme);
+        *slot = Some(acme.clone());
+        Ok(acme)
+    }
+
+    /// The certificate's state: the stored object, or what this process last recorded when
+    /// that is newer (a state write that failed).
+    async fn load_state(&self, name: &str) -> CertState {
+        let stored = state::load(&self.store, name).await;
+        let remembered = self
+            .remembered
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        match remembered {
+            Some(mem) if state::newer(&mem, &stored) => mem,
+            _ => stored,
+        }
+    }
+
+    /// Record the state in the store, and in memory whatever the store says.
+    async fn save_state(&self, name: &str, st: &CertState) -> Result<(), crate::store::StoreError> {
+        if let Ok(mut m) = self.remembered.lock() {
+            m.insert(name.to_string(), st.clone());
+        }
+        state::save(&self.store, name, st).await
     }
 
     /// One pass. Never returns early: every selected certificate gets a report, in the
@@ -145,6 +201,9 @@ impl Renewer {
             .collect()
             .await;
         done.sort_by_key(|(i, _)| *i);
+        if !options.cancel.is_cancelled() {
+            crate::housekeeping::sweep_challenges(&self.store, OffsetDateTime::now_utc()).await;
+        }
         RunReport {
             certificates: done.into_iter().map(|(_, report)| report).collect(),
         }
@@ -191,7 +250,10 @@ impl Renewer {
         cancel: &CancellationToken,
     ) -> CertReport {
         let name = cert.name.as_str();
-        let mut st = state::load(&self.store, name).await;
+        // Before anything is read: a certificate stored after this moment was ordered by
+        // another renewer while this one was on its way (a forced run takes that one).
+        let started = OffsetDateTime::now_utc();
+        let mut st = self.load_state(name).await;
         let loaded = st.clone();
         let current = match self.primary.current_meta(name).await {
             Ok(c) => c,
@@ -219,6 +281,7 @@ impl Renewer {
             force,
         });
         if !decision.renew {
+            self.clean_interrupted_order(name).await;
             let mirror_error = match &current {
                 Some(meta) => self.reconcile_mirror(meta).await.err(),
                 None => None,
@@ -252,10 +315,35 @@ impl Renewer {
             _ = cancel.cancelled() => return failed(name, current.as_ref(), CANCELLED.into()),
         };
         let report = self
-            .renew_locked(cert, current, decision, force, st, cancel)
+            .renew_locked(
+                cert,
+                current,
+                decision,
+                force.then_some(started),
+                st,
+                cancel,
+            )
             .await;
         lease.release().await;
         report
+    }
+
+    /// A run stopped mid-order (killed, timed out) leaves its challenge answers: remove them
+    /// when the lease is free (so that run is really over), without waiting for it.
+    async fn clean_interrupted_order(&self, name: &str) {
+        if !crate::housekeeping::has_leftover_tokens(&self.store, name).await {
+            return;
+        }
+        let ttl = Duration::from_secs(self.config.lock.ttl_seconds);
+        match lock::acquire(&self.store, name, &self.owner, ttl, Duration::ZERO).await {
+            Ok(lease) => {
+                crate::housekeeping::clear_order_tokens(&self.store, name).await;
+                lease.release().await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "an order is in flight; its challenge answers stay")
+            }
+        }
     }
 
     async fn renew_locked(
@@ -263,11 +351,16 @@ impl Renewer {
         cert: &CertificateConfig,
         before: Option<CertMeta>,
         mut decision: Decision,
-        force: bool,
+        // When the run is forced: the moment it started.
+        forced_since: Option<OffsetDateTime>,
         mut st: CertState,
         cancel: &CancellationToken,
     ) -> CertReport {
         let name = cert.name.as_str();
+        let force = forced_since.is_some();
+        // Holding the lease, any earlier run on this certificate is over: its leftover
+        // challenge answers go (a resumed order publishes what it still needs).
+        crate::housekeeping::clear_order_tokens(&self.store, name).await;
         // Re-read under the lease: if another renewer published while we waited, its
         // certificate is what the policy must look at.
         let current = match self.primary.current_meta(name).await {
@@ -275,7 +368,33 @@ impl Renewer {
             Err(_) if force => None,
             Err(e) => return failed(name, before.as_ref(), e.to_string()),
         };
-        if current.as_ref().map(|c| &c.serial) != before.as_ref().map(|c| &c.serial) && !force {
+        let changed = current.as_ref().map(|c| &c.serial) != before.as_ref().map(|c| &c.serial);
+        if let Some(started) = forced_since {
+            // A forced run asks for a certificate newer than the one it found, not for one
+            // order per caller: ten `run --force` queued on the lease, or two forced passes
+            // of `renewer serve`, must cost the CA one issuance (Let's Encrypt allows five
+            // duplicates per week). What another renewer stored after this run started is
+            // that newer certificate.
+            if let Some(c) = current
+                .as_ref()
+                .filter(|c| changed || c.issued_at >= started)
+            {
+                tracing::info!(
+                    serial = c.serial,
+                    "another renewer issued a certificate after this forced run started; taking it instead of ordering again"
+                );
+                return CertReport {
+                    name: name.to_string(),
+                    outcome: Outcome::Unchanged {
+                        reason: "forced, but another renewer issued a certificate after this run started; taken instead of ordering again".into(),
+                        next_renewal: None,
+                    },
+                    serial: Some(c.serial.clone()),
+                    not_after: Some(c.not_after),
+                };
+            }
+        }
+        if changed && !force {
             decision = policy::decide(&Inputs {
                 now: OffsetDateTime::now_utc(),
                 config: cert,
@@ -291,6 +410,28 @@ impl Renewer {
             }
         }
 
+        // The attempt counts as a failure until it is known to have succeeded: a run that
+        // dies, or cannot record how it ended, must not let the next trigger order again
+        // without backing off. If even this cannot be recorded, do not order at all.
+        let begun = OffsetDateTime::now_utc();
+        let mut attempt = st.clone();
+        attempt.consecutive_failures = attempt.consecutive_failures.saturating_add(1);
+        attempt.last_failure = Some(begun);
+        attempt.last_error = Some(format!(
+            "an attempt started at {} did not finish (the renewer stopped, or could not record the outcome)",
+            policy::rfc3339(begun)
+        ));
+        if let Err(e) = self.save_state(name, &attempt).await {
+            return failed(
+                name,
+                current.as_ref(),
+                format!(
+                    "cannot record the attempt in the state object ({e}); not ordering, so that \
+                     a failure could not escape the failure backoff"
+                ),
+            );
+        }
+
         let replaces = current.as_ref().and_then(|c| c.ari_id.clone());
         let result = self
             .issue_with_retries(cert, replaces.as_deref(), cancel)
@@ -299,6 +440,13 @@ impl Renewer {
         let outcome = match result {
             Ok(bundle) => match self.publish(&bundle).await {
                 Ok(()) => {
+                    crate::housekeeping::prune_serials(
+                        &self.store,
+                        name,
+                        &bundle.meta.serial,
+                        self.config.store.keep_serials as usize,
+                    )
+                    .await;
                     st.consecutive_failures = 0;
                     st.last_error = None;
                     st.last_failure = None;
@@ -321,21 +469,25 @@ impl Renewer {
         };
         match outcome {
             Ok(report) => {
-                if let Err(e) = state::save(&self.store, name, &st).await {
+                if let Err(e) = self.save_state(name, &st).await {
                     tracing::warn!(error = %e, "could not record the success in the state object");
                 }
                 report
             }
             Err(error) if cancel.is_cancelled() => {
-                // Stopping is not the CA's fault: no backoff, no recorded error.
+                // Stopping is not the CA's fault: no backoff, no recorded error (the
+                // attempt's provisional failure is taken back).
+                if let Err(e) = self.save_state(name, &st).await {
+                    tracing::warn!(error = %e, "could not take back the attempt in the state object");
+                }
                 failed(name, current.as_ref(), error)
             }
             Err(error) => {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
                 st.last_failure = Some(now);
                 st.last_error = Some(error.clone());
-                if let Err(e) = state::save(&self.store, name, &st).await {
-                    tracing::warn!(error = %e, "could not record the failure in the state object");
+                if let Err(e) = self.save_state(name, &st).await {
+                    tracing::warn!(error = %e, "could not record the failure in the state object (the attempt is recorded as failed)");
                 }
                 // Report what is in service now (the publish may have failed after the
                 // pointer switched only if the mirror failed).
@@ -354,9 +506,12 @@ impl Renewer {
         let attempts = self.config.acme.attempts;
         let domains = cert.normalized_domains();
         let mut attempt = 1;
+        let mut account_replaced = false;
         loop {
+            let mut used: Option<Arc<Acme>> = None;
             let result = async {
                 let acme = self.acme().await?;
+                used = Some(acme.clone());
                 acme.issue(
                     &self.store,
                     &OrderSpec {
@@ -373,12 +528,29 @@ impl Renewer {
             .await;
             let err = match result {
                 Ok((chain, key)) => {
-                    return self.check_issued(cert, chain, key);
+                    let checked = self.check_issued(cert, chain, key);
+                    if checked.is_err() {
+                        // Resuming that order would only fetch the same certificate again.
+                        if let Err(e) = crate::inflight::clear(&self.store, &cert.name).await {
+                            tracing::warn!(error = %e, "could not remove the order record");
+                        }
+                    }
+                    return checked;
                 }
                 Err(e) => e,
             };
             if matches!(err, AcmeError::Cancelled) {
                 return Err(CANCELLED.into());
+            }
+            if let (AcmeError::AccountGone(_), Some(gone), false) = (&err, &used, account_replaced)
+            {
+                account_replaced = true;
+                match self.replace_account(gone).await {
+                    Ok(_) => continue, // not an attempt of this order: try again at once
+                    Err(e) => {
+                        return Err(format!("{err}; registering a new account failed too: {e}"))
+                    }
+                }
             }
             let (transient, retry_after) = match &err {
                 AcmeError::Transient { retry_after, .. } => (true, *retry_after),
@@ -441,6 +613,10 @@ impl Renewer {
             not_after = %policy::rfc3339(bundle.meta.not_after),
             "new certificate is current"
         );
+        // The order has delivered: nothing of it is left to resume.
+        if let Err(e) = crate::inflight::clear(&self.store, &bundle.meta.name).await {
+            tracing::warn!(error = %e, "could not remove the finished order's record");
+        }
         if let Some(mirror) = &self.mirror {
             mirror.publish(bundle).await.map_err(|e| {
                 format!("the new certificate is current in the store, but mirroring it failed: {e}")

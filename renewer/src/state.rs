@@ -57,18 +57,30 @@ impl CertState {
     }
 }
 
+/// Whether `a` records a later outcome than `b` (its last failure or success is later).
+pub fn newer(a: &CertState, b: &CertState) -> bool {
+    let latest = |s: &CertState| s.last_failure.max(s.last_success);
+    latest(a) > latest(b)
+}
+
 pub async fn load(store: &SharedStore, name: &str) -> CertState {
-    let key = keys::state(name);
-    match store.get(&key).await {
-        Ok(Some(obj)) => serde_json::from_slice(&obj.data).unwrap_or_else(|e| {
-            tracing::warn!(object = %format!("{}/{key}", store.location()), error = %e, "ignoring an unreadable state object");
-            CertState::default()
-        }),
-        Ok(None) => CertState::default(),
+    match read(store, name).await {
+        Ok(st) => st,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the state object; continuing without it");
+            tracing::warn!(error = %e, "continuing without the state object");
             CertState::default()
         }
+    }
+}
+
+/// The state, or why it cannot be read (`status` shows that rather than "no error").
+pub async fn read(store: &SharedStore, name: &str) -> Result<CertState, String> {
+    let key = keys::state(name);
+    match store.get(&key).await {
+        Ok(Some(obj)) => serde_json::from_slice(&obj.data)
+            .map_err(|e| format!("{}/{key}: unreadable state object: {e}", store.location())),
+        Ok(None) => Ok(CertState::default()),
+        Err(e) => Err(format!("cannot read the state object: {e}")),
     }
 }
 

@@ -29,7 +29,11 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     for cert in &renewer.config.certificates {
-        let st = state::load(&renewer.store, &cert.name).await;
+        // An unreadable state is an error to show: the failures it records are unknown.
+        let (st, state_error) = match state::read(&renewer.store, &cert.name).await {
+            Ok(st) => (st, None),
+            Err(e) => (state::CertState::default(), Some(e)),
+        };
         let (current, read_error) = match renewer.primary.current_meta(&cert.name).await {
             Ok(c) => (c, None),
             Err(e) => (None, Some(e.to_string())),
@@ -68,7 +72,7 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
             not_after: current.as_ref().map(|c| c.not_after),
             days_left: current.as_ref().map(|c| days_left(c.not_after, now)),
             next_renewal,
-            last_error: read_error.or(st.last_error),
+            last_error: read_error.or(state_error).or(st.last_error),
         });
     }
     rows

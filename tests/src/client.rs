@@ -61,16 +61,21 @@ impl RawResponse {
 /// writing (some proxies treat that as an abort), so a request without framing the server can
 /// understand will just time out.
 pub async fn raw_http(port: u16, request: &[u8]) -> Result<RawResponse> {
+    raw_http_at(std::net::Ipv4Addr::LOCALHOST.into(), port, request).await
+}
+
+/// [`raw_http`] to `ip:port` (a node of the local cluster listens on its own 127.0.1.x).
+pub async fn raw_http_at(ip: std::net::IpAddr, port: u16, request: &[u8]) -> Result<RawResponse> {
     let exchange = async {
-        let mut tcp = TcpStream::connect(("127.0.0.1", port))
+        let mut tcp = TcpStream::connect((ip, port))
             .await
-            .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+            .with_context(|| format!("connect {ip}:{port}"))?;
         tcp.write_all(request).await.context("write request")?;
         read_response(&mut tcp, is_head(request)).await
     };
     tokio::time::timeout(IO_TIMEOUT, exchange)
         .await
-        .map_err(|_| anyhow!("no complete response from 127.0.0.1:{port} within {IO_TIMEOUT:?}"))?
+        .map_err(|_| anyhow!("no complete response from {ip}:{port} within {IO_TIMEOUT:?}"))?
 }
 
 /// Like [`raw_http`] over TLS: SNI and certificate check use `server_name`, trust is `ca_pem`
@@ -150,6 +155,14 @@ fn well_formed_request(
 
 pub async fn http_get(port: u16, path: &str) -> Result<RawResponse> {
     http_request(port, "GET", path, &[], b"").await
+}
+
+/// `GET path` from `ip:port`.
+pub async fn http_get_at(ip: std::net::IpAddr, port: u16, path: &str) -> Result<RawResponse> {
+    let bytes = well_formed_request(&format!("{ip}:{port}"), "GET", path, &[], b"");
+    raw_http_at(ip, port, &bytes)
+        .await
+        .with_context(|| format!("GET http://{ip}:{port}{path}"))
 }
 
 /// A rustls client config that trusts only `ca_pem` (one or more certificates), so tests never

@@ -36,7 +36,9 @@ use crate::envoy::{wasm_path, Envoy};
 use crate::front::{FrontNode, L4Front};
 use crate::gcs::FakeGcs;
 use crate::metadata::MetadataServer;
-use crate::node::{deploy_files, deployed_members_env, render_deployed_node};
+use crate::node::{
+    deploy_files, deployed_members_env, deployed_sync_env, render_deployed_node, DeployFiles,
+};
 use crate::pebble::Pebble;
 use crate::ports::{free_port, wait_for};
 use crate::renewer_process::RenewerProcess;
@@ -55,6 +57,31 @@ const COOKIE_SECRET: &str = "local-cluster-cookie-secret-0123456789abcdef";
 const REFRESH: &str = "1s";
 /// Longest wait for the cluster to settle after a change.
 const SETTLE: Duration = Duration::from_secs(60);
+/// How long a leaving node keeps serving what was in flight (deployed: 60 s of draining).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Clients probing the cluster (see [`Cluster::start_probe`]).
+pub struct Probe {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<ProbeReport>,
+}
+
+/// What the probing clients saw.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    /// Handshake + WebSocket echo rounds that worked.
+    pub ok: usize,
+    /// Those that did not, each with its error.
+    pub failures: Vec<String>,
+}
+
+impl Probe {
+    /// Stops the clients and returns what they saw.
+    pub async fn stop(self) -> Result<ProbeReport> {
+        self.stop.cancel();
+        self.task.await.context("the probe task panicked")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -87,6 +114,8 @@ pub struct ClusterNode {
     pub https: u16,
     /// Where `renewer members` serves its metrics.
     pub metrics: u16,
+    /// Where `renewer sync` answers `/ready` and `/metrics` (Envoy's `/.edge/healthz` asks it).
+    pub status: u16,
     pub envoy: Envoy,
     pub app: EchoBackend,
     pub sync: RenewerProcess,
@@ -119,6 +148,17 @@ impl ClusterNode {
             http: self.http,
             https: self.https,
         }
+    }
+
+    /// `GET /ready` of its `renewer sync`: the status and the reason.
+    pub async fn ready(&self) -> Result<(u16, String)> {
+        let r = crate::http_get(self.status, "/ready").await?;
+        Ok((r.status, r.body_text()))
+    }
+
+    /// `GET /metrics` of its `renewer sync`.
+    pub async fn sync_metrics(&self) -> Result<String> {
+        Ok(crate::http_get(self.status, "/metrics").await?.body_text())
     }
 
     /// `GET /metrics` of its `renewer members`.
@@ -159,7 +199,12 @@ pub struct Cluster {
     pub bucket: String,
     /// The Secret Manager secret the certificate is mirrored to.
     pub secret: String,
+    /// The names the certificate covers (`DOMAINS`), the first being `options.domain`.
+    pub domains: Vec<String>,
+    /// The Cloud Run job's settings, pointed at the local Pebble and fakes.
     renewer_env: Vec<(String, String)>,
+    /// The nodes' agents' settings (`acme-edge-renewer-env`), pointed at the local fakes.
+    agent_env: Vec<(String, String)>,
     members_env: Vec<(String, String)>,
     node_env: String,
     app_port: u16,
@@ -193,6 +238,16 @@ fn with_env(env: &[(String, String)], changes: &[(&str, String)]) -> Vec<(String
 
 fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The deploy settings (`deploy/config.env`) of the local deployment.
+fn settings_text(domains: &[String], app_port: u16, nodes: usize) -> String {
+    format!(
+        "PROJECT={PROJECT}\nREGION={REGION}\nDOMAINS=\"{}\"\nCONTACT_EMAIL=ops@example.com\n\
+         APP_IMAGE={REGION}-docker.pkg.dev/{PROJECT}/apps/echo:1\nAPP_PORT={app_port}\n\
+         NODE_COUNT={nodes}\n",
+        domains.join(" ")
+    )
 }
 
 fn node_ip(index: usize) -> IpAddr {
@@ -248,12 +303,8 @@ impl Cluster {
         ));
 
         // What `make deploy` would hand Cloud Run and the nodes for these settings.
-        let settings = format!(
-            "PROJECT={PROJECT}\nREGION={REGION}\nDOMAINS={}\nCONTACT_EMAIL=ops@example.com\n\
-             APP_IMAGE={REGION}-docker.pkg.dev/{PROJECT}/apps/echo:1\nAPP_PORT={app_port}\n\
-             NODE_COUNT={}\n",
-            options.domain, options.nodes
-        );
+        let domains = vec![options.domain.clone()];
+        let settings = settings_text(&domains, app_port, options.nodes);
         std::fs::write(dir.join("config.env"), &settings)?;
         let files = deploy_files(&settings)?;
         std::fs::write(dir.join("node.env"), &files.node_env)?;
@@ -281,32 +332,11 @@ impl Cluster {
             gcs.base_url()
         ));
 
-        let renewer_env = with_env(
-            &files.renewer_env,
-            &[
-                ("RENEWER__ACME__DIRECTORY", pebble.directory_url()),
-                (
-                    "RENEWER__ACME__EXTRA_ROOT_CA",
-                    pebble.api_cert_path().display().to_string(),
-                ),
-                ("RENEWER__STORE__GCS_ENDPOINT", gcs.base_url()),
-                (
-                    "RENEWER__SECRET_MANAGER__ENDPOINT",
-                    secret_manager.endpoint(),
-                ),
-                ("RENEWER__LOCK__WAIT_SECONDS", "30".into()),
-            ],
-        );
         let renewer_config = dir.join("renewer.toml");
         std::fs::write(
             &renewer_config,
             "# Settings come from RENEWER__* variables, as in the renewer image.\n",
         )?;
-        let members_env = with_env(
-            &deployed_members_env(&files.node_env)?,
-            &[("RENEWER__MEMBERS__ENDPOINT", compute.endpoint())],
-        );
-
         let mut cluster = Cluster {
             options,
             pebble,
@@ -321,16 +351,19 @@ impl Cluster {
             renewer_config,
             bucket,
             secret,
-            renewer_env,
-            members_env,
-            node_env: files.node_env,
+            domains: Vec::new(),
+            renewer_env: Vec::new(),
+            agent_env: Vec::new(),
+            members_env: Vec::new(),
+            node_env: String::new(),
             app_port,
             next_index: 1,
             dir,
             _temp: temp,
         };
+        cluster.apply(&domains, files)?;
         // The group has its nodes before they boot, as a managed instance group creates them;
-        // they report healthy once up.
+        // they report healthy once ready.
         let n = cluster.options.nodes;
         for index in 1..=n {
             let mut instance =
@@ -379,16 +412,67 @@ impl Cluster {
         self.nodes.iter().map(ClusterNode::front_node).collect()
     }
 
-    /// The renewer's environment on a node (its own directories and metrics port added).
-    fn node_env(&self, tls: &Path) -> Vec<(String, String)> {
-        with_env(
-            &self.renewer_env,
+    /// Take the settings `make deploy` writes for `domains` (what a deploy with a new
+    /// `DOMAINS` hands the job and, through a new instance template, the nodes started from
+    /// now on), pointed at this machine's Pebble and fakes.
+    fn apply(&mut self, domains: &[String], files: DeployFiles) -> Result<()> {
+        let google = [
+            ("RENEWER__STORE__GCS_ENDPOINT", self.gcs.base_url()),
+            (
+                "RENEWER__SECRET_MANAGER__ENDPOINT",
+                self.secret_manager.endpoint(),
+            ),
+        ];
+        let mut job = google.to_vec();
+        job.extend([
+            ("RENEWER__ACME__DIRECTORY", self.pebble.directory_url()),
+            (
+                "RENEWER__ACME__EXTRA_ROOT_CA",
+                self.pebble.api_cert_path().display().to_string(),
+            ),
+            ("RENEWER__LOCK__WAIT_SECONDS", "30".into()),
+        ]);
+        self.renewer_env = with_env(&files.renewer_env, &job);
+        self.agent_env = with_env(&files.node_renewer_env, &google);
+        self.members_env = with_env(
+            &deployed_members_env(&files.node_env)?,
+            &[("RENEWER__MEMBERS__ENDPOINT", self.compute.endpoint())],
+        );
+        std::fs::write(self.dir.join("node.env"), &files.node_env)?;
+        self.node_env = files.node_env;
+        self.domains = domains.to_vec();
+        Ok(())
+    }
+
+    /// `renewer sync`'s environment on a node: the agents' settings, what `startup.sh
+    /// sync-env` adds on a node at `ip`, and this node's directory and ports.
+    fn node_sync_env(
+        &self,
+        ip: IpAddr,
+        tls: &Path,
+        status: u16,
+        https: u16,
+    ) -> Result<Vec<(String, String)>> {
+        let mut env = self.agent_env.clone();
+        env.extend(with_env(
+            &deployed_sync_env(&self.node_env, &ip.to_string())?,
+            &[
+                (
+                    "RENEWER__SYNC__STATUS_ADDRESS",
+                    format!("127.0.0.1:{status}"),
+                ),
+                ("RENEWER__SYNC__READY_TLS_ADDRESS", format!("{ip}:{https}")),
+                ("RENEWER__SYNC__READY_INTERVAL_SECONDS", "1".into()),
+            ],
+        ));
+        Ok(with_env(
+            &env,
             &[("RENEWER__SYNC__DIR", tls.display().to_string())],
-        )
+        ))
     }
 
     fn node_members_env(&self, members: &Path, metrics: u16) -> Vec<(String, String)> {
-        let mut env = self.renewer_env.clone();
+        let mut env = self.agent_env.clone();
         env.extend(with_env(
             &self.members_env,
             &[
@@ -412,9 +496,15 @@ impl Cluster {
         let (tls, members) = (dir.join("tls"), dir.join("members"));
         std::fs::create_dir_all(&dir)?;
         let app = EchoBackend::start_at(&name, ip, self.app_port).await?;
-        let (http, https, admin, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let (http, https, admin, metrics, status) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
 
-        let sync_env = self.node_env(&tls);
+        let sync_env = self.node_sync_env(ip, &tls, status, https)?;
         let members_env = self.node_members_env(&members, metrics);
         for (args, env) in [
             (["sync", "--init"], &sync_env),
@@ -434,6 +524,7 @@ impl Cluster {
             ("WASM_PATH", wasm_path().display().to_string()),
             ("TLS_DIR", tls.display().to_string()),
             ("MEMBERS_DIR", members.display().to_string()),
+            ("READY_ADDRESS", format!("127.0.0.1:{status}")),
             // On one loopback interface the kernel would pick 127.0.0.1 for every node.
             ("SOURCE_ADDRESS", ip.to_string()),
             ("NODE_ID", name.clone()),
@@ -459,19 +550,35 @@ impl Cluster {
             &["members", "--watch", REFRESH],
             &env_refs(&members_env),
         )?;
-        Ok(ClusterNode {
+        let node = ClusterNode {
             index,
             name,
             ip,
             http,
             https,
             metrics,
+            status,
             envoy,
             app,
             sync,
             members,
             dir,
+        };
+        // What the group's health check waits for before it counts the node (and before a
+        // rolling update removes an old one): /.edge/healthz through its Envoy.
+        let last = std::sync::Mutex::new(String::new());
+        let ready = wait_for(&format!("{} to be ready", node.name), SETTLE, || async {
+            let r = crate::http_get_at(node.ip, node.http, "/.edge/healthz").await?;
+            *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                format!("{} {}", r.status, r.body_text());
+            Ok((r.status == 200).then_some(()))
         })
+        .await;
+        if let Err(e) = ready {
+            let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+            bail!("{e:#}; last answer: {last}\n{}", node.sync.log());
+        }
+        Ok(node)
     }
 
     /// A node joins: the group creates it, it boots, passes its check, and the load balancer
@@ -497,14 +604,23 @@ impl Cluster {
         Ok(name)
     }
 
-    /// A node leaves: the group starts deleting it (every node drops it from its list), then
-    /// it goes away with its app, and the load balancer stops sending it clients.
+    /// A node leaves, as a managed instance group removes one: the load balancer stops sending
+    /// it new connections first (the instance leaves the group's backend; connection draining
+    /// lets open ones finish), the group marks it DELETING and every node drops its app from
+    /// its list, then it stops with its app.
     pub async fn remove_node(&mut self, name: &str) -> Result<()> {
         let at = self
             .nodes
             .iter()
             .position(|n| n.name == name)
             .with_context(|| format!("no node {name}"))?;
+        let staying: Vec<FrontNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(ClusterNode::front_node)
+            .collect();
+        self.front.set_nodes(&staying, staying.len()).await?;
         self.compute.set(name, |i| i.action = "DELETING".into());
         let address = self.nodes[at].app.addr();
         for node in self.nodes.iter().filter(|n| n.name != name) {
@@ -514,13 +630,116 @@ impl Cluster {
             })
             .await?;
         }
+        // What was already in flight through it finishes (the deployment drains for 60 s).
+        tokio::time::sleep(DRAIN).await;
         let node = self.nodes.remove(at);
         drop(node);
         self.compute.remove(name);
-        self.front
-            .set_nodes(&self.front_nodes(), self.nodes.len())
-            .await?;
         Ok(())
+    }
+
+    /// What `make deploy` does when `DOMAINS` changes (docs/deploy.md, "What a change
+    /// rolls"): the job gets the new settings; a renewal pass runs and deploy waits until the
+    /// certificate covers every name; then the group replaces the nodes one at a time
+    /// (`max-surge`, `max-unavailable=0`): a node with the new settings is up and ready before
+    /// an old one goes. Returns the new certificate's serial.
+    pub async fn change_domains(
+        &mut self,
+        domains: &[&str],
+        progress: Progress<'_>,
+    ) -> Result<String> {
+        let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        anyhow::ensure!(
+            domains.first() == Some(&self.options.domain),
+            "the first name stays {}",
+            self.options.domain
+        );
+        let settings = settings_text(&domains, self.app_port, self.nodes.len());
+        std::fs::write(self.dir.join("config.env"), &settings)?;
+        self.apply(&domains, deploy_files(&settings)?)?;
+        let out = self.renew(false).await?;
+        anyhow::ensure!(out.code == 0, "the renewal pass failed:\n{}", out.all());
+        let serial = Self::serial_of(&out)?;
+        let mirrored = self.mirrored_names()?;
+        anyhow::ensure!(
+            domains.iter().all(|d| mirrored.contains(d)),
+            "Secret Manager's certificate has {mirrored:?}, not all of {domains:?}"
+        );
+        progress(&format!(
+            "renewal pass: certificate {serial} for {} is in Secret Manager",
+            domains.join(", ")
+        ));
+        let old: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in old {
+            let new = self.add_node().await?;
+            progress(&format!("{new} (new settings) is ready and takes clients"));
+            self.remove_node(&name).await?;
+            progress(&format!("{name} drained and removed"));
+        }
+        Ok(serial)
+    }
+
+    /// The names of the certificate in Secret Manager's newest version (what deploy checks).
+    pub fn mirrored_names(&self) -> Result<Vec<String>> {
+        let secret = self
+            .secret
+            .trim_start_matches(&format!("projects/{PROJECT}/secrets/"));
+        let versions = self.secret_manager.versions(secret);
+        let (_, _, payload) = versions.last().context("Secret Manager has no version")?;
+        let (chain, _) = renewer::certinfo::split_bundle(std::str::from_utf8(payload)?)?;
+        Ok(renewer::certinfo::inspect(&chain)?.domains)
+    }
+
+    /// Starts clients that keep doing what users do, through the load balancer, until
+    /// [`Probe::stop`]: a TLS handshake checked against Pebble's root for the first name, then
+    /// a WebSocket that echoes one message, each from one of 50 client addresses in turn.
+    pub fn start_probe(&self) -> Probe {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let url = self.wss_url("/ws/probe");
+        let origin = self.origin();
+        let (port, domain, roots) = (
+            self.front.https,
+            self.options.domain.clone(),
+            self.roots_pem.clone(),
+        );
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut report = ProbeReport::default();
+            let mut i: u32 = 0;
+            while !until.is_cancelled() {
+                i += 1;
+                let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 10 + (i % 50) as u8));
+                let one = async {
+                    crate::served_serial(port, &domain, &roots)
+                        .await
+                        .context("TLS handshake")?;
+                    let (mut ws, _) = ws_try_connect_from(
+                        &format!("{url}?probe={i}"),
+                        Some(source),
+                        &[("origin", &origin)],
+                        Some(&roots),
+                    )
+                    .await?
+                    .map_err(|r| anyhow::anyhow!("WebSocket refused: {}", r.status()))?;
+                    let echoed = crate::ws_echo(&mut ws, "probe").await?;
+                    anyhow::ensure!(echoed == "probe", "echo was {echoed:?}");
+                    let _ = ws.close(None).await;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(10), one).await {
+                    Ok(Ok(())) => report.ok += 1,
+                    Ok(Err(e)) => report
+                        .failures
+                        .push(format!("probe {i} from {source}: {e:#}")),
+                    Err(_) => report
+                        .failures
+                        .push(format!("probe {i} from {source}: no answer within 10 s")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            report
+        });
+        Probe { stop, task }
     }
 
     /// Waits until every node's Envoy routes to exactly the apps of the current nodes, all

@@ -12,6 +12,12 @@
 //! operation each API wraps its answers in — returned already done. It keeps what gcloud
 //! sent, so tests assert on the real requests (IAM bindings, session affinity, job command), and
 //! it records every request, so a test can prove that a second deploy changed nothing.
+//!
+//! It is eventually consistent where Google documents that the real services are: the first
+//! IAM policy change that names a service account created moments before fails with "Service
+//! account … does not exist", and the first alert policy on a log-based metric created moments
+//! before fails with "Cannot find metric(s) …" (each once; [`GoogleApis::settle_at_once`] turns
+//! this off), so every test deploy has to wait those out as a real one does.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -79,6 +85,55 @@ struct State {
     resources: BTreeMap<(String, String), Value>,
     requests: Vec<ApiRequest>,
     counter: u64,
+    /// Service accounts and log metrics created here that other services do not see yet:
+    /// the next request that needs one fails, and it is visible from then on.
+    not_yet_visible: std::collections::BTreeSet<String>,
+    /// No propagation delays (for tests about something else).
+    settled: bool,
+    /// Storage object contents, by the object's resource path (`b/BUCKET/o/NAME`).
+    media: BTreeMap<String, Vec<u8>>,
+    /// What a renewal pass (a run of the renewer job, or Scheduler's forced run of its
+    /// trigger) does here.
+    renewals: Renewals,
+    /// Builds end FAILURE.
+    builds_fail: bool,
+    /// The next request matching (api, method, path suffix) fails once with this status.
+    fail_once: Vec<(String, String, String, u16)>,
+}
+
+/// What a renewal pass does in the fake: the real renewer cannot run against it (no ACME CA
+/// here), so the fake does what a pass leaves behind where deploy looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Renewals {
+    /// The pass issues a certificate for the job's configured names: `certs/NAME/current.json`
+    /// in its bucket names them.
+    #[default]
+    Issue,
+    /// The pass fails (a name does not validate): the execution fails, nothing changes.
+    Fail,
+    /// The pass runs but never gets to the certificate (Scheduler's trigger was accepted, the
+    /// service never answers): nothing changes.
+    Nothing,
+}
+
+/// Store an object (its content and the metadata gcloud checks: size and CRC32C).
+fn put_object(st: &mut State, bucket: &str, name: &str, media: Vec<u8>) -> Value {
+    use base64::Engine;
+    st.counter += 1;
+    let crc =
+        base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(&media).to_be_bytes());
+    let object = json!({"kind": "storage#object", "name": name, "bucket": bucket,
+        "size": media.len().to_string(), "generation": st.counter.to_string(),
+        "metageneration": "1", "crc32c": crc, "contentType": "application/octet-stream",
+        "id": format!("{bucket}/{name}/{}", st.counter),
+        "mediaLink": format!("http://storage.fake/download/storage/v1/b/{bucket}/o/{}?generation={}&alt=media",
+            crate::percent_encode(name), st.counter),
+        "selfLink": format!("http://storage.fake/storage/v1/b/{bucket}/o/{}", crate::percent_encode(name))});
+    let path = format!("b/{bucket}/o/{name}");
+    st.resources
+        .insert(("storage".into(), path.clone()), object.clone());
+    st.media.insert(path, media);
+    object
 }
 
 /// The running fake. Dropping it stops the server.
@@ -160,6 +215,46 @@ impl GoogleApis {
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<ApiRequest> {
         self.state.lock().expect("state lock").requests.clone()
+    }
+
+    /// Make new service accounts and log metrics visible at once, with no transient errors.
+    pub fn settle_at_once(&self) {
+        let mut st = self.state.lock().expect("state lock");
+        st.settled = true;
+        st.not_yet_visible.clear();
+    }
+
+    /// What renewal passes do from now on.
+    pub fn set_renewals(&self, renewals: Renewals) {
+        self.state.lock().expect("state lock").renewals = renewals;
+    }
+
+    /// Make every Cloud Build from now on fail (or succeed again).
+    pub fn fail_builds(&self, fail: bool) {
+        self.state.lock().expect("state lock").builds_fail = fail;
+    }
+
+    /// The next `method` request to `api` whose path ends with `path_suffix` fails once with
+    /// `status` (an outage or a quota error in the middle of a deploy).
+    pub fn fail_once(&self, api: &str, method: &str, path_suffix: &str, status: u16) {
+        self.state.lock().expect("state lock").fail_once.push((
+            api.into(),
+            method.into(),
+            path_suffix.into(),
+            status,
+        ));
+    }
+
+    /// Put an object into a bucket.
+    pub fn put_object(&self, bucket: &str, name: &str, media: &[u8]) {
+        let mut st = self.state.lock().expect("state lock");
+        put_object(&mut st, bucket, name, media.to_vec());
+    }
+
+    /// An object's content.
+    pub fn object(&self, bucket: &str, name: &str) -> Option<Vec<u8>> {
+        let st = self.state.lock().expect("state lock");
+        st.media.get(&format!("b/{bucket}/o/{name}")).cloned()
     }
 
     /// Forget the recorded requests (the resources stay).
@@ -245,7 +340,7 @@ fn resource_path(api: &str, path: &str) -> String {
     let p = path.trim_start_matches('/');
     let prefixes: &[&str] = match api {
         "compute" => &["compute/v1/"],
-        "storage" => &["upload/storage/v1/", "storage/v1/"],
+        "storage" => &["upload/storage/v1/", "download/storage/v1/", "storage/v1/"],
         "run" => &[
             "apis/run.googleapis.com/v1/",
             "apis/serving.knative.dev/v1/",
@@ -515,6 +610,16 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         query: query.clone(),
         body: body.clone(),
     });
+    if let Some(i) = st.fail_once.iter().position(|(a, m, suffix, _)| {
+        *a == api && *m == method.as_str() && path.ends_with(suffix.as_str())
+    }) {
+        let (_, _, _, status) = st.fail_once.remove(i);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(
+            status,
+            "The service is currently unavailable (injected by the test).",
+        );
+    }
     respond(&mut st, &api, &method, &path, &query, body, upload)
 }
 
@@ -525,7 +630,7 @@ fn respond(
     path: &str,
     query: &BTreeMap<String, String>,
     body: Value,
-    upload: Option<(Value, usize)>,
+    upload: Option<(Value, Vec<u8>)>,
 ) -> Response {
     let key = |p: &str| (api.to_string(), p.to_string());
     // Read-only project IAM policy of a project; policies of everything else.
@@ -538,9 +643,16 @@ fn respond(
             let k = key(&iam_key(bucket_path));
             return match *method {
                 Method::PUT => {
+                    if let Some(email) = unseen_member(st, &body) {
+                        return not_yet_a_member(&email);
+                    }
                     let mut policy = body;
-                    policy["etag"] = json!(format!("CA{}", st.counter));
+                    // Etags are base64, as gcloud decodes them.
+                    use base64::Engine;
                     st.counter += 1;
+                    policy["etag"] =
+                        json!(base64::engine::general_purpose::STANDARD
+                            .encode(st.counter.to_be_bytes()));
                     st.resources.insert(k, policy.clone());
                     ok(policy)
                 }
@@ -551,17 +663,30 @@ fn respond(
                     .unwrap_or(json!({"bindings": [], "etag": "CAE=", "version": 1}))),
             };
         }
-        if let Some((metadata, size)) = upload {
+        if let Some((metadata, media)) = upload {
             let name = query
                 .get("name")
                 .cloned()
                 .or_else(|| metadata["name"].as_str().map(str::to_string))
                 .unwrap_or_else(|| format!("upload-{}", st.counter));
-            // gcloud compares the size with the file it sent.
-            let object = json!({"name": name, "bucket": path.split('/').nth(1).unwrap_or(""),
-                "size": size.to_string(), "generation": "1"});
-            st.resources
-                .insert(key(&format!("{path}/{name}")), object.clone());
+            let bucket = path.split('/').nth(1).unwrap_or("").to_string();
+            return ok(put_object(st, &bucket, &name, media));
+        }
+        // An object's metadata, or its content with `alt=media`.
+        if *method == Method::GET && path.contains("/o/") {
+            let Some(object) = st.resources.get(&key(path)).cloned() else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "No such object: {}",
+                        path.replacen("b/", "", 1).replacen("/o/", "/", 1)
+                    ),
+                );
+            };
+            if query.get("alt").map(String::as_str) == Some("media") {
+                let media = st.media.get(path).cloned().unwrap_or_default();
+                return (StatusCode::OK, media).into_response();
+            }
             return ok(object);
         }
     }
@@ -641,6 +766,24 @@ fn respond(
             if api == "cloudbuild" {
                 return build(st, path, body);
             }
+            if api == "monitoring" && path.ends_with("/alertPolicies") {
+                if let Err(e) = check_alert_policy(&body) {
+                    return error(StatusCode::BAD_REQUEST, &e);
+                }
+                let text = body.to_string();
+                let unseen = st
+                    .not_yet_visible
+                    .iter()
+                    .find(|m| m.starts_with("logging.googleapis.com/") && text.contains(m.as_str()))
+                    .cloned();
+                if let Some(metric) = unseen {
+                    st.not_yet_visible.remove(&metric);
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("Cannot find metric(s) that match type = \"{metric}\". If a metric was created recently, it could take up to 10 minutes to become available. Please try again soon."),
+                    );
+                }
+            }
             let Some(new_path) = created_path(api, path, query, &body) else {
                 // No id given: the service names it (alert policies, channels).
                 st.counter += 1;
@@ -653,6 +796,11 @@ fn respond(
             create(st, api, &new_path, body)
         }
         Method::PUT | Method::PATCH => {
+            if api == "monitoring" && path.contains("/alertPolicies/") {
+                if let Err(e) = check_alert_policy(&body) {
+                    return error(StatusCode::BAD_REQUEST, &e);
+                }
+            }
             let Some(stored) = st.resources.get(&key(path)).cloned() else {
                 return error(StatusCode::NOT_FOUND, &format!("{path} was not found"));
             };
@@ -673,8 +821,30 @@ fn respond(
             ok(mutation_response(st, api, path, "update", updated))
         }
         Method::DELETE => {
-            if st.resources.remove(&key(path)).is_none() {
+            let Some(removed) = st.resources.remove(&key(path)) else {
                 return error(StatusCode::NOT_FOUND, &format!("{path} was not found"));
+            };
+            // IAM keeps a deleted account's bindings, renamed: the account is gone, and an
+            // account created later with the same email is another principal.
+            if api == "iam" && path.contains("/serviceAccounts/") {
+                let email = path.rsplit('/').next().unwrap_or_default();
+                let uid = removed["uniqueId"].as_str().unwrap_or("0").to_string();
+                let (live, dead) = (
+                    format!("serviceAccount:{email}"),
+                    format!("deleted:serviceAccount:{email}?uid={uid}"),
+                );
+                for ((_, p), policy) in st.resources.iter_mut() {
+                    if !p.ends_with("#iam") {
+                        continue;
+                    }
+                    for binding in policy["bindings"].as_array_mut().into_iter().flatten() {
+                        for member in binding["members"].as_array_mut().into_iter().flatten() {
+                            if member.as_str() == Some(&live) {
+                                *member = json!(dead);
+                            }
+                        }
+                    }
+                }
             }
             let prefix = format!("{path}/");
             st.resources
@@ -685,15 +855,15 @@ fn respond(
     }
 }
 
-/// A multipart/related upload: (the metadata part as JSON, the media part's length).
+/// A multipart/related upload: (the metadata part as JSON, the media part).
 /// A plain media upload has no metadata.
-fn upload_parts(content_type: &str, body: &[u8]) -> (Value, usize) {
+fn upload_parts(content_type: &str, body: &[u8]) -> (Value, Vec<u8>) {
     let Some(boundary) = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))
         .map(|b| b.trim_matches(['"', '\'']).to_string())
     else {
-        return (Value::Null, body.len());
+        return (Value::Null, body.to_vec());
     };
     let delimiter = format!("--{boundary}");
     let d = delimiter.as_bytes();
@@ -730,16 +900,26 @@ fn upload_parts(content_type: &str, body: &[u8]) -> (Value, usize) {
     match parts.as_slice() {
         [meta, media, ..] => (
             serde_json::from_slice(meta).unwrap_or(Value::Null),
-            media.len(),
+            media.to_vec(),
         ),
-        [media] => (Value::Null, media.len()),
-        [] => (Value::Null, body.len()),
+        [media] => (Value::Null, media.to_vec()),
+        [] => (Value::Null, body.to_vec()),
     }
 }
 
 fn create(st: &mut State, api: &str, path: &str, mut body: Value) -> Response {
     if body.is_null() {
         body = json!({});
+    }
+    if !st.settled {
+        if let Some(email) = path.strip_prefix("projects/-/serviceAccounts/") {
+            st.not_yet_visible.insert(format!("serviceAccount:{email}"));
+        }
+        if api == "logging" && path.contains("/metrics/") {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            st.not_yet_visible
+                .insert(format!("logging.googleapis.com/user/{name}"));
+        }
     }
     let mut counter = st.counter;
     decorate(api, path, &mut body, &mut counter);
@@ -751,26 +931,61 @@ fn create(st: &mut State, api: &str, path: &str, mut body: Value) -> Response {
 /// Cloud Build: the build succeeds at once, and its images appear in Artifact Registry (so
 /// the deploy's "is this tag built?" check sees them next time).
 fn build(st: &mut State, collection: &str, mut body: Value) -> Response {
+    // A build that runs as a user-specified service account has nowhere to write its log by
+    // default (the legacy logs bucket belongs to the Cloud Build account): the API refuses it.
+    if let Some(account) = body["serviceAccount"].as_str() {
+        let logging = body["options"]["logging"].as_str().unwrap_or("");
+        let own_bucket = body["logsBucket"].is_string()
+            || body["options"]["defaultLogsBucketBehavior"] == "REGIONAL_USER_OWNED_BUCKET";
+        if !own_bucket && !matches!(logging, "CLOUD_LOGGING_ONLY" | "NONE") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "if 'build.service_account' is specified, the build must either (a) specify 'build.logs_bucket', (b) use the REGIONAL_USER_OWNED_BUCKET build.options.default_logs_bucket_behavior option, or (c) use either CLOUD_LOGGING_ONLY / NONE logging options",
+            );
+        }
+        let email = account.rsplit('/').next().unwrap_or_default();
+        if !st
+            .resources
+            .contains_key(&("iam".into(), format!("projects/-/serviceAccounts/{email}")))
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("generic::invalid_argument: could not resolve source: service account {email} does not exist"),
+            );
+        }
+    }
     st.counter += 1;
     let id = format!("build-{}", st.counter);
     let build_path = format!("{collection}/{id}");
     body["id"] = json!(id);
     body["projectId"] = json!(collection.split('/').nth(1).unwrap_or_default());
-    body["status"] = json!("SUCCESS");
+    let failed = st.builds_fail;
+    body["status"] = json!(if failed { "FAILURE" } else { "SUCCESS" });
     body["logsBucket"] = json!(format!(
         "gs://{}_cloudbuild/logs",
         collection.split('/').nth(1).unwrap_or_default()
     ));
     body["name"] = json!(build_path);
-    let images: Vec<String> = body["images"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    body["results"] = json!({"images": images.iter().map(|i| json!({"name": i, "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000"})).collect::<Vec<_>>()});
+    let images: Vec<String> = if failed {
+        Vec::new()
+    } else {
+        body["images"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Each image its own digest (what a registry would compute from its content).
+    let digest = |image: &str| {
+        format!(
+            "sha256:{}",
+            format!("{:08x}", crc32c::crc32c(image.as_bytes())).repeat(8)
+        )
+    };
+    body["results"] = json!({"images": images.iter().map(|i| json!({"name": i, "digest": digest(i)})).collect::<Vec<_>>()});
     for image in &images {
         // REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG
         let Some((repo_path, tag)) = image.rsplit_once(':') else {
@@ -786,8 +1001,11 @@ fn build(st: &mut State, collection: &str, mut body: Value) -> Response {
             parts[1], parts[2], parts[3]
         );
         let version = format!(
-            "projects/{}/locations/{location}/repositories/{}/packages/{}/versions/sha256:0000000000000000000000000000000000000000000000000000000000000000",
-            parts[1], parts[2], parts[3]
+            "projects/{}/locations/{location}/repositories/{}/packages/{}/versions/{}",
+            parts[1],
+            parts[2],
+            parts[3],
+            digest(image)
         );
         st.resources.insert(
             ("artifactregistry".into(), tag_path.clone()),
@@ -811,7 +1029,7 @@ fn build(st: &mut State, collection: &str, mut body: Value) -> Response {
         "name": format!("operations/build/{id}"),
         "done": true,
         "metadata": {"@type": "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata", "build": body},
-        "response": {"@type": "type.googleapis.com/google.devtools.cloudbuild.v1.Build", "id": body["id"], "status": "SUCCESS", "images": body["images"], "results": body["results"], "name": body["name"]},
+        "response": {"@type": "type.googleapis.com/google.devtools.cloudbuild.v1.Build", "id": body["id"], "status": body["status"], "images": body["images"], "results": body["results"], "name": body["name"]},
     });
     ok(op)
 }
@@ -852,6 +1070,30 @@ fn enabled_services(st: &State, path: &str) -> Value {
         .map(|(_, v)| v.clone())
         .collect();
     json!({"services": services})
+}
+
+/// A member of `policy` that IAM does not see yet, now visible (the caller fails this once).
+fn unseen_member(st: &mut State, policy: &Value) -> Option<String> {
+    let members = policy["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["members"].as_array().cloned().unwrap_or_default());
+    for member in members {
+        let member = member.as_str().unwrap_or_default().to_string();
+        if st.not_yet_visible.remove(&member) {
+            return Some(member.trim_start_matches("serviceAccount:").to_string());
+        }
+    }
+    None
+}
+
+/// The error IAM gives for a member created moments ago (INVALID_ARGUMENT, as documented).
+fn not_yet_a_member(email: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("Service account {email} does not exist."),
+    )
 }
 
 /// IAM custom roles (`projects/P/roles`), as the real API keeps them: created under the
@@ -911,6 +1153,9 @@ fn custom_method(st: &mut State, api: &str, resource: &str, verb: &str, body: Va
             .cloned()
             .unwrap_or(json!({"etag": "BwXhqDAAAAA=", "version": 1}))),
         "setIamPolicy" => {
+            if let Some(email) = unseen_member(st, &body["policy"]) {
+                return not_yet_a_member(&email);
+            }
             let mut policy = body["policy"].clone();
             st.counter += 1;
             policy["etag"] = json!(format!("BwXh{:08}", st.counter));
@@ -961,13 +1206,366 @@ fn custom_method(st: &mut State, api: &str, resource: &str, verb: &str, body: Va
             }
             ok(public)
         }
-        "run" => {
+        // `gcloud run jobs execute`: an execution of the job (v1), run to its end at once.
+        "run" if api == "run" => {
+            let Some(job) = st.resources.get(&(api.into(), resource.into())).cloned() else {
+                return error(StatusCode::NOT_FOUND, &format!("{resource} was not found"));
+            };
+            let env =
+                job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+            let outcome = renewal_pass(st, &env);
+            let (namespace, job_name) = match resource.split('/').collect::<Vec<_>>()[..] {
+                [_, ns, _, name] => (ns.to_string(), name.to_string()),
+                _ => return error(StatusCode::BAD_REQUEST, "not a job name"),
+            };
             st.counter += 1;
-            ok(json!({"name": format!("{resource}/executions/run-{}", st.counter), "done": false}))
+            let name = format!("{job_name}-{:05}", st.counter);
+            let completed = match &outcome {
+                Ok(()) => json!({"type": "Completed", "status": "True"}),
+                Err(why) => json!({"type": "Completed", "status": "False", "reason": "Failed",
+                    "message": format!("Task {name}-task0 failed: {why}")}),
+            };
+            let execution = json!({
+                "apiVersion": "run.googleapis.com/v1", "kind": "Execution",
+                // gcloud waits until the status is about this generation (observedGeneration).
+                "metadata": {"name": name, "namespace": namespace, "generation": 1,
+                    "labels": {"run.googleapis.com/job": job_name},
+                    "creationTimestamp": "2026-11-30T00:00:00Z"},
+                "spec": {"parallelism": 1, "taskCount": 1},
+                "status": {"observedGeneration": 1,
+                    "conditions": [completed,
+                        {"type": "ResourcesAvailable", "status": "True"},
+                        {"type": "Started", "status": "True"}],
+                    "startTime": "2026-11-30T00:00:00Z", "completionTime": "2026-11-30T00:00:10Z",
+                    "succeededCount": i32::from(outcome.is_ok()), "failedCount": i32::from(outcome.is_err())},
+            });
+            st.resources.insert(
+                (
+                    api.into(),
+                    format!("namespaces/{namespace}/executions/{name}"),
+                ),
+                execution.clone(),
+            );
+            ok(execution)
+        }
+        // `gcloud scheduler jobs run`: the trigger fires now; its target (the renewer job's
+        // run URL, or the service) does a pass.
+        "run" if api == "cloudscheduler" => {
+            let Some(job) = st.resources.get(&(api.into(), resource.into())).cloned() else {
+                return error(StatusCode::NOT_FOUND, &format!("{resource} was not found"));
+            };
+            let uri = job["httpTarget"]["uri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let env = st
+                .resources
+                .iter()
+                .filter(|((a, p), _)| a == "run" && !p.ends_with("#iam"))
+                .find_map(|((_, p), v)| {
+                    if p.contains("/services/") && v["status"]["url"] == uri.as_str() {
+                        Some(v["spec"]["template"]["spec"]["containers"][0]["env"].clone())
+                    } else if p.contains("/jobs/")
+                        && uri.ends_with(&format!(
+                            "/jobs/{}:run",
+                            p.rsplit('/').next().unwrap_or("-")
+                        ))
+                    {
+                        Some(
+                            v["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
+                                ["env"]
+                                .clone(),
+                        )
+                    } else {
+                        None
+                    }
+                });
+            if let Some(env) = env {
+                // Scheduler only starts the pass; its result is in the target's logs.
+                let _ = renewal_pass(st, &env);
+            }
+            ok(job)
         }
         _ => error(
             StatusCode::BAD_REQUEST,
             &format!("{api}: custom method {verb} is not faked"),
         ),
+    }
+}
+
+/// A renewal pass of the renewer whose settings are `env` (a container's `env` list), as far
+/// as deploy can see it: with [`Renewals::Issue`], `certs/NAME/current.json` in its bucket
+/// names every configured domain.
+fn renewal_pass(st: &mut State, env: &Value) -> std::result::Result<(), String> {
+    match st.renewals {
+        Renewals::Fail => {
+            return Err("urn:ietf:params:acme:error:connection: a name did not validate".into())
+        }
+        Renewals::Nothing => return Ok(()),
+        Renewals::Issue => {}
+    }
+    let settings: Vec<(String, String)> = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .filter(|(k, _)| k.starts_with("RENEWER__"))
+        .collect();
+    let config = renewer::config::Config::parse("", "the job's settings", &settings)
+        .map_err(|e| e.to_string())?;
+    let bucket = config
+        .store
+        .url
+        .strip_prefix("gs://")
+        .map(|b| b.trim_end_matches('/').to_string())
+        .ok_or("the store is not a bucket")?;
+    for cert in &config.certificates {
+        st.counter += 1;
+        let serial = format!("{:032x}", st.counter);
+        let mut domains = cert.domains.clone();
+        domains.sort();
+        let pointer = json!({
+            "version": 1,
+            "fullchain": format!("certs/{}/{serial}/fullchain.pem", cert.name),
+            "privkey": format!("certs/{}/{serial}/privkey.pem", cert.name),
+            "name": cert.name, "serial": serial, "domains": domains,
+            "key_type": "ecdsa-p256", "issuer": "CN=Fake Issuer",
+            "not_before": "2026-11-30T00:00:00Z", "not_after": "2027-02-28T00:00:00Z",
+            "chain_sha256": "00", "issued_at": "2026-11-30T00:00:00Z",
+        });
+        let text = serde_json::to_vec_pretty(&pointer).unwrap_or_default();
+        put_object(
+            st,
+            &bucket,
+            &format!("certs/{}/current.json", cert.name),
+            text,
+        );
+    }
+    Ok(())
+}
+
+/// The metric conditions of an alert policy must use Monitoring's filter language
+/// (https://cloud.google.com/monitoring/api/v3/filters), which the real API checks: the error
+/// names the field, as the API's does.
+fn check_alert_policy(policy: &Value) -> std::result::Result<(), String> {
+    let conditions = policy["conditions"].as_array().cloned().unwrap_or_default();
+    for (i, condition) in conditions.iter().enumerate() {
+        for kind in ["conditionThreshold", "conditionAbsent"] {
+            if let Some(filter) = condition[kind]["filter"].as_str() {
+                monitoring_filter(filter).map_err(|why| {
+                    let field = if kind == "conditionThreshold" {
+                        "condition_threshold"
+                    } else {
+                        "condition_absent"
+                    };
+                    format!(
+                        "Field alert_policy.conditions[{i}].{field}.filter had an invalid value of \"{filter}\": {why}"
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Monitoring's filter grammar, as far as alert conditions use it:
+/// `expr := term { (AND | OR) term }`, `term := [NOT] (comparison | "(" expr ")")`,
+/// `comparison := selector op value`, where a selector is `metric.type`, `resource.type`,
+/// `metric.label(s).KEY`, `resource.label(s).KEY`, `project` or `group.id`, an op is one of
+/// `= != < <= > >=`, and a value is a string, a number, or one of the functions `one_of`,
+/// `starts_with`, `ends_with`, `has_substring`, `monitoring.regex.full_match` on strings.
+/// Logging's `field=("a" OR "b")` is not in it.
+pub fn monitoring_filter(filter: &str) -> std::result::Result<(), String> {
+    #[derive(Debug, Clone, PartialEq)]
+    enum T {
+        Str,
+        Num,
+        Ident(String),
+        Op,
+        Open,
+        Close,
+        Comma,
+    }
+    let mut tokens = Vec::new();
+    let chars: Vec<char> = filter.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            if i >= chars.len() {
+                return Err("unterminated string".into());
+            }
+            i += 1;
+            tokens.push(T::Str);
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            tokens.push(T::Num);
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_.-".contains(chars[i]))
+            {
+                i += 1;
+            }
+            tokens.push(T::Ident(chars[start..i].iter().collect()));
+        } else if "=!<>".contains(c) {
+            i += 1;
+            if i < chars.len() && chars[i] == '=' {
+                i += 1;
+            }
+            tokens.push(T::Op);
+        } else if c == '(' {
+            i += 1;
+            tokens.push(T::Open);
+        } else if c == ')' {
+            i += 1;
+            tokens.push(T::Close);
+        } else if c == ',' {
+            i += 1;
+            tokens.push(T::Comma);
+        } else {
+            return Err(format!("unexpected character {c:?}"));
+        }
+    }
+    let selector = |s: &str| {
+        matches!(s, "metric.type" | "resource.type" | "project" | "group.id")
+            || [
+                "metric.label.",
+                "metric.labels.",
+                "resource.label.",
+                "resource.labels.",
+            ]
+            .iter()
+            .any(|p| s.strip_prefix(p).is_some_and(|k| !k.is_empty()))
+    };
+    let function = |s: &str| {
+        matches!(
+            s,
+            "one_of"
+                | "starts_with"
+                | "ends_with"
+                | "has_substring"
+                | "monitoring.regex.full_match"
+        )
+    };
+    // A recursive-descent check over the tokens.
+    fn expr(
+        t: &[T],
+        at: &mut usize,
+        selector: &dyn Fn(&str) -> bool,
+        function: &dyn Fn(&str) -> bool,
+    ) -> std::result::Result<(), String> {
+        term(t, at, selector, function)?;
+        while matches!(t.get(*at), Some(T::Ident(k)) if k == "AND" || k == "OR") {
+            *at += 1;
+            term(t, at, selector, function)?;
+        }
+        Ok(())
+    }
+    fn term(
+        t: &[T],
+        at: &mut usize,
+        selector: &dyn Fn(&str) -> bool,
+        function: &dyn Fn(&str) -> bool,
+    ) -> std::result::Result<(), String> {
+        if matches!(t.get(*at), Some(T::Ident(k)) if k == "NOT") {
+            *at += 1;
+        }
+        match t.get(*at) {
+            Some(T::Open) => {
+                *at += 1;
+                expr(t, at, selector, function)?;
+                if t.get(*at) != Some(&T::Close) {
+                    return Err("expected )".into());
+                }
+                *at += 1;
+                Ok(())
+            }
+            Some(T::Ident(name)) if selector(name) => {
+                *at += 1;
+                if t.get(*at) != Some(&T::Op) {
+                    return Err(format!("expected an operator after {name}"));
+                }
+                *at += 1;
+                match t.get(*at) {
+                    Some(T::Str | T::Num) => {
+                        *at += 1;
+                        Ok(())
+                    }
+                    Some(T::Ident(f)) if function(f) => {
+                        *at += 1;
+                        if t.get(*at) != Some(&T::Open) {
+                            return Err(format!("expected ( after {f}"));
+                        }
+                        *at += 1;
+                        loop {
+                            if t.get(*at) != Some(&T::Str) {
+                                return Err(format!("{f} takes strings"));
+                            }
+                            *at += 1;
+                            match t.get(*at) {
+                                Some(T::Comma) => *at += 1,
+                                Some(T::Close) => {
+                                    *at += 1;
+                                    return Ok(());
+                                }
+                                _ => return Err(format!("expected , or ) in {f}")),
+                            }
+                        }
+                    }
+                    other => Err(format!(
+                        "after {name} and its operator, expected a string, a number or a function, not {other:?}"
+                    )),
+                }
+            }
+            other => Err(format!("expected a selector, not {other:?}")),
+        }
+    }
+    let mut at = 0;
+    expr(&tokens, &mut at, &selector, &function)?;
+    if at != tokens.len() {
+        return Err(format!("unexpected {:?}", tokens[at]));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::monitoring_filter;
+
+    #[test]
+    fn monitoring_filters_follow_the_documented_grammar() {
+        for ok in [
+            r#"metric.type = "logging.googleapis.com/user/x" AND resource.type = one_of("cloud_run_job", "cloud_run_revision")"#,
+            r#"metric.type="a/b" AND resource.label.host = one_of("a.example", "b.example")"#,
+            r#"resource.labels.zone = starts_with("europe-") AND NOT metric.label.x = "y""#,
+            r#"(metric.type = "a" OR metric.type = "b") AND project = "p""#,
+        ] {
+            monitoring_filter(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            r#"metric.type = "a" AND resource.type=("cloud_run_job" OR "cloud_run_revision")"#,
+            r#"jsonPayload.message = "x""#,
+            r#"metric.type "a""#,
+            r#"metric.type = unknown_function("a")"#,
+            r#"metric.type = "a" AND"#,
+        ] {
+            assert!(monitoring_filter(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod client;
 pub mod cluster;
 pub mod compute;
 pub mod envoy;
+pub mod fault_proxy;
 pub mod front;
 pub mod gcs;
 pub mod google_apis;
@@ -42,16 +43,17 @@ pub use acme_stack::{renewer_bin, run_renewer, store_lookup, AcmeStack, RenewerO
 pub use ari::AriResponder;
 pub use backend::EchoBackend;
 pub use client::{
-    http_get, http_request, https_request, percent_encode, raw_http, raw_https, served_serial,
-    served_serial_at, tls_client_config, tls_peer_certificates, ws_connect, ws_echo,
+    http_get, http_get_at, http_request, https_request, percent_encode, raw_http, raw_https,
+    served_serial, served_serial_at, tls_client_config, tls_peer_certificates, ws_connect, ws_echo,
     ws_try_connect, ws_try_connect_from, HttpsConn, RawResponse, WsResponse, WsStream,
 };
 pub use envoy::{
     envoy_bin, envoy_expect_refusal, envoy_validate, render_app_node, squash_whitespace, wasm_path,
     ClusterHost, Envoy,
 };
+pub use fault_proxy::FaultProxy;
 pub use gcs::{fake_gcs_bin, FakeGcs};
-pub use google_apis::{ApiRequest, GoogleApis};
+pub use google_apis::{ApiRequest, GoogleApis, Renewals};
 pub use http2::{h2_extended_connect, h2_extended_connect_tls, H2Connect, H2Io};
 pub use metadata::MetadataServer;
 pub use pebble::{Pebble, PebbleBuilder};

@@ -111,6 +111,8 @@ pub struct Node {
     pub https: u16,
     pub tls: TlsFiles,
     pub backends: Vec<EchoBackend>,
+    /// The members directory of a deployed node (its `eds.json` names the one backend).
+    _members: Option<tempfile::TempDir>,
 }
 
 impl Node {
@@ -183,6 +185,7 @@ impl Node {
             https,
             tls,
             backends,
+            _members: None,
         })
     }
 
@@ -210,7 +213,24 @@ impl Node {
         let ports = Ports::free();
         let mut vars = listener_vars(&ports, &wasm, tls.path(), &[]);
         vars.retain(|(k, _)| *k != "APP_BACKENDS");
+        // A deployed node's `app` cluster reads the membership `renewer members` keeps; here
+        // the one member is the local backend, written the way the agent writes it.
+        let members = tempfile::Builder::new()
+            .prefix("acme-edge-members-")
+            .tempdir()?;
+        std::fs::write(
+            members.path().join("eds.json"),
+            renewer::node::eds::render(
+                "app",
+                backend.port,
+                &[renewer::node::members::Member {
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
+                    name: "acme-edge-node-test".to_owned(),
+                }],
+            ),
+        )?;
         vars.extend([
+            ("MEMBERS_DIR", members.path().display().to_string()),
             ("COOKIE_SECRET", SECRET.to_owned()),
             ("NODE_ID", "acme-edge-node-test".to_owned()),
             ("STORE_ADDRESS", format!("127.0.0.1:{store_port}")),
@@ -228,6 +248,7 @@ impl Node {
             https: ports.https,
             tls,
             backends: vec![backend],
+            _members: Some(members),
         })
     }
 
@@ -294,8 +315,18 @@ pub fn deploy_node_env(settings: &str) -> Result<String> {
 pub struct DeployFiles {
     /// The node settings (instance metadata `acme-edge-settings`).
     pub node_env: String,
-    /// The renewer's `RENEWER__*` settings (Cloud Run's and the nodes' `renewer`).
+    /// The renewer's `RENEWER__*` settings (the Cloud Run job's).
     pub renewer_env: Vec<(String, String)>,
+    /// The nodes' agents' `RENEWER__*` settings (instance metadata `acme-edge-renewer-env`:
+    /// no ACME settings, so renewer-only changes do not roll the nodes).
+    pub node_renewer_env: Vec<(String, String)>,
+}
+
+fn env_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// [`DeployFiles`] as `deploy/deploy.sh --plan` writes them (it runs nothing).
@@ -319,42 +350,57 @@ pub fn deploy_files(settings: &str) -> Result<DeployFiles> {
     );
     let node_env =
         std::fs::read_to_string(dir.path().join(".out/node.env")).context("read .out/node.env")?;
-    let renewer_env = std::fs::read_to_string(dir.path().join(".out/renewer.env"))
-        .context("read .out/renewer.env")?
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.path().join(".out").join(file))
+            .with_context(|| format!("read .out/{file}"))
+    };
     Ok(DeployFiles {
         node_env,
-        renewer_env,
+        renewer_env: env_lines(&read("renewer.env")?),
+        node_renewer_env: env_lines(&read("node-renewer.env")?),
     })
 }
 
 /// The `[members]` settings a node's agent gets (`deploy/node/startup.sh members-env`).
 pub fn deployed_members_env(node_env: &str) -> Result<Vec<(String, String)>> {
+    startup_env(node_env, &["members-env"])
+}
+
+/// The readiness settings of a node's `renewer sync` (`deploy/node/startup.sh sync-env`), for
+/// a node whose internal address is `ip`.
+pub fn deployed_sync_env(node_env: &str, ip: &str) -> Result<Vec<(String, String)>> {
+    startup_env(node_env, &["sync-env", "SETTINGS", ip])
+}
+
+/// `startup.sh SUBCOMMAND SETTINGS…` (`SETTINGS` stands for the settings file; without it,
+/// the file is the last argument) as `KEY=value` pairs.
+fn startup_env(node_env: &str, args: &[&str]) -> Result<Vec<(String, String)>> {
     let dir = tempfile::Builder::new()
         .prefix("acme-edge-node-")
         .tempdir()?;
     let settings = dir.path().join("node.env");
     std::fs::write(&settings, node_env)?;
+    let path = settings.display().to_string();
+    let mut argv: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "SETTINGS" { path.as_str() } else { a })
+        .collect();
+    if !args.contains(&"SETTINGS") {
+        argv.push(&path);
+    }
     let out = std::process::Command::new("bash")
         .arg(repo_root().join("deploy/node/startup.sh"))
-        .arg("members-env")
-        .arg(&settings)
+        .args(&argv)
         .stdin(std::process::Stdio::null())
         .output()
-        .context("run deploy/node/startup.sh members-env")?;
+        .with_context(|| format!("run deploy/node/startup.sh {}", args[0]))?;
     anyhow::ensure!(
         out.status.success(),
-        "startup.sh members-env failed:\n{}",
+        "startup.sh {} failed:\n{}",
+        args[0],
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
+    Ok(env_lines(&String::from_utf8(out.stdout)?))
 }
 
 /// The Envoy config a node's startup script renders from `node_env`

@@ -63,6 +63,7 @@ fn bin_from_env(var: &str, default: &str) -> PathBuf {
 pub struct PebbleBuilder {
     http_port: Option<u16>,
     nonce_reject: bool,
+    nonce_reject_percent: Option<u8>,
     authz_reuse: Option<u8>,
     certificate_validity: Option<Duration>,
     eab: Option<(String, String)>,
@@ -82,6 +83,14 @@ impl PebbleBuilder {
     /// outcome does not depend on a dice roll.
     pub fn nonce_reject(mut self, on: bool) -> Self {
         self.nonce_reject = on;
+        self
+    }
+
+    /// `PEBBLE_WFE_NONCEREJECT=percent`: that share of good nonces is rejected with
+    /// `badNonce` (Pebble's default, with [`PebbleBuilder::nonce_reject`], is 5).
+    pub fn nonce_reject_percent(mut self, percent: u8) -> Self {
+        self.nonce_reject = true;
+        self.nonce_reject_percent = Some(percent);
         self
     }
 
@@ -132,6 +141,7 @@ pub struct Pebble {
     http_port: u16,
     dns_port: u16,
     api_cert_pem: String,
+    opts: PebbleBuilder,
 }
 
 impl Pebble {
@@ -192,22 +202,7 @@ impl Pebble {
                 .args(["-management", &format!("127.0.0.1:{}", free_port())]),
             &dir.path().join("challtestsrv.log"),
         )?;
-        let mut cmd = Command::new(&pebble_bin);
-        cmd.arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")]);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PEBBLE_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("PEBBLE_VA_NOSLEEP", "1");
-        if !opts.nonce_reject {
-            cmd.env("PEBBLE_WFE_NONCEREJECT", "0");
-        }
-        if let Some(percent) = opts.authz_reuse {
-            cmd.env("PEBBLE_AUTHZREUSE", percent.to_string());
-        }
+        let mut cmd = pebble_command(&config_path, dns_port, &opts);
         let pebble = match spawn_logged(&mut cmd, &dir.path().join("pebble.log")) {
             Ok(child) => child,
             Err(e) => {
@@ -225,9 +220,40 @@ impl Pebble {
             http_port,
             dns_port,
             api_cert_pem,
+            opts,
         };
         pebble.wait_ready().await?;
         Ok(pebble)
+    }
+
+    /// Kills Pebble (not its DNS server) and starts it again on the same ports: a CA that
+    /// was reset. Pebble keeps everything in memory, so accounts, orders and the issuing
+    /// root are new. Its log is appended to, so counts over the whole test stay right.
+    pub async fn restart(&mut self) -> Result<()> {
+        kill_and_reap(&mut self.pebble);
+        let config_path = self.dir.path().join("pebble-config.json");
+        let mut cmd = pebble_command(&config_path, self.dns_port, &self.opts);
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.log_path())?;
+        self.pebble = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn pebble again")?;
+        self.wait_ready().await
+    }
+
+    /// Certificates Pebble has issued so far (its log), by serial.
+    pub fn issued_serials(&self) -> Vec<String> {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| l.split("Issued certificate serial ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|serial| serial.to_ascii_lowercase())
+            .collect()
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
@@ -380,6 +406,33 @@ impl Drop for Pebble {
 fn kill_and_reap(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The Pebble command line and environment for `opts`.
+fn pebble_command(config_path: &Path, dns_port: u16, opts: &PebbleBuilder) -> Command {
+    let mut cmd = Command::new(pebble_bin());
+    cmd.arg("-config")
+        .arg(config_path)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PEBBLE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("PEBBLE_VA_NOSLEEP", "1");
+    match (opts.nonce_reject, opts.nonce_reject_percent) {
+        (false, _) => {
+            cmd.env("PEBBLE_WFE_NONCEREJECT", "0");
+        }
+        (true, Some(percent)) => {
+            cmd.env("PEBBLE_WFE_NONCEREJECT", percent.to_string());
+        }
+        (true, None) => {}
+    }
+    if let Some(percent) = opts.authz_reuse {
+        cmd.env("PEBBLE_AUTHZREUSE", percent.to_string());
+    }
+    cmd
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {

@@ -298,3 +298,51 @@ async fn membership_changes_move_only_what_they_must_and_keep_websockets_open() 
     assert!(kept >= 5, "only {kept} sessions to check");
     Ok(())
 }
+
+/// Day two: `DOMAINS` grows. As `make deploy` does it, the renewer first gets a certificate
+/// for every name, then the nodes are replaced one by one, each new node ready (its app
+/// answering, Envoy serving the certificate) before an old one is drained. Clients keep
+/// handshaking and echoing through the load balancer the whole time: not one fails.
+#[tokio::test]
+async fn changing_the_names_rolls_the_nodes_without_a_failed_handshake_or_echo() -> Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = cluster(2).await?;
+    let before: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    let probe = c.start_probe();
+    // A moment of steady state first, so the probe is known to work before the change.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let first = c.domains[0].clone();
+    let added = "chat.demo.test";
+    let serial = c.change_domains(&[&first, added], &quiet).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = probe.stop().await?;
+
+    ensure!(
+        report.failures.is_empty(),
+        "{} of {} probes failed during the roll:\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len(),
+        report.failures.join("\n")
+    );
+    // Enough rounds to span the roll (each is a handshake and a WebSocket, back to back).
+    ensure!(report.ok >= 50, "only {} probes ran", report.ok);
+    // Every old node is gone, the new ones serve the new certificate on both names.
+    ensure!(
+        c.nodes.iter().all(|n| !before.contains(&n.name)),
+        "{:?}",
+        c.nodes
+    );
+    c.wait_served_everywhere(&serial).await?;
+    for node in &c.nodes {
+        let got = harness::served_serial_at(node.ip, node.https, added, &c.roots_pem).await?;
+        ensure!(got == serial, "{} serves {got} for {added}", node.name);
+        let metrics = node.sync_metrics().await?;
+        ensure!(
+            metrics.contains("acme_edge_sync_missing_names 0"),
+            "{}: {metrics}",
+            node.name
+        );
+    }
+    Ok(())
+}

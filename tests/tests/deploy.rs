@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use harness::{envoy_validate, repo_root, wasm_path, ApiRequest, GoogleApis, TlsFiles};
+use harness::{envoy_validate, repo_root, wasm_path, ApiRequest, GoogleApis, Renewals, TlsFiles};
 use serde_json::Value;
 
 const PROJECT: &str = "acme-edge-test";
@@ -17,6 +17,7 @@ const RENEWER_SA: &str = "serviceAccount:acme-edge-renewer@acme-edge-test.iam.gs
 const SCHEDULER_SA: &str =
     "serviceAccount:acme-edge-scheduler@acme-edge-test.iam.gserviceaccount.com";
 const NODE_SA: &str = "serviceAccount:acme-edge-node@acme-edge-test.iam.gserviceaccount.com";
+const BUILD_SA: &str = "serviceAccount:acme-edge-build@acme-edge-test.iam.gserviceaccount.com";
 const BUCKET: &str = "acme-edge-test-acme-edge";
 
 fn write_config(dir: &Path, extra: &str) -> Result<PathBuf> {
@@ -110,6 +111,16 @@ fn b(role: &str, member: &str, title: &str) -> (String, String, String) {
     (role.into(), member.into(), title.into())
 }
 
+/// The stored resources of `api` whose path contains `part` (what exists now, whatever the
+/// requests that made it: a refused first attempt is retried).
+fn stored(fake: &GoogleApis, api: &str, part: &str) -> Vec<Value> {
+    fake.paths(api)
+        .into_iter()
+        .filter(|p| p.contains(part) && !p.ends_with("#iam"))
+        .filter_map(|p| fake.resource(api, &p))
+        .collect()
+}
+
 fn metadata_item(template: &Value, key: &str) -> Option<String> {
     template["properties"]["metadata"]["items"]
         .as_array()?
@@ -137,16 +148,53 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         "{}",
         first.stdout
     );
+    // A fresh project: IAM did not see the new accounts at once, nor alerting the new log
+    // metrics; deploy said what it waited for and got through.
+    for waited in [
+        "waiting for IAM to see serviceAccount:acme-edge-",
+        "waiting for the log-based metrics to reach alerting",
+    ] {
+        assert!(first.stderr.contains(waited), "{waited}:\n{}", first.stderr);
+    }
     let reqs = fake.requests();
 
-    // APIs, registry, image.
+    // APIs, registry, images: built by the build account, logs in Cloud Logging only.
     let enable = created(&reqs, "serviceusage", ":batchEnable");
     assert_eq!(enable.len(), 1);
     let build = created(&reqs, "cloudbuild", "/builds");
-    assert_eq!(build.len(), 1, "one build");
+    assert_eq!(build.len(), 2, "the renewer image and the Envoy mirror");
+    for b in &build {
+        assert_eq!(
+            b.body["serviceAccount"],
+            format!(
+                "projects/{PROJECT}/serviceAccounts/{}",
+                BUILD_SA.trim_start_matches("serviceAccount:")
+            )
+        );
+        assert_eq!(b.body["options"]["logging"], "CLOUD_LOGGING_ONLY");
+    }
     assert_eq!(
         build[0].body["images"][0],
         "europe-west1-docker.pkg.dev/acme-edge-test/acme-edge/renewer:test1"
+    );
+    // Its source was staged where the build account may read, and nowhere else.
+    let source = &build[0].body["source"]["storageSource"];
+    assert_eq!(source["bucket"], BUCKET);
+    assert!(
+        source["object"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("build-source/")),
+        "{source}"
+    );
+    // Envoy comes from the project's own mirror of the pinned upstream tag.
+    assert_eq!(
+        build[1].body["steps"][0]["args"][1],
+        "envoyproxy/envoy:v1.40.0"
+    );
+    let mirror = build[1].body["images"][0].as_str().unwrap_or_default();
+    assert!(
+        mirror.starts_with("europe-west1-docker.pkg.dev/acme-edge-test/acme-edge/envoy:v1.40.0-"),
+        "{mirror}"
     );
 
     // The bucket: uniform access, public access prevented, challenges expire.
@@ -167,6 +215,8 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
     let rule = &bucket.body["lifecycle"]["rule"][0];
     assert_eq!(rule["action"]["type"], "Delete");
     assert_eq!(rule["condition"]["matchesPrefix"][0], "acme-challenge/");
+    let rule = &bucket.body["lifecycle"]["rule"][1];
+    assert_eq!(rule["condition"]["matchesPrefix"][0], "build-source/");
 
     // IAM, as stored after every setIamPolicy: exactly these grants, nowhere public.
     let policy = |api: &str, path: &str| {
@@ -177,13 +227,17 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         bindings(&policy("storage", &format!("b/{BUCKET}"))),
         vec![
             b("roles/storage.objectAdmin", RENEWER_SA, ""),
+            b("roles/storage.objectViewer", BUILD_SA, "build-source-only"),
             b("roles/storage.objectViewer", NODE_SA, "acme-challenge-only"),
         ]
     );
     let bucket_policy = policy("storage", &format!("b/{BUCKET}"));
     let condition = bucket_policy["bindings"]
         .as_array()
-        .and_then(|a| a.iter().find(|b| b["role"] == "roles/storage.objectViewer"))
+        .and_then(|a| {
+            a.iter()
+                .find(|b| b["condition"]["title"] == "acme-challenge-only")
+        })
         .context("viewer binding")?;
     assert_eq!(
         condition["condition"]["expression"],
@@ -216,7 +270,10 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
             "artifactregistry",
             &format!("projects/{PROJECT}/locations/europe-west1/repositories/acme-edge")
         )),
-        vec![b("roles/artifactregistry.reader", NODE_SA, "")]
+        vec![
+            b("roles/artifactregistry.reader", NODE_SA, ""),
+            b("roles/artifactregistry.writer", BUILD_SA, ""),
+        ]
     );
     // The scheduler may only run the renewer job; nobody else got anything on it.
     assert_eq!(
@@ -227,7 +284,8 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         vec![b("roles/run.invoker", SCHEDULER_SA, "")]
     );
     // At project level only what the nodes need there: log writing, and the membership
-    // role (listing instances cannot be granted per resource). Nothing for the renewer.
+    // role (listing instances cannot be granted per resource); and the build's log writing.
+    // Nothing for the renewer.
     let members_role = format!("projects/{PROJECT}/roles/acmeEdgeMembers_acme_edge");
     assert_eq!(
         bindings(&policy(
@@ -236,7 +294,8 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         )),
         vec![
             b(&members_role, NODE_SA, ""),
-            b("roles/logging.logWriter", NODE_SA, "")
+            b("roles/logging.logWriter", BUILD_SA, ""),
+            b("roles/logging.logWriter", NODE_SA, ""),
         ]
     );
     // The membership role holds exactly the two read permissions `renewer members` uses.
@@ -352,24 +411,76 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         SCHEDULER_SA.trim_start_matches("serviceAccount:")
     );
 
-    // Alerting on failed runs, to the configured address.
-    let metric = created(&reqs, "logging", "/metrics");
-    assert!(metric[0].body["filter"]
-        .as_str()
-        .is_some_and(|f| f.contains("severity>=ERROR")));
-    let alert = created(&reqs, "monitoring", "/alertPolicies");
-    assert_eq!(alert.len(), 1);
-    assert!(
-        alert[0].body["conditions"][0]["conditionThreshold"]["filter"]
-            .as_str()
-            .is_some_and(|f| f.contains("logging.googleapis.com/user/acme-edge-renewal-failures"))
-    );
+    // Alerting, to the configured address: errors, silence, failed triggers, and what users
+    // see (HTTPS with the certificate validated, its expiry). The fake refused any metric
+    // filter outside Monitoring's documented grammar.
+    let metrics = stored(&fake, "logging", "/metrics/");
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    let policies = stored(&fake, "monitoring", "/alertPolicies/");
+    let mut names: Vec<&str> = policies
+        .iter()
+        .filter_map(|p| p["displayName"].as_str())
+        .collect();
+    names.sort();
     assert_eq!(
-        alert[0].body["notificationChannels"]
-            .as_array()
-            .map(Vec::len),
-        Some(1)
+        names,
+        vec![
+            "acme-edge: HTTPS check failing",
+            "acme-edge: certificate expires soon",
+            "acme-edge: no successful renewal pass",
+            "acme-edge: renewal failed",
+            "acme-edge: renewal trigger failed",
+        ]
     );
+    let policy = |name: &str| {
+        policies
+            .iter()
+            .find(|p| p["displayName"] == format!("acme-edge: {name}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for p in &policies {
+        assert_eq!(
+            p["notificationChannels"].as_array().map(Vec::len),
+            Some(1),
+            "{p}"
+        );
+    }
+    let failed = &policy("renewal failed")["conditions"][0]["conditionThreshold"];
+    assert!(failed["filter"].as_str().is_some_and(|f| f
+        .contains("logging.googleapis.com/user/acme-edge-renewal-failures")
+        && f.contains("one_of(")));
+    // Errors are counted (a delta summed over series), not samples.
+    assert_eq!(failed["aggregations"][0]["perSeriesAligner"], "ALIGN_DELTA");
+    assert_eq!(
+        failed["aggregations"][0]["crossSeriesReducer"],
+        "REDUCE_SUM"
+    );
+    let silent = &policy("no successful renewal pass")["conditions"][0]["conditionAbsent"];
+    // Two schedule periods of 12 h, capped at the 23.5 h Monitoring accepts.
+    assert_eq!(silent["duration"], "84600s");
+    let trigger = &policy("renewal trigger failed")["conditions"][0]["conditionMatchedLog"];
+    assert!(trigger["filter"]
+        .as_str()
+        .is_some_and(|f| f.contains("cloud_scheduler_job") && f.contains("acme-edge-renewal")));
+    let expiry = &policy("certificate expires soon")["conditions"][0]["conditionThreshold"];
+    assert_eq!(expiry["thresholdValue"], 14.0);
+    assert!(expiry["filter"]
+        .as_str()
+        .is_some_and(|f| f.contains("uptime_check/time_until_ssl_cert_expires")));
+    let checks = stored(&fake, "monitoring", "/uptimeCheckConfigs/");
+    let mut hosts: Vec<&str> = checks
+        .iter()
+        .filter_map(|c| c["monitoredResource"]["labels"]["host"].as_str())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, vec!["chat.example.com", "ws.example.com"]);
+    for c in &checks {
+        assert_eq!(c["httpCheck"]["useSsl"], true, "{c}");
+        assert_eq!(c["httpCheck"]["validateSsl"], true, "{c}");
+        assert_eq!(c["httpCheck"]["port"], 443, "{c}");
+        assert_eq!(c["httpCheck"]["path"], "/.edge/healthz", "{c}");
+    }
 
     // Network: passthrough TCP 80/443 on the static IP, client-IP affinity, narrow firewall.
     let backend = created(&reqs, "compute", "/backendServices");
@@ -426,6 +537,11 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
     );
     let mig = created(&reqs, "compute", "/instanceGroupManagers");
     assert_eq!(mig[0].body["targetSize"], 2);
+    // Autohealing gives a booting node 10 minutes before its health check counts.
+    assert_eq!(
+        mig[0].body["autoHealingPolicies"][0]["initialDelaySec"],
+        600
+    );
     let hc = created(&reqs, "compute", "/healthChecks");
     assert_eq!(
         hc[0].body["httpHealthCheck"]["requestPath"],
@@ -449,6 +565,18 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
     assert!(
         renewer_env.contains("RENEWER__SYNC__SOURCE=secret-manager"),
         "{renewer_env}"
+    );
+    // The nodes never need the CA: renewer-only settings are not in their template.
+    assert!(!renewer_env.contains("RENEWER__ACME__"), "{renewer_env}");
+    // Envoy by digest, from the project's mirror.
+    let node_env = metadata_item(&template[0].body, "acme-edge-settings").context("node.env")?;
+    let envoy = node_env
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_IMAGE="))
+        .context("ENVOY_IMAGE")?;
+    assert!(
+        envoy.starts_with("europe-west1-docker.pkg.dev/acme-edge-test/acme-edge/envoy@sha256:"),
+        "{envoy}"
     );
     let tls = TlsFiles::self_signed(&["ws.example.com"])?;
     // What `renewer members --init` leaves before Envoy starts on a node.
@@ -485,6 +613,10 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         yaml.contains("type: EDS") && yaml.contains("eds.json"),
         "the app cluster is the membership"
     );
+    assert!(
+        yaml.contains("cluster: node_ready") && yaml.contains("port_value: 9903"),
+        "/.edge/healthz is the node's readiness from renewer sync"
+    );
     // The instances carry the label `renewer members` lists them by.
     assert_eq!(
         props["labels"]["acme-edge-group"], "acme-edge-nodes",
@@ -513,6 +645,53 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         second.stderr
     );
     assert!(!fake.requests().is_empty());
+
+    // Teardown without --purge keeps the bucket, secrets and repository, whose policies then
+    // name the deleted accounts as `deleted:` members; a deploy restores every grant, for
+    // the new accounts of the same names.
+    let kept = [
+        ("storage", format!("b/{BUCKET}")),
+        (
+            "secretmanager",
+            format!("projects/{PROJECT}/secrets/acme-edge-site"),
+        ),
+        (
+            "secretmanager",
+            format!("projects/{PROJECT}/secrets/acme-edge-cookie-secret"),
+        ),
+        (
+            "artifactregistry",
+            format!("projects/{PROJECT}/locations/europe-west1/repositories/acme-edge"),
+        ),
+    ];
+    let iam_policy = |api: &str, path: &str| {
+        fake.resource(api, &format!("{path}#iam"))
+            .unwrap_or(Value::Null)
+    };
+    let live = |api: &str, path: &str| {
+        bindings(&iam_policy(api, path))
+            .into_iter()
+            .filter(|(_, m, _)| !m.starts_with("deleted:"))
+            .collect::<Vec<_>>()
+    };
+    let before: Vec<_> = kept.iter().map(|(a, p)| live(a, p)).collect();
+    let gone = make(
+        &["destroy", "YES=1"],
+        &config,
+        &fake.gcloud_env(&gcloud_dir),
+    )?;
+    assert!(gone.ok, "{}\n{}", gone.stdout, gone.stderr);
+    let bucket_policy = iam_policy("storage", &format!("b/{BUCKET}"));
+    assert!(
+        bucket_policy
+            .to_string()
+            .contains("deleted:serviceAccount:acme-edge-renewer@"),
+        "{bucket_policy}"
+    );
+    assert!(live("storage", &format!("b/{BUCKET}")).is_empty());
+    deploy(&fake, &config, &gcloud_dir)?;
+    let after: Vec<_> = kept.iter().map(|(a, p)| live(a, p)).collect();
+    assert_eq!(after, before, "every grant is back");
 
     // Teardown with --purge leaves nothing of ours.
     fake.clear_requests();
@@ -603,9 +782,9 @@ async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed
         target["oidcToken"]["serviceAccountEmail"],
         SCHEDULER_SA.trim_start_matches("serviceAccount:")
     );
-    // No channel without ALERT_EMAIL; the policy still exists.
+    // No channel without ALERT_EMAIL; the policies still exist.
     assert!(created(&reqs, "monitoring", "/notificationChannels").is_empty());
-    assert_eq!(created(&reqs, "monitoring", "/alertPolicies").len(), 1);
+    assert_eq!(stored(&fake, "monitoring", "/alertPolicies/").len(), 5);
 
     // Change the schedule, the node count and the alert address: exactly those updates.
     let config = write_config(
@@ -617,8 +796,8 @@ async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed
     let all = fake.requests();
     let changes: Vec<&ApiRequest> = all.iter().filter(|r| r.is_mutation()).collect();
     let lines: Vec<String> = changes.iter().map(|r| r.line()).collect();
-    assert_eq!(changes.len(), 4, "{lines:#?}");
-    // A channel for the new address, and the policy moved to it.
+    assert_eq!(changes.len(), 8, "{lines:#?}");
+    // A channel for the new address, and every policy moved to it.
     let channel = changes
         .iter()
         .find(|r| r.api == "monitoring" && r.method == "POST")
@@ -627,14 +806,27 @@ async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed
         channel.body["labels"]["email_address"],
         "new-oncall@example.com"
     );
-    let policy = changes
+    let moved: Vec<&&ApiRequest> = changes
         .iter()
-        .find(|r| r.api == "monitoring" && r.method == "PATCH")
-        .context("policy updated")?;
+        .filter(|r| r.api == "monitoring" && r.method == "PATCH")
+        .collect();
+    assert_eq!(moved.len(), 4, "{lines:#?}");
+    // A daily schedule is too sparse for "no successful renewal pass" (Monitoring watches
+    // for at most 23.5 h of silence): that policy goes, the expiry alert stays.
     assert_eq!(
-        policy.body["notificationChannels"].as_array().map(Vec::len),
-        Some(1)
+        changes
+            .iter()
+            .filter(|r| r.api == "monitoring" && r.method == "DELETE")
+            .count(),
+        1,
+        "{lines:#?}"
     );
+    for policy in moved {
+        assert_eq!(
+            policy.body["notificationChannels"].as_array().map(Vec::len),
+            Some(1)
+        );
+    }
     let sched = changes
         .iter()
         .find(|r| r.api == "cloudscheduler")
@@ -653,6 +845,36 @@ async fn service_mode_is_private_and_a_settings_change_touches_only_what_changed
         resize.line()
     );
     assert_eq!(resize.query.get("size").map(String::as_str), Some("3"));
+
+    // Back to a job: the job is made, Scheduler runs it with an OAuth token, and the service
+    // is removed once nothing points at it.
+    let config = write_config(
+        dir.path(),
+        "ALERT_EMAIL=new-oncall@example.com\nSCHEDULE=\"5 4 * * *\"\nNODE_COUNT=3\n",
+    )?;
+    fake.clear_requests();
+    deploy(&fake, &config, &gcloud_dir)?;
+    let reqs = fake.requests();
+    let at = |f: &dyn Fn(&ApiRequest) -> bool| reqs.iter().position(f);
+    let job = at(&|r| r.api == "run" && r.method == "POST" && r.path.ends_with("/jobs"))
+        .context("job created")?;
+    let sched = at(&|r| r.api == "cloudscheduler" && r.method == "PATCH")
+        .context("scheduler retargeted")?;
+    let gone = at(&|r| {
+        r.api == "run" && r.method == "DELETE" && r.path.ends_with("/services/acme-edge-renewer")
+    })
+    .context("service removed")?;
+    assert!(
+        job < sched && sched < gone,
+        "job {job}, scheduler {sched}, service removed {gone}"
+    );
+    assert!(reqs[sched].body["httpTarget"]["oauthToken"]["serviceAccountEmail"].is_string());
+    assert!(fake
+        .resource(
+            "run",
+            &format!("namespaces/{PROJECT}/services/acme-edge-renewer")
+        )
+        .is_none());
     Ok(())
 }
 
@@ -798,5 +1020,308 @@ fn dockerfile_matches_what_cloud_run_and_the_nodes_expect() -> Result<()> {
             assert!(text.lines().any(|l| l == entry), "{ignore} lacks {entry}");
         }
     }
+    Ok(())
+}
+
+/// A deploy that must fail; returns what it printed.
+fn deploy_fails(fake: &GoogleApis, config: &Path, gcloud_dir: &Path) -> Result<Made> {
+    let made = make(&["deploy"], config, &fake.gcloud_env(gcloud_dir))?;
+    anyhow::ensure!(
+        !made.ok,
+        "make deploy succeeded:\n{}\n{}",
+        made.stdout,
+        made.stderr
+    );
+    Ok(made)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_build_or_api_error_stops_the_deploy_and_a_rerun_resumes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    fake.settle_at_once();
+    let config = write_config(dir.path(), "")?;
+    let gcloud_dir = dir.path().join("gcloud");
+
+    // The image build fails: deploy stops with the build's log, and nothing after it runs.
+    fake.fail_builds(true);
+    let made = deploy_fails(&fake, &config, &gcloud_dir)?;
+    assert!(
+        made.stderr.contains("ended FAILURE")
+            && made
+                .stderr
+                .contains("https://console.cloud.google.com/cloud-build/builds/build-"),
+        "{}",
+        made.stderr
+    );
+    assert!(made.stderr.contains("stopped during"), "{}", made.stderr);
+    let reqs = fake.requests();
+    let build = reqs
+        .iter()
+        .position(|r| r.api == "cloudbuild" && r.method == "POST")
+        .context("a build")?;
+    for r in &reqs[build + 1..] {
+        assert!(
+            r.api == "cloudbuild" && r.method == "GET",
+            "after the build: {}",
+            r.line()
+        );
+    }
+
+    // The build works again; an outage hits a firewall rule's creation half-way through.
+    fake.fail_builds(false);
+    fake.fail_once("compute", "POST", "/global/firewalls", 503);
+    fake.clear_requests();
+    let made = deploy_fails(&fake, &config, &gcloud_dir)?;
+    assert!(
+        made.stderr.contains("gcloud compute firewall-rules create")
+            && made.stderr.contains("stopped during \"firewall"),
+        "{}",
+        made.stderr
+    );
+    assert!(fake
+        .resource(
+            "run",
+            &format!("namespaces/{PROJECT}/jobs/acme-edge-renewer")
+        )
+        .is_some());
+
+    // A rerun picks up where it stopped: nothing made before is made again.
+    fake.clear_requests();
+    deploy(&fake, &config, &gcloud_dir)?;
+    let reqs = fake.requests();
+    let made_again: Vec<String> = reqs
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && !r.path.ends_with(":getIamPolicy") && !r.path.ends_with("/wait")
+        })
+        .filter(|r| {
+            [
+                "/builds",
+                "serviceAccounts",
+                "/jobs",
+                "/metrics",
+                "/alertPolicies",
+                "/addresses",
+                "/routers",
+            ]
+            .iter()
+            .any(|c| r.path.ends_with(c))
+                || (r.api == "storage" && r.path == "b")
+        })
+        .map(ApiRequest::line)
+        .collect();
+    assert!(made_again.is_empty(), "made again: {made_again:#?}");
+    assert!(
+        !created(&reqs, "compute", "/global/firewalls").is_empty(),
+        "the rule that failed is made now"
+    );
+    assert!(!created(&reqs, "compute", "/instanceGroupManagers").is_empty());
+    Ok(())
+}
+
+/// The public record of the certificate the renewer made current, as deploy reads it.
+fn put_certificate(fake: &GoogleApis, names: &[&str]) {
+    let pointer =
+        serde_json::json!({"version": 1, "name": "site", "serial": "0a", "domains": names});
+    fake.put_object(
+        BUCKET,
+        "certs/site/current.json",
+        serde_json::to_string_pretty(&pointer)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewer_settings_do_not_roll_the_nodes_and_new_names_are_issued_before_they_roll(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    fake.settle_at_once();
+    let gcloud_dir = dir.path().join("gcloud");
+    deploy(&fake, &write_config(dir.path(), "")?, &gcloud_dir)?;
+    put_certificate(&fake, &["chat.example.com", "ws.example.com"]);
+
+    // Settings only the renewer reads: the job changes, the nodes do not.
+    let renewer_only = "ACME_DIRECTORY=letsencrypt-staging\nKEY_TYPE=ecdsa-p384\nCONTACT_EMAIL=certs@example.com\n";
+    fake.clear_requests();
+    deploy(&fake, &write_config(dir.path(), renewer_only)?, &gcloud_dir)?;
+    let changes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.is_mutation())
+        .map(ApiRequest::line)
+        .collect();
+    assert_eq!(
+        changes,
+        vec![format!(
+            "PUT run namespaces/{PROJECT}/jobs/acme-edge-renewer"
+        )],
+        "only the job changes"
+    );
+
+    // A new name: the job gets it, a renewal pass runs and deploy waits until the certificate
+    // covers it, and only then do the nodes roll, one new node up before an old one goes.
+    let three = "DOMAINS=\"ws.example.com chat.example.com api.example.com\"\n";
+    fake.clear_requests();
+    let made = deploy(
+        &fake,
+        &write_config(dir.path(), &format!("{renewer_only}{three}"))?,
+        &gcloud_dir,
+    )?;
+    assert!(
+        made.stderr
+            .contains("the certificate does not cover api.example.com yet: running a renewal pass"),
+        "{}",
+        made.stderr
+    );
+    let reqs = fake.requests();
+    let at = |f: &dyn Fn(&ApiRequest) -> bool| reqs.iter().position(f);
+    let job = at(&|r| r.api == "run" && r.method == "PUT").context("job updated")?;
+    let pass = at(&|r| r.api == "run" && r.path.ends_with("/jobs/acme-edge-renewer:run"))
+        .context("a renewal pass")?;
+    let roll = at(&|r| {
+        r.api == "compute"
+            && r.method == "PATCH"
+            && r.path.ends_with("/instanceGroupManagers/acme-edge-nodes")
+    })
+    .context("a rolling update")?;
+    assert!(
+        job < pass && pass < roll,
+        "job {job}, pass {pass}, roll {roll}"
+    );
+    let policy = &reqs[roll].body["updatePolicy"];
+    assert_eq!(policy["maxUnavailable"]["fixed"], 0, "{policy}");
+    assert_eq!(policy["maxSurge"]["fixed"], 3, "{policy}");
+    let template = created(&reqs, "compute", "/global/instanceTemplates");
+    assert_eq!(template.len(), 1);
+    assert!(reqs[roll].body["versions"][0]["instanceTemplate"]
+        .as_str()
+        .is_some_and(|t| t.ends_with(template[0].body["name"].as_str().unwrap_or("-"))));
+    let issued = String::from_utf8(
+        fake.object(BUCKET, "certs/site/current.json")
+            .unwrap_or_default(),
+    )?;
+    assert!(issued.contains("api.example.com"), "{issued}");
+
+    // The next name does not validate: deploy stops before the nodes, and says why.
+    fake.set_renewals(Renewals::Fail);
+    let four = "DOMAINS=\"ws.example.com chat.example.com api.example.com new.example.com\"\n";
+    fake.clear_requests();
+    let made = deploy_fails(
+        &fake,
+        &write_config(dir.path(), &format!("{renewer_only}{four}"))?,
+        &gcloud_dir,
+    )?;
+    for needle in [
+        "the renewal pass failed, so the certificate does not cover new.example.com yet",
+        "The nodes were not changed",
+        "DNS for new.example.com",
+    ] {
+        assert!(made.stderr.contains(needle), "{needle}:\n{}", made.stderr);
+    }
+    let rolled: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.api == "compute" && r.is_mutation())
+        .map(ApiRequest::line)
+        .collect();
+    assert!(
+        rolled.iter().all(|l| l.contains("/instanceTemplates")),
+        "nothing but a template: {rolled:#?}"
+    );
+    Ok(())
+}
+
+/// The renewer image's tag is a hash of what it is built from: a commit that touches only
+/// tests or docs reuses the image; one that touches the renewer builds a new one.
+#[test]
+fn only_build_inputs_change_the_image_tag() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = dir.path();
+    let git = |args: &[&str]| -> Result<()> {
+        let out = Command::new("git")
+            .current_dir(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let write = |path: &str, text: &str| -> Result<()> {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().context("parent")?)?;
+        std::fs::write(p, text)?;
+        Ok(())
+    };
+    for f in ["lib.sh", "deploy.sh", "node/startup.sh", "envoy/render.sh"] {
+        write(
+            &format!("deploy/{f}"),
+            &std::fs::read_to_string(repo_root().join("deploy").join(f))?,
+        )?;
+    }
+    for f in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "Dockerfile",
+        ".dockerignore",
+        "renewer/src/main.rs",
+        "edge-filter/src/lib.rs",
+        "syntax/src/lib.rs",
+        "tests/Cargo.toml",
+        "tests/src/lib.rs",
+        "README.md",
+        "docs/deploy.md",
+    ] {
+        write(f, &format!("// {f}\n"))?;
+    }
+    git(&["init", "-q"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-qm", "one"])?;
+    let config = repo.join("config.env");
+    std::fs::write(
+        &config,
+        format!(
+            "PROJECT={PROJECT}\nREGION=europe-west1\nDOMAINS=ws.example.com\nCONTACT_EMAIL=ops@example.com\n\
+             APP_IMAGE=europe-west1-docker.pkg.dev/{PROJECT}/apps/chat:1.0\n"
+        ),
+    )?;
+    let tag = || -> Result<String> {
+        let out = Command::new("bash")
+            .arg(repo.join("deploy/deploy.sh"))
+            .arg("--plan")
+            .arg(&config)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout)?;
+        let at = text
+            .find("renewer:src-")
+            .context("no image tag in the plan")?;
+        Ok(text[at..at + 24].to_string())
+    };
+    let first = tag()?;
+    for (path, same) in [
+        ("tests/src/lib.rs", true),
+        ("README.md", true),
+        ("docs/deploy.md", true),
+        ("renewer/src/main.rs", false),
+        ("tests/Cargo.toml", false),
+    ] {
+        let before = tag()?;
+        write(path, &format!("// {path}, changed\n"))?;
+        git(&["commit", "-qam", path])?;
+        let after = tag()?;
+        assert_eq!(after == before, same, "{path}: {before} -> {after}");
+    }
+    assert_ne!(tag()?, first);
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use harness::node::{Acme, Node, HOST, ORIGIN};
-use harness::{wait_for, ws_connect, ws_echo, AcmeStack, FakeSecretManager, RenewerProcess};
+use harness::{
+    free_port, http_get, wait_for, ws_connect, ws_echo, AcmeStack, EchoBackend, FakeSecretManager,
+    RenewerProcess,
+};
 use renewer::bundle::{BundleStore, ObjectBundles};
 use renewer::node::sync::Installed;
 
@@ -155,16 +158,17 @@ async fn watch_mode_installs_renewals_retries_faults_and_stops_on_sigterm() -> R
         .prefix("acme-edge-sync-")
         .tempdir()?;
     let tls_dir = tls.path().join("tls");
+    // No status endpoint here (the readiness test below has one).
     let extra = format!(
-        "[sync]\ndir = \"{}\"\nkeep_versions = 2\n",
+        "[sync]\ndir = \"{}\"\nkeep_versions = 2\nstatus_address = \"\"\n",
         tls_dir.display()
     );
     let config = stack.write_config("renewer.toml", &stack.config_text(&extra, CERT))?;
 
-    // Started before anything is issued: it logs the fault and keeps checking.
+    // Started before anything is issued: it says so and keeps checking.
     let mut watch = RenewerProcess::spawn(&config, &["sync", "--watch", "1s"], &[])?;
     watch
-        .wait_log("sync failed", Duration::from_secs(30))
+        .wait_log("nothing to install yet", Duration::from_secs(30))
         .await?;
 
     let mut serials = Vec::new();
@@ -249,5 +253,151 @@ async fn sync_reads_the_secret_manager_mirror() -> Result<()> {
     assert!(out.stderr.contains("sync.dir"), "{}", out.all());
     let out = stack.renewer(&config, &["sync", "--watch", "soon"]).await?;
     assert_eq!(out.code, 2, "{}", out.all());
+    Ok(())
+}
+
+/// `GET /ready` and `GET /metrics` of a `renewer sync --watch` status endpoint.
+async fn status(port: u16) -> Result<(u16, String, String)> {
+    let ready = http_get(port, "/ready").await?;
+    let metrics = http_get(port, "/metrics").await?;
+    Ok((ready.status, ready.body_text(), metrics.body_text()))
+}
+
+/// Waits until `/ready` answers `code` with a body containing `text`.
+async fn wait_ready(port: u16, code: u16, text: &str) -> Result<(String, String)> {
+    let last = std::sync::Mutex::new(String::new());
+    let waited = wait_for(
+        &format!("/ready to answer {code} with {text:?}"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body, metrics) = status(port).await?;
+            *last.lock().unwrap() = format!("{status} {body}");
+            Ok((status == code && body.contains(text)).then_some((body, metrics)))
+        },
+    )
+    .await;
+    let last = last.lock().unwrap().clone();
+    waited.with_context(|| format!("last answer: {last}"))
+}
+
+/// The node's readiness, as the load balancer's check sees it through Envoy: bootstrapping
+/// before any certificate exists, ready once Envoy presents the installed certificate, not
+/// ready while the app is down; after the names grow, the old certificate is served with the
+/// gap exported until the renewer adds the new name.
+#[tokio::test]
+async fn readiness_follows_envoy_and_the_app_and_a_missing_name_is_served_meanwhile() -> Result<()>
+{
+    let stack = AcmeStack::start().await?;
+    let dir = tempfile::Builder::new()
+        .prefix("acme-edge-ready-")
+        .tempdir()?;
+    let tls_dir = dir.path().join("tls");
+    let mut app = EchoBackend::start("app").await?;
+    let status_port = free_port();
+    // As on a node: `sync --init` writes sds.yaml before Envoy starts.
+    let init = stack.write_config(
+        "init.toml",
+        &stack.config_text(&format!("[sync]\ndir = \"{}\"\n", tls_dir.display()), CERT),
+    )?;
+    let out = stack.renewer(&init, &["sync", "--init"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let node = Node::start_with(
+        Acme::Stateless,
+        1,
+        &[
+            ("TLS_DIR", tls_dir.display().to_string()),
+            ("READY_ADDRESS", format!("127.0.0.1:{status_port}")),
+        ],
+    )
+    .await?;
+    let app_addr = app.addr();
+    let settings = |names: &str| {
+        format!(
+            "[sync]\ndir = \"{}\"\nstatus_address = \"127.0.0.1:{status_port}\"\n\
+             ready_tls_address = \"127.0.0.1:{}\"\nready_app_url = \"http://{}/healthz\"\n\
+             ready_interval_seconds = 1\n",
+            tls_dir.display(),
+            node.https,
+            app_addr
+        ) + &format!("[[certificates]]\nname = \"app\"\ndomains = [{names}]\n")
+    };
+    let config = stack.write_config(
+        "renewer.toml",
+        &stack.config_text(&settings("\"app.test\""), ""),
+    )?;
+    let mut watch = RenewerProcess::spawn(&config, &["sync", "--watch", "1s"], &[])?;
+
+    // No certificate anywhere yet: ready, so the node can answer the first challenges.
+    wait_ready(status_port, 200, "bootstrapping").await?;
+    // What the load balancer asks: Envoy's /.edge/healthz on the plain port is this answer.
+    let hc = node.get("/.edge/healthz").await?;
+    assert_eq!(hc.status, 200, "{}", hc.body_text());
+    assert!(
+        hc.body_text().contains("bootstrapping"),
+        "{}",
+        hc.body_text()
+    );
+
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let first = current_serial(&stack).await?;
+    let (_, metrics) = wait_ready(status_port, 200, &format!("serving {first}")).await?;
+    assert!(metrics.contains("acme_edge_sync_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("acme_edge_sync_missing_names 0"),
+        "{metrics}"
+    );
+
+    // The app goes down: the node is not ready (503 through Envoy too), and back.
+    app.stop().await;
+    let (body, metrics) = wait_ready(status_port, 503, "app:").await?;
+    assert!(body.starts_with("not ready"), "{body}");
+    assert!(metrics.contains("acme_edge_sync_ready 0"), "{metrics}");
+    assert_eq!(node.get("/.edge/healthz").await?.status, 503);
+    let port: u16 = app_addr.rsplit_once(':').context("port")?.1.parse()?;
+    let _app = EchoBackend::start_at("app", std::net::Ipv4Addr::LOCALHOST.into(), port).await?;
+    wait_ready(status_port, 200, &format!("serving {first}")).await?;
+
+    // The names grow (a node started with the new settings before the renewer ran): the
+    // certificate it has is served, and the gap is logged and exported.
+    watch.sigterm()?;
+    let stopped = watch.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(stopped.and_then(|s| s.code()), Some(0), "{}", watch.log());
+    let both = "\"app.test\", \"new.app.test\"";
+    std::fs::write(&config, stack.config_text(&settings(both), ""))?;
+    let watch = RenewerProcess::spawn(&config, &["sync", "--watch", "1s"], &[])?;
+    let (body, metrics) = wait_ready(status_port, 200, "lacks new.app.test").await?;
+    assert!(body.contains(&first), "{body}");
+    assert!(
+        metrics.contains("acme_edge_sync_missing_names 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("acme_edge_sync_missing_name{name=\"new.app.test\"} 1"),
+        "{metrics}"
+    );
+    watch
+        .wait_log(
+            "does not cover every configured name",
+            Duration::from_secs(10),
+        )
+        .await?;
+    assert_eq!(
+        served_serial(node.https, &stack.pebble.issuing_roots_pem().await?).await?,
+        first
+    );
+
+    // The renewer adds the name: the watcher installs it and the gap closes.
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let second = current_serial(&stack).await?;
+    assert_ne!(second, first);
+    let (_, metrics) = wait_ready(status_port, 200, &format!("serving {second}")).await?;
+    assert!(
+        metrics.contains("acme_edge_sync_missing_names 0"),
+        "{metrics}"
+    );
+    let got = installed(&tls_dir).context("installed")?;
+    assert_eq!(got.domains, vec!["app.test", "new.app.test"]);
     Ok(())
 }

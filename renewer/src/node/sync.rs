@@ -15,11 +15,16 @@
 //! `<version>`, and only then is `current` swapped by renaming a new symlink over it. Envoy
 //! watches `<dir>` (both the SDS file source and the secret's `watched_directory`), sees the
 //! rename, and re-reads the pair: never half a pair, and no restart. Anything wrong with what
-//! the source holds (unreadable, key not matching, names missing, expired) is refused before
-//! the directory is touched, so the certificate in service stays.
+//! the source holds (unreadable, key not matching, expired) is refused before the directory
+//! is touched, so the certificate in service stays.
 //!
-//! Decisions are pure functions ([`verify`], [`plan`]); the file system work is in
-//! [`install`] and [`prepare`], the source I/O in [`sync_once`].
+//! A certificate that lacks some configured names is still installed when it is the best
+//! there is (see [`accept`]): right after `DOMAINS` grows, a new node serves the current
+//! certificate, with a gap it logs and exports, rather than nothing until the renewer has
+//! added the new names. It never replaces one that covers more of them.
+//!
+//! Decisions are pure functions ([`verify`], [`missing_names`], [`accept`], [`plan`]); the
+//! file system work is in [`install`] and [`prepare`], the source I/O in [`sync_once`].
 
 use std::fs;
 use std::io::{self, Write};
@@ -147,23 +152,11 @@ pub fn installed(dir: &Path) -> Option<Installed> {
     Some(meta)
 }
 
-/// Check a bundle before it may be served: the chain parses, the key is the leaf's, every
-/// configured name is in the certificate, and it is valid now.
-pub fn verify(bundle: &Bundle, wanted: &[String], now: OffsetDateTime) -> Result<LeafInfo, String> {
+/// Check a bundle before it may be served: the chain parses, the key is the leaf's, and it is
+/// valid now. Which configured names it covers is [`missing_names`]' and [`accept`]'s business.
+pub fn verify(bundle: &Bundle, now: OffsetDateTime) -> Result<LeafInfo, String> {
     let leaf = certinfo::inspect(&bundle.fullchain_pem).map_err(|e| e.to_string())?;
     certinfo::check_key_matches(bundle.privkey_pem.expose(), &leaf).map_err(|e| e.to_string())?;
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|w| !leaf.domains.iter().any(|d| d.eq_ignore_ascii_case(w)))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "it does not cover {} (it has {})",
-            missing.join(", "),
-            leaf.domains.join(", ")
-        ));
-    }
     if leaf.not_after <= now {
         return Err(format!("it expired at {}", rfc3339(leaf.not_after)));
     }
@@ -175,6 +168,48 @@ pub fn verify(bundle: &Bundle, wanted: &[String], now: OffsetDateTime) -> Result
         ));
     }
     Ok(leaf)
+}
+
+/// The configured names (`wanted`) a certificate for `domains` does not cover, in `wanted`'s
+/// order. Names compare without regard to case (RFC 4343).
+pub fn missing_names(domains: &[String], wanted: &[String]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|w| !domains.iter().any(|d| d.eq_ignore_ascii_case(w)))
+        .cloned()
+        .collect()
+}
+
+/// Whether the source's (verified) certificate may replace what is installed. It may, unless
+/// the installed one is still valid and covers configured names the new one lacks: a node
+/// serves the best certificate it has, and a gap never grows by a sync.
+pub fn accept(
+    installed: Option<&Installed>,
+    leaf: &LeafInfo,
+    wanted: &[String],
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let new_gap = missing_names(&leaf.domains, wanted);
+    if new_gap.is_empty() {
+        return Ok(());
+    }
+    if let Some(i) = installed.filter(|i| i.not_after > now) {
+        let old_gap = missing_names(&i.domains, wanted);
+        let lost: Vec<&str> = new_gap
+            .iter()
+            .filter(|n| !old_gap.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !lost.is_empty() {
+            return Err(format!(
+                "it does not cover {} which the installed certificate {} does (it has {})",
+                lost.join(", "),
+                i.serial,
+                leaf.domains.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What to do, given what is installed and what the source has (pure).
@@ -379,11 +414,13 @@ pub async fn sync_once(
         }
     }
     let now = OffsetDateTime::now_utc();
-    let leaf = verify(&bundle, wanted, now).map_err(|reason| SyncError::Refused {
+    let refused = |reason| SyncError::Refused {
         serial: bundle.meta.serial.clone(),
         location: location.clone(),
         reason,
-    })?;
+    };
+    let leaf = verify(&bundle, now).map_err(refused)?;
+    accept(before.as_ref(), &leaf, wanted, now).map_err(refused)?;
     if let Some(b) = &before {
         if leaf.not_after < b.not_after {
             tracing::warn!(
@@ -494,35 +531,53 @@ mod tests {
     #[test]
     fn verify_accepts_a_good_bundle() {
         let b = bundle_for(&["a.example.com", "b.example.com"], 30);
-        let leaf = verify(&b, &wanted(&["b.example.com"]), OffsetDateTime::now_utc()).unwrap();
+        let leaf = verify(&b, OffsetDateTime::now_utc()).unwrap();
         assert_eq!(leaf.serial, b.meta.serial);
     }
 
     #[test]
-    fn verify_refuses_missing_names_expiry_and_foreign_keys() {
+    fn verify_refuses_expiry_and_foreign_keys() {
         let b = bundle_for(&["a.example.com"], 30);
         let now = OffsetDateTime::now_utc();
-        let e = verify(&b, &wanted(&["a.example.com", "c.example.com"]), now).unwrap_err();
-        assert!(e.contains("does not cover c.example.com"), "{e}");
-        let e = verify(
-            &b,
-            &wanted(&["a.example.com"]),
-            now + time::Duration::days(31),
-        )
-        .unwrap_err();
+        let e = verify(&b, now + time::Duration::days(31)).unwrap_err();
         assert!(e.contains("expired"), "{e}");
-        let e = verify(
-            &b,
-            &wanted(&["a.example.com"]),
-            now - time::Duration::days(2),
-        )
-        .unwrap_err();
+        let e = verify(&b, now - time::Duration::days(2)).unwrap_err();
         assert!(e.contains("not valid before"), "{e}");
         let other = bundle_for(&["a.example.com"], 30);
         let mut mixed = b.clone();
         mixed.privkey_pem = other.privkey_pem.clone();
-        let e = verify(&mixed, &wanted(&["a.example.com"]), now).unwrap_err();
+        let e = verify(&mixed, now).unwrap_err();
         assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn the_best_certificate_there_is_is_served_and_a_gap_never_grows() {
+        let now = OffsetDateTime::now_utc();
+        let both = wanted(&["a.example.com", "B.example.com"]);
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path());
+        let install_one = |names: &[&str]| {
+            let b = bundle_for(names, 30);
+            let leaf = verify(&b, now).unwrap();
+            (install(&t, &b, &leaf, "test", now).unwrap(), leaf)
+        };
+        let (only_a, leaf_a) = install_one(&["a.example.com"]);
+        assert_eq!(missing_names(&only_a.domains, &both), vec!["B.example.com"]);
+        // Nothing installed: the one lacking a name is better than none.
+        assert!(accept(None, &leaf_a, &both, now).is_ok());
+        // A newer one with the same gap, or a smaller one, replaces it.
+        let b = bundle_for(&["a.example.com"], 60);
+        assert!(accept(Some(&only_a), &verify(&b, now).unwrap(), &both, now).is_ok());
+        let (full, leaf_full) = install_one(&["a.example.com", "b.example.com"]);
+        assert!(missing_names(&full.domains, &both).is_empty());
+        assert!(accept(Some(&only_a), &leaf_full, &both, now).is_ok());
+        // Never back to one that lacks a name the installed one has...
+        let e = accept(Some(&full), &leaf_a, &both, now).unwrap_err();
+        assert!(e.contains("does not cover B.example.com"), "{e}");
+        // ...unless the installed one has expired (then anything valid is better).
+        assert!(accept(Some(&full), &leaf_a, &both, now + time::Duration::days(31)).is_ok());
+        // A name dropped from the settings is no gap.
+        assert!(accept(Some(&full), &leaf_a, &wanted(&["a.example.com"]), now).is_ok());
     }
 
     #[test]
@@ -530,7 +585,7 @@ mod tests {
         let b = bundle_for(&["a.example.com"], 30);
         let dir = tempfile::tempdir().unwrap();
         let t = target(dir.path());
-        let leaf = verify(&b, &[], OffsetDateTime::now_utc()).unwrap();
+        let leaf = verify(&b, OffsetDateTime::now_utc()).unwrap();
         let i = install(&t, &b, &leaf, "test", OffsetDateTime::now_utc()).unwrap();
         assert_eq!(plan(Some(&i), &i.serial, &i.chain_sha256), Plan::Keep);
         assert_eq!(plan(Some(&i), "other", &i.chain_sha256), Plan::Install);
@@ -549,7 +604,7 @@ mod tests {
         let mut serials = Vec::new();
         for i in 0..4 {
             let b = bundle_for(&["a.example.com"], 30);
-            let leaf = verify(&b, &[], OffsetDateTime::now_utc()).unwrap();
+            let leaf = verify(&b, OffsetDateTime::now_utc()).unwrap();
             let now = OffsetDateTime::now_utc() + time::Duration::seconds(i);
             let meta = install(&t, &b, &leaf, "test", now).unwrap();
             serials.push(meta.serial.clone());
@@ -585,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = target(dir.path());
         let b = bundle_for(&["a.example.com"], 30);
-        let leaf = verify(&b, &[], OffsetDateTime::now_utc()).unwrap();
+        let leaf = verify(&b, OffsetDateTime::now_utc()).unwrap();
         install(&t, &b, &leaf, "test", OffsetDateTime::now_utc()).unwrap();
         fs::write(dir.path().join("current/fullchain.pem"), "garbage").unwrap();
         assert!(installed(dir.path()).is_none());

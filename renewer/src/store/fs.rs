@@ -11,13 +11,15 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{check_key, Generation, Object, ObjectStore, Precondition, Sensitivity, StoreError};
+use super::{
+    check_key, Generation, Listed, Object, ObjectStore, Precondition, Sensitivity, StoreError,
+};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -30,11 +32,19 @@ impl FsStore {
     pub fn new(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
         let root = root.into();
         let location = format!("file://{}", root.display());
-        fs::create_dir_all(&root).map_err(|e| StoreError::Backend {
-            location: location.clone(),
-            key: String::new(),
-            message: format!("cannot create the store directory: {e}"),
-        })?;
+        // 0700: the store holds private keys and the account credentials. Only a directory
+        // created here gets the mode; an existing one is the operator's (and is left alone).
+        if !root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(|e| StoreError::Backend {
+                    location: location.clone(),
+                    key: String::new(),
+                    message: format!("cannot create the store directory: {e}"),
+                })?;
+        }
         Ok(FsStore { root, location })
     }
 
@@ -253,6 +263,49 @@ impl ObjectStore for FsStore {
     async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
         self.delete_sync(key, precondition)
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let mut found = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(prefix, "list", e)),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Temporary files and compare-and-swap sidecars are ours, not objects.
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                let Some(key) = path
+                    .strip_prefix(&self.root)
+                    .ok()
+                    .and_then(|k| k.to_str())
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    // Only folders on the way to (or under) the prefix.
+                    let folder = format!("{key}/");
+                    if folder.starts_with(prefix) || prefix.starts_with(&folder) {
+                        pending.push(path);
+                    }
+                } else if key.starts_with(prefix) && check_key(&key).is_ok() {
+                    let updated = meta
+                        .modified()
+                        .map(time::OffsetDateTime::from)
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                    found.push(Listed { key, updated });
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +414,37 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[tokio::test]
+    async fn the_root_is_private_and_lists_objects_only() {
+        let (dir, store) = store();
+        let mode = fs::metadata(dir.path().join("store"))
+            .expect("root")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        for key in [
+            "acme-challenge/t1",
+            "acme-challenge/t2",
+            "certs/app/1/fullchain.pem",
+        ] {
+            store
+                .put(key, b"x", Precondition::None, Sensitivity::Public)
+                .await
+                .expect("put");
+        }
+        let mut keys: Vec<String> = store
+            .list("acme-challenge/")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["acme-challenge/t1", "acme-challenge/t2"]);
+        assert_eq!(store.list("certs/app/").await.expect("list").len(), 1);
+        assert!(store.list("nothing/").await.expect("list").is_empty());
     }
 
     #[tokio::test]

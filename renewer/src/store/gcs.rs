@@ -25,8 +25,8 @@
 //!
 //! The client library retries transient failures of conditional writes. If a write did reach
 //! the service but its answer was lost, the retry meets its own result and gets 412: the caller
-//! sees `PreconditionFailed` for a write that won. That errs on the safe side (a lease looks
-//! taken by someone else until it expires), never the other way round.
+//! sees `PreconditionFailed` for a write that won. The lease (`crate::lock`) reads the object
+//! back and recognises its own owner token, so it proceeds instead of waiting for itself.
 //!
 //! A conditional delete first reads the object (the `get` path) and refuses a stale generation
 //! itself, then sends the `DELETE` with `ifGenerationMatch`, which is what makes it atomic on
@@ -56,7 +56,9 @@ use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::retry_policy::RetryableErrors;
 
-use super::{check_key, Generation, Object, ObjectStore, Precondition, Sensitivity, StoreError};
+use super::{
+    check_key, Generation, Listed, Object, ObjectStore, Precondition, Sensitivity, StoreError,
+};
 
 /// Upper bound of one store operation (one request and its retries).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -393,7 +395,100 @@ impl GcsStore {
         .await
     }
 
+    /// Every object under `prefix` (the store's key prefix added), through the JSON API's
+    /// `GET /storage/v1/b/<bucket>/o?prefix=…` page by page.
+    async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let full = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| self.err(prefix, format!("endpoint {:?}: {e}", self.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|()| {
+                self.err(
+                    prefix,
+                    format!("endpoint {:?} cannot be a base", self.endpoint),
+                )
+            })?
+            .pop_if_empty()
+            .extend(["storage", "v1", "b", &self.bucket, "o"]);
+        let mut found = Vec::new();
+        let mut page: Option<String> = None;
+        // A bound on pages, so a misbehaving server cannot keep a pass here forever.
+        for _ in 0..100 {
+            let mut this = url.clone();
+            {
+                let mut q = this.query_pairs_mut();
+                q.append_pair("prefix", &full);
+                q.append_pair("fields", "items(name,updated),nextPageToken");
+                if let Some(token) = &page {
+                    q.append_pair("pageToken", token);
+                }
+            }
+            let (status, body) = self
+                .bounded(prefix, "list", async {
+                    self.send_attempt(reqwest::Method::GET, this).await.map_err(
+                        |(Attempt::Transient(m) | Attempt::Fatal(m))| {
+                            self.err(prefix, format!("list: {m}"))
+                        },
+                    )
+                })
+                .await?;
+            if status != 200 {
+                return Err(self.err(
+                    prefix,
+                    format!(
+                        "list: {}",
+                        with_detail(format!("HTTP {status}"), &error_message(&body))
+                    ),
+                ));
+            }
+            let listing: ListPage = serde_json::from_slice(&body)
+                .map_err(|e| self.err(prefix, format!("list: unexpected answer: {e}")))?;
+            for item in listing.items {
+                let Some(key) = item.name.strip_prefix(&strip) else {
+                    continue;
+                };
+                let updated = item
+                    .updated
+                    .as_deref()
+                    .and_then(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    })
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                found.push(Listed {
+                    key: key.to_string(),
+                    updated,
+                });
+            }
+            match listing.next_page_token {
+                Some(t) if !t.is_empty() => page = Some(t),
+                _ => return Ok(found),
+            }
+        }
+        Err(self.err(prefix, "list: more than 100 pages"))
+    }
+
     async fn delete_attempt(&self, url: reqwest::Url) -> Result<(u16, bytes::Bytes), Attempt> {
+        self.send_attempt(reqwest::Method::DELETE, url).await
+    }
+
+    async fn send_attempt(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    ) -> Result<(u16, bytes::Bytes), Attempt> {
         let headers = match self.credentials.headers(http::Extensions::new()).await {
             Ok(CacheableResource::New { data, .. }) => data,
             Ok(CacheableResource::NotModified) => {
@@ -408,7 +503,7 @@ impl GcsStore {
         };
         let response = self
             .http
-            .delete(url)
+            .request(method, url)
             .headers(headers)
             .send()
             .await
@@ -451,6 +546,10 @@ impl ObjectStore for GcsStore {
 
     async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
         self.remove(key, precondition).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        self.list_objects(prefix).await
     }
 }
 
@@ -653,4 +752,20 @@ mod tests {
         assert!(!line.contains('\n'));
         assert!(line.chars().count() <= 301);
     }
+}
+
+/// One page of `objects.list`.
+#[derive(serde::Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    items: Vec<ListItem>,
+    #[serde(default, rename = "nextPageToken")]
+    next_page_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListItem {
+    name: String,
+    #[serde(default)]
+    updated: Option<String>,
 }

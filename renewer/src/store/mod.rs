@@ -52,6 +52,14 @@ impl fmt::Debug for Object {
     }
 }
 
+/// One object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// When it was last written (file mtime, object `updated`).
+    pub updated: time::OffsetDateTime,
+}
+
 /// When a write or delete may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -113,6 +121,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Delete the object. Deleting a missing object is not an error with [`Precondition::None`];
     /// with [`Precondition::GenerationMatches`] it is `PreconditionFailed`.
     async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError>;
+
+    /// Every object whose key starts with `prefix` (a folder such as `acme-challenge/`), in
+    /// no particular order. Only housekeeping lists; serving never depends on it.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
 }
 
 pub type SharedStore = Arc<dyn ObjectStore>;
@@ -125,6 +137,13 @@ pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreEr
             gcs::GcsStore::new(&bucket, &prefix, config.store.gcs_endpoint.as_deref()).await?,
         ),
     })
+}
+
+/// Check that the store answers, before a command relies on it: an unreachable store is a
+/// setup error (exit 3), not a certificate failure. Reads an object that is never written,
+/// so "missing" is the healthy answer.
+pub async fn check_reachable(store: &SharedStore) -> Result<(), StoreError> {
+    store.get(keys::PROBE).await.map(|_| ())
 }
 
 /// The Google client crates (through reqwest) need a process-wide rustls provider; this
@@ -160,6 +179,8 @@ pub fn check_key(key: &str) -> Result<(), String> {
 
 /// Object keys, in one place so the layout in `docs/architecture.md` has one source of truth.
 pub mod keys {
+    /// Read by [`super::check_reachable`]; never written.
+    pub const PROBE: &str = "locks/reachability-probe";
     pub fn account(directory_hash: &str) -> String {
         format!("acme/accounts/{directory_hash}.json")
     }
@@ -175,6 +196,10 @@ pub mod keys {
     /// Last attempt, last error and cached ARI answer; advisory, never needed to serve.
     pub fn state(name: &str) -> String {
         format!("certs/{name}/state.json")
+    }
+    /// The order in flight (`crate::inflight`): URL, tokens, and the key before finalize.
+    pub fn order(name: &str) -> String {
+        format!("certs/{name}/order.json")
     }
     pub fn challenge(token: &str) -> String {
         format!("acme-challenge/{token}")
