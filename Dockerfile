@@ -24,6 +24,7 @@ RUN cargo build --release --locked -p renewer \
         target/wasm32-unknown-unknown/release/edge_filter.wasm /out/opt/acme-edge/edge_filter.wasm \
  && chmod 0644 /out/opt/acme-edge/edge_filter.wasm \
  && install -d /out/etc/acme-edge \
+ && install -D -m 0644 -t /out/etc/acme-edge/roots renewer/roots/*.pem \
  && printf '%s\n' '# Settings come from RENEWER__<SECTION>__<FIELD> environment variables.' \
         > /out/etc/acme-edge/renewer.toml
 

@@ -79,8 +79,20 @@ RENEWER_LOG_FORMAT=json
 EOF
 }
 
-# The nodes' agents (`renewer sync`, `renewer members`) need the store, the mirror and the
-# names, not the CA: settings only the renewer reads do not change the nodes' template.
+# The roots `renewer sync` accepts chains to, shipped in the image (renewer/roots/): a
+# certificate someone else put in the bucket or the secret is refused unless the CA signed it.
+# A CA given by URL has no known roots: the nodes then accept any chain (docs/deploy.md).
+trusted_roots() {
+    case $ACME_DIRECTORY in
+    letsencrypt) echo /etc/acme-edge/roots/letsencrypt.pem ;;
+    letsencrypt-staging) echo /etc/acme-edge/roots/letsencrypt-staging.pem ;;
+    *) echo '' ;;
+    esac
+}
+
+# The nodes' agents (`renewer sync`, `renewer members`) need the store, the mirror, the
+# names and the CA's roots, not the CA itself: settings only the renewer reads do not change
+# the nodes' template.
 # shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
 node_renewer_env() {
     cat <<EOF
@@ -91,6 +103,9 @@ RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list $DOMAINS)}]
 RENEWER__SYNC__SOURCE=secret-manager
 RENEWER_LOG_FORMAT=json
 EOF
+    local roots
+    roots=$(trusted_roots)
+    [ -z "$roots" ] || echo "RENEWER__SYNC__TRUSTED_ROOTS=$roots"
 }
 
 renewer_env >"$OUT_DIR/renewer.env"

@@ -317,6 +317,11 @@ pub struct SyncConfig {
     pub ready_app_url: Option<String>,
     /// Seconds between readiness checks.
     pub ready_interval_seconds: u64,
+    /// A PEM file of CA root certificates. When set, a bundle whose chain does not lead to
+    /// one of them is refused (the installed certificate stays): a store someone else can
+    /// write to cannot make this node serve a certificate of their choosing. Unset: any
+    /// chain is accepted. `make deploy` sets the configured CA's roots where they are known.
+    pub trusted_roots: Option<PathBuf>,
 }
 
 impl Default for SyncConfig {
@@ -335,6 +340,7 @@ impl Default for SyncConfig {
             ready_server_name: None,
             ready_app_url: None,
             ready_interval_seconds: 5,
+            trusted_roots: None,
         }
     }
 }
@@ -770,6 +776,16 @@ impl Config {
         }
         if sync.ready_interval_seconds == 0 {
             return Err(("sync.ready_interval_seconds".into(), "must be > 0".into()));
+        }
+        if sync
+            .trusted_roots
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err((
+                "sync.trusted_roots".into(),
+                "must name a PEM file (or be left out)".into(),
+            ));
         }
         if self.certificates.is_empty() {
             return Err((

@@ -498,7 +498,15 @@ async fn sync_command(
         .certificate(&name)
         .map(|c| c.normalized_domains())
         .unwrap_or_default();
+    let trusted_roots = match &sync.trusted_roots {
+        Some(path) => Some(std::sync::Arc::new(
+            sync_mod::load_roots(path)
+                .map_err(|e| (EXIT_CONFIG, format!("sync.trusted_roots: {e}")))?,
+        )),
+        None => None,
+    };
     let target = Target {
+        trusted_roots,
         dir: sync.dir.clone(),
         secret_name: sync.secret_name.clone(),
         keep_versions: sync.keep_versions as usize,

@@ -433,7 +433,21 @@ impl Cluster {
             ("RENEWER__LOCK__WAIT_SECONDS", "30".into()),
         ]);
         self.renewer_env = with_env(&files.renewer_env, &job);
-        self.agent_env = with_env(&files.node_renewer_env, &google);
+        // Deploy makes the nodes trust only the CA's roots (Let's Encrypt's, in the image);
+        // here the CA is Pebble, so its root takes their place.
+        anyhow::ensure!(
+            files
+                .node_renewer_env
+                .iter()
+                .any(|(k, _)| k == "RENEWER__SYNC__TRUSTED_ROOTS"),
+            "deploy no longer sets the nodes' trusted roots"
+        );
+        let mut agent = google.to_vec();
+        agent.push((
+            "RENEWER__SYNC__TRUSTED_ROOTS",
+            self.dir.join("pebble-root.pem").display().to_string(),
+        ));
+        self.agent_env = with_env(&files.node_renewer_env, &agent);
         self.members_env = with_env(
             &deployed_members_env(&files.node_env)?,
             &[("RENEWER__MEMBERS__ENDPOINT", self.compute.endpoint())],

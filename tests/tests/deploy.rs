@@ -566,8 +566,13 @@ async fn deploy_creates_least_privilege_resources_and_a_second_run_changes_nothi
         renewer_env.contains("RENEWER__SYNC__SOURCE=secret-manager"),
         "{renewer_env}"
     );
-    // The nodes never need the CA: renewer-only settings are not in their template.
+    // The nodes never need the CA: renewer-only settings are not in their template. They
+    // trust only its roots (shipped in the image).
     assert!(!renewer_env.contains("RENEWER__ACME__"), "{renewer_env}");
+    assert!(
+        renewer_env.contains("RENEWER__SYNC__TRUSTED_ROOTS=/etc/acme-edge/roots/letsencrypt.pem"),
+        "{renewer_env}"
+    );
     // Envoy by digest, from the project's mirror.
     let node_env = metadata_item(&template[0].body, "acme-edge-settings").context("node.env")?;
     let envoy = node_env
@@ -1013,6 +1018,16 @@ fn dockerfile_matches_what_cloud_run_and_the_nodes_expect() -> Result<()> {
     assert!(dockerfile.contains("--target wasm32-unknown-unknown"));
     let startup = std::fs::read_to_string(root.join("deploy/node/startup.sh"))?;
     assert!(startup.contains(r#"docker cp "$cid:/opt/acme-edge/edge_filter.wasm""#));
+    // The CA roots the nodes' `renewer sync` trusts are in the image, where deploy points.
+    assert!(dockerfile.contains("-t /out/etc/acme-edge/roots renewer/roots/*.pem"));
+    let deploy = std::fs::read_to_string(root.join("deploy/deploy.sh"))?;
+    for file in ["letsencrypt.pem", "letsencrypt-staging.pem"] {
+        assert!(root.join("renewer/roots").join(file).is_file(), "{file}");
+        assert!(
+            deploy.contains(&format!("/etc/acme-edge/roots/{file}")),
+            "{file}"
+        );
+    }
     // The build context leaves out local builds and settings; the workspace is all there.
     for ignore in [".dockerignore", ".gcloudignore"] {
         let text = std::fs::read_to_string(root.join(ignore))?;

@@ -391,3 +391,60 @@ async fn a_state_that_cannot_be_written_stops_the_order_and_status_shows_it() ->
     assert!(out.stdout.contains("state"), "{}", out.all());
     Ok(())
 }
+
+#[tokio::test]
+async fn sync_with_trusted_roots_installs_the_cas_chain_and_refuses_a_self_signed_one() -> Result<()>
+{
+    use renewer::bundle::BundleStore as _;
+    let s = setup(false, Pebble::builder()).await?;
+    let roots = s.stack.dir().join("roots.pem");
+    std::fs::write(&roots, s.stack.pebble.issuing_roots_pem().await?)?;
+    let tls = s.stack.dir().join("tls");
+    let extra = format!(
+        "{}\n[sync]\ndir = \"{}\"\ntrusted_roots = \"{}\"\n",
+        s.store_section,
+        tls.display(),
+        roots.display()
+    );
+    let config = s
+        .stack
+        .write_config("renewer.toml", &s.stack.config_text(&extra, APP))?;
+    let out = s.stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = s.stack.renewer(&config, &["sync", "--once"]).await?;
+    assert_eq!(
+        out.code,
+        0,
+        "Pebble's chain leads to its root: {}",
+        out.all()
+    );
+    let installed = std::fs::read_to_string(tls.join("current/fullchain.pem"))?;
+
+    // Someone who can write the store publishes a certificate of their own.
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["app.example.test".to_string()])?.self_signed(&key)?;
+    let forged = renewer::bundle::Bundle::from_pem(
+        "app",
+        cert.pem(),
+        renewer::bundle::Secret::new(key.serialize_pem()),
+        time::OffsetDateTime::now_utc(),
+    )?;
+    renewer::bundle::ObjectBundles::new(s.stack.store.clone())
+        .publish(&forged)
+        .await?;
+    let out = s.stack.renewer(&config, &["sync", "--once"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("trusted root"), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(tls.join("current/fullchain.pem"))?,
+        installed,
+        "the installed certificate stays"
+    );
+    // A roots file that holds no certificate is a configuration error naming the field.
+    std::fs::write(&roots, "not a certificate")?;
+    let out = s.stack.renewer(&config, &["sync", "--once"]).await?;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("sync.trusted_roots"), "{}", out.all());
+    Ok(())
+}

@@ -47,6 +47,64 @@ pub struct Target {
     pub secret_name: String,
     /// Version directories kept, the current one included (at least 1).
     pub keep_versions: usize,
+    /// When set, only chains that lead to one of these roots are installed
+    /// (`sync.trusted_roots`, read by [`load_roots`]).
+    pub trusted_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+}
+
+/// The roots of `sync.trusted_roots`: every certificate of the PEM file (at least one).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!(
+            "{}: no usable CA certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(roots)
+}
+
+/// Whether the bundle's chain (leaf first, then intermediates) leads to one of `roots` for
+/// the leaf's first name, at `now` (RFC 5280 path validation, as a TLS client would do it).
+pub fn chain_trusted(
+    fullchain_pem: &str,
+    roots: &std::sync::Arc<rustls::RootCertStore>,
+    leaf: &LeafInfo,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let certs = CertificateDer::pem_slice_iter(fullchain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("its chain does not parse: {e}"))?;
+    let (end_entity, intermediates) = certs
+        .split_first()
+        .ok_or_else(|| "its chain is empty".to_string())?;
+    let name = leaf
+        .domains
+        .first()
+        .ok_or_else(|| "it names no DNS name".to_string())?;
+    let server_name = ServerName::try_from(name.clone()).map_err(|e| format!("{name:?}: {e}"))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.clone(),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| format!("trusted roots: {e}"))?;
+    let at = UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    ));
+    verifier
+        .verify_server_cert(end_entity, intermediates, &server_name, &[], at)
+        .map(|_| ())
+        .map_err(|e| format!("its chain does not lead to a trusted root (sync.trusted_roots): {e}"))
 }
 
 /// What `meta.json` of an installed version records.
@@ -420,6 +478,9 @@ pub async fn sync_once(
         reason,
     };
     let leaf = verify(&bundle, now).map_err(refused)?;
+    if let Some(roots) = &target.trusted_roots {
+        chain_trusted(&bundle.fullchain_pem, roots, &leaf, now).map_err(refused)?;
+    }
     accept(before.as_ref(), &leaf, wanted, now).map_err(refused)?;
     if let Some(b) = &before {
         if leaf.not_after < b.not_after {
@@ -518,6 +579,7 @@ mod tests {
 
     fn target(dir: &Path) -> Target {
         Target {
+            trusted_roots: None,
             dir: dir.to_path_buf(),
             secret_name: "server_cert".into(),
             keep_versions: 2,
@@ -526,6 +588,61 @@ mod tests {
 
     fn wanted(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A CA, and a chain for `a.example.com` it signed (leaf then CA).
+    fn ca_and_chain() -> (String, String) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf.signed_by(&key, &issuer).unwrap();
+        (ca_cert.pem(), format!("{}{}", leaf.pem(), ca_cert.pem()))
+    }
+
+    fn roots_of(pem: &str) -> std::sync::Arc<rustls::RootCertStore> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roots.pem");
+        fs::write(&path, pem).unwrap();
+        std::sync::Arc::new(load_roots(&path).unwrap())
+    }
+
+    #[test]
+    fn the_shipped_roots_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("roots");
+        for file in ["letsencrypt.pem", "letsencrypt-staging.pem"] {
+            let roots = load_roots(&dir.join(file)).unwrap();
+            assert_eq!(roots.len(), 2, "{file}");
+        }
+    }
+
+    #[test]
+    fn only_chains_to_a_trusted_root_pass() {
+        let (ca, chain) = ca_and_chain();
+        let (other_ca, _) = ca_and_chain();
+        let leaf = certinfo::inspect(&chain).unwrap();
+        let now = OffsetDateTime::now_utc();
+        chain_trusted(&chain, &roots_of(&ca), &leaf, now).expect("signed by the trusted CA");
+        let e = chain_trusted(&chain, &roots_of(&other_ca), &leaf, now).unwrap_err();
+        assert!(e.contains("trusted root"), "{e}");
+        // A self-signed bundle leads nowhere.
+        let own = bundle_for(&["a.example.com"], 30);
+        let own_leaf = certinfo::inspect(&own.fullchain_pem).unwrap();
+        assert!(chain_trusted(&own.fullchain_pem, &roots_of(&ca), &own_leaf, now).is_err());
+        // A file without certificates is refused when loaded.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        fs::write(&empty, "nothing").unwrap();
+        assert!(load_roots(&empty).is_err());
+        assert!(load_roots(&dir.path().join("missing.pem")).is_err());
     }
 
     #[test]
