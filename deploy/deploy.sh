@@ -81,11 +81,12 @@ EOF
 
 # The roots `renewer sync` accepts chains to, shipped in the image (renewer/roots/): a
 # certificate someone else put in the bucket or the secret is refused unless the CA signed it.
-# A CA given by URL has no known roots: the nodes then accept any chain (docs/deploy.md).
+# One file for Let's Encrypt's production and staging roots, so moving between the two does
+# not roll the nodes. A CA given by URL has no known roots: the nodes then accept any chain
+# (docs/deploy.md).
 trusted_roots() {
     case $ACME_DIRECTORY in
-    letsencrypt) echo /etc/acme-edge/roots/letsencrypt.pem ;;
-    letsencrypt-staging) echo /etc/acme-edge/roots/letsencrypt-staging.pem ;;
+    letsencrypt | letsencrypt-staging) echo /etc/acme-edge/roots/letsencrypt.pem ;;
     *) echo '' ;;
     esac
 }

@@ -312,6 +312,9 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
             members_command(members, init, interval).await
         }
         Command::Run { force, only, json } => {
+            // What another renewer stores from now on, a forced run takes (one issuance for
+            // many forced runs queued on the lease).
+            let requested_at = Some(time::OffsetDateTime::now_utc());
             let config = load()?;
             for name in &only {
                 if config.certificate(name).is_none() {
@@ -336,6 +339,7 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
                     force,
                     only,
                     cancel,
+                    requested_at,
                 })
                 .await;
             if json {

@@ -79,6 +79,11 @@ pub struct RunOptions {
     /// orders and retry pauses end at once, challenge answers are removed, the lease is
     /// released, and the certificate in service stays as it was. Not counted as a failure.
     pub cancel: CancellationToken,
+    /// When the caller asked for this pass (`renewer run`: the process start; `renewer
+    /// serve`: the trigger's arrival, which may have waited for another pass). A forced run
+    /// takes a certificate stored after this instead of ordering again. Default: when each
+    /// certificate's turn comes.
+    pub requested_at: Option<OffsetDateTime>,
 }
 
 /// The long-lived parts of a renewer: configuration, stores, and (opened on first use) the
@@ -222,7 +227,7 @@ impl Renewer {
         // threads meanwhile.
         let span = tracing::info_span!("certificate", certificate = %cert.name);
         let report = self
-            .renew_one(cert, options.force, &options.cancel)
+            .renew_one(cert, options.force, options.requested_at, &options.cancel)
             .instrument(span.clone())
             .await;
         let _enter = span.enter();
@@ -247,12 +252,13 @@ impl Renewer {
         &self,
         cert: &CertificateConfig,
         force: bool,
+        requested_at: Option<OffsetDateTime>,
         cancel: &CancellationToken,
     ) -> CertReport {
         let name = cert.name.as_str();
         // Before anything is read: a certificate stored after this moment was ordered by
         // another renewer while this one was on its way (a forced run takes that one).
-        let started = OffsetDateTime::now_utc();
+        let started = requested_at.unwrap_or_else(OffsetDateTime::now_utc);
         let mut st = self.load_state(name).await;
         let loaded = st.clone();
         let current = match self.primary.current_meta(name).await {

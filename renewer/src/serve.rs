@@ -132,6 +132,8 @@ impl Service {
     /// Run a pass, or join the one running with the same options. Returns the result and
     /// whether it was joined.
     pub async fn trigger(self: &Arc<Self>, request: PassRequest) -> (Arc<PassResult>, bool) {
+        // A forced pass that had to wait for another one takes what that one issued.
+        let asked = OffsetDateTime::now_utc();
         enum Next {
             Join(PassFuture),
             WaitFor(PassFuture),
@@ -146,7 +148,7 @@ impl Service {
                     }
                     Some(r) if r.result.peek().is_none() => Next::WaitFor(r.result.clone()),
                     _ => {
-                        let future = self.start(request.clone());
+                        let future = self.start(request.clone(), asked);
                         *running = Some(Running {
                             request: request.clone(),
                             result: future.clone(),
@@ -166,13 +168,14 @@ impl Service {
         }
     }
 
-    fn start(self: &Arc<Self>, request: PassRequest) -> PassFuture {
+    fn start(self: &Arc<Self>, request: PassRequest, asked: OffsetDateTime) -> PassFuture {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let this = self.clone();
         let options = RunOptions {
             force: request.force,
             only: request.only.clone(),
             cancel: self.cancel_passes.clone(),
+            requested_at: Some(asked),
         };
         let span = tracing::info_span!("pass", pass = id);
         let selected = self.selected(&options.only);

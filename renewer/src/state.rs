@@ -96,3 +96,28 @@ pub async fn save(store: &SharedStore, name: &str, state: &CertState) -> Result<
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_later_outcome_is_newer() {
+        let t = |s: i64| Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s));
+        let failed = CertState {
+            consecutive_failures: 2,
+            last_failure: t(20),
+            last_success: t(10),
+            ..CertState::default()
+        };
+        let succeeded_before = CertState {
+            last_success: t(10),
+            ..CertState::default()
+        };
+        assert!(newer(&failed, &succeeded_before));
+        assert!(!newer(&succeeded_before, &failed));
+        assert!(!newer(&failed, &failed));
+        // Nothing recorded is never newer than something.
+        assert!(!newer(&CertState::default(), &succeeded_before));
+    }
+}

@@ -1021,13 +1021,8 @@ fn dockerfile_matches_what_cloud_run_and_the_nodes_expect() -> Result<()> {
     // The CA roots the nodes' `renewer sync` trusts are in the image, where deploy points.
     assert!(dockerfile.contains("-t /out/etc/acme-edge/roots renewer/roots/*.pem"));
     let deploy = std::fs::read_to_string(root.join("deploy/deploy.sh"))?;
-    for file in ["letsencrypt.pem", "letsencrypt-staging.pem"] {
-        assert!(root.join("renewer/roots").join(file).is_file(), "{file}");
-        assert!(
-            deploy.contains(&format!("/etc/acme-edge/roots/{file}")),
-            "{file}"
-        );
-    }
+    assert!(root.join("renewer/roots/letsencrypt.pem").is_file());
+    assert!(deploy.contains("/etc/acme-edge/roots/letsencrypt.pem"));
     // The build context leaves out local builds and settings; the workspace is all there.
     for ignore in [".dockerignore", ".gcloudignore"] {
         let text = std::fs::read_to_string(root.join(ignore))?;

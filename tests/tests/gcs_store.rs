@@ -732,3 +732,33 @@ async fn service_errors_are_backend_errors_with_the_status() {
         "{requests:?}"
     );
 }
+
+/// Housekeeping lists a folder: every object under the prefix, keys relative to the store's
+/// own prefix, with when each was written; nothing outside it.
+#[tokio::test]
+async fn list_finds_the_objects_of_a_folder_only() {
+    let gcs = fake_gcs().await;
+    let s = store(&gcs, "edge").await;
+    for key in [
+        "acme-challenge/t1",
+        "acme-challenge/t2",
+        "certs/app/1/fullchain.pem",
+    ] {
+        s.put(key, b"x", Precondition::None, Sensitivity::Public)
+            .await
+            .expect("put");
+    }
+    // Another prefix in the same bucket is not ours.
+    gcs.upload(BUCKET, "other/acme-challenge/t3", b"x")
+        .await
+        .expect("upload");
+    let mut listed = s.list("acme-challenge/").await.expect("list");
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(keys, ["acme-challenge/t1", "acme-challenge/t2"]);
+    let now = time::OffsetDateTime::now_utc();
+    for l in &listed {
+        assert!((now - l.updated).whole_minutes().abs() < 10, "{l:?}");
+    }
+    assert!(s.list("nothing/").await.expect("list").is_empty());
+}

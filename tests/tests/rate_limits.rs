@@ -75,9 +75,14 @@ fn current_serial(store: &Path) -> Result<String> {
     Ok(norm(v["serial"].as_str().unwrap_or_default()))
 }
 
+/// Challenge answers in a file store (not the store's hidden temporary files).
 fn challenge_objects(store: &Path) -> usize {
     std::fs::read_dir(store.join("acme-challenge"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
         .unwrap_or(0)
 }
 

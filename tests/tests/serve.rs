@@ -128,6 +128,37 @@ async fn concurrent_triggers_join_one_pass_and_one_order() -> Result<()> {
     Ok(())
 }
 
+/// Two forced triggers with different options are two passes, but one issuance: the second
+/// waits for the lease and takes the certificate the first stored.
+#[tokio::test]
+async fn two_different_forced_passes_cost_one_issuance() -> Result<()> {
+    let stack = AcmeStack::start().await?;
+    let config = stack.write_config("renewer.toml", &stack.config_text("", APP))?;
+    let port = free_port();
+    let serve = RenewerProcess::serve(&config, port).await?;
+    let (status, _) = trigger(port, "{}").await?;
+    assert_eq!(status, 200, "{}", serve.log());
+    let before = stack.pebble.issued_serials().len();
+    // The second trigger must arrive while the first pass holds the lease.
+    stack.responder.set_delay(Duration::from_secs(2));
+    let first = tokio::spawn(trigger(port, r#"{"force":true}"#));
+    serve
+        .wait_log("renewal pass started", Duration::from_secs(30))
+        .await?;
+    let second = tokio::spawn(trigger(port, r#"{"only":["app"],"force":true}"#));
+    let (s1, a1) = first.await??;
+    let (s2, a2) = second.await??;
+    assert_eq!((s1, s2), (200, 200), "{a1}\n{a2}");
+    assert_ne!(a1["pass"]["id"], a2["pass"]["id"], "two passes");
+    assert_eq!(
+        stack.pebble.issued_serials().len(),
+        before + 1,
+        "one issuance\n{}",
+        serve.log()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn sigterm_during_a_pass_stops_in_time_and_keeps_the_certificate() -> Result<()> {
     let stack = AcmeStack::start().await?;
