@@ -424,6 +424,18 @@ impl Acme {
             }
         }
         let (acme, info) = Acme::open(config, store, true).await?;
+        tracing::error!(
+            old_account = gone_url,
+            new_account = info.account_url,
+            backup = backup
+                .as_deref()
+                .unwrap_or("(already replaced by another renewer)"),
+            thumbprint = info.thumbprint,
+            "the CA no longer knows the stored ACME account (deactivated, or the CA was reset); \
+             registered a new one and kept the old credentials as a backup. The account \
+             thumbprint changed: update ACME_THUMBPRINT wherever the filter answers challenges \
+             from it"
+        );
         Ok((acme, info, backup))
     }
 
@@ -498,15 +510,7 @@ impl Acme {
         // Challenge answers are only useful while the CA validates: remove them whatever
         // happened (a resumed order publishes them again). A failure to clean up is logged.
         if !record.tokens.is_empty() {
-            for token in &record.tokens {
-                if let Err(e) = store
-                    .delete(&keys::challenge(token), Precondition::None)
-                    .await
-                {
-                    tracing::warn!(certificate = name, error = %e, "could not remove a challenge answer");
-                }
-            }
-            record.tokens.clear();
+            inflight::remove_answers(store, &mut record).await;
             if result.is_err() {
                 if let Err(e) = inflight::save(store, name, &record).await {
                     tracing::warn!(certificate = name, error = %e, "could not update the order record");

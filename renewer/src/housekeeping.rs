@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
 use crate::inflight;
-use crate::store::{keys, Listed, Precondition, SharedStore};
+use crate::store::{Listed, Precondition, SharedStore};
 
 /// How long an ACME order and its pending authorizations live at Let's Encrypt (7 days; RFC
 /// 8555 §7.1.3 `expires`). A challenge answer older than that can no longer be asked for.
@@ -100,18 +100,7 @@ pub async fn clear_order_tokens(store: &SharedStore, name: &str) {
             return;
         }
     };
-    let mut left = Vec::new();
-    for token in &rec.tokens {
-        if let Err(e) = store
-            .delete(&keys::challenge(token), Precondition::None)
-            .await
-        {
-            tracing::warn!(error = %e, "could not remove a challenge answer left by an earlier run");
-            left.push(token.clone());
-        }
-    }
-    let removed = rec.tokens.len() - left.len();
-    rec.tokens = left;
+    let removed = inflight::remove_answers(store, &mut rec).await;
     if let Err(e) = inflight::save(store, name, &rec).await {
         tracing::warn!(error = %e, "could not update the order record");
     }
@@ -158,6 +147,7 @@ pub async fn prune_serials(store: &SharedStore, name: &str, current: &str, keep:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::keys;
 
     fn at(key: &str, days_ago: i64) -> Listed {
         Listed {

@@ -105,6 +105,24 @@ pub async fn save(store: &SharedStore, name: &str, rec: &InFlight) -> Result<(),
         .map(|_| ())
 }
 
+/// Delete the challenge answers `rec` lists; the tokens whose answer could not be deleted
+/// stay listed (logged). Returns how many were removed. The record itself is not saved.
+pub async fn remove_answers(store: &SharedStore, rec: &mut InFlight) -> usize {
+    let before = rec.tokens.len();
+    let mut left = Vec::new();
+    for token in rec.tokens.drain(..) {
+        if let Err(e) = store
+            .delete(&keys::challenge(&token), Precondition::None)
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove a challenge answer");
+            left.push(token);
+        }
+    }
+    rec.tokens = left;
+    before - rec.tokens.len()
+}
+
 pub async fn clear(store: &SharedStore, name: &str) -> Result<(), StoreError> {
     store.delete(&keys::order(name), Precondition::None).await
 }

@@ -402,13 +402,6 @@ async fn dispatch(cli: Cli) -> Result<u8, (u8, String)> {
                                 .await
                                 .map_err(|e| (EXIT_SETUP, e.to_string()))?;
                         let backup = backup.unwrap_or_else(|| "(replaced meanwhile by another renewer)".into());
-                        tracing::error!(
-                            old_account = gone,
-                            new_account = new_info.account_url,
-                            backup,
-                            thumbprint = new_info.thumbprint,
-                            "the CA no longer knows the stored ACME account; registered a new one (update ACME_THUMBPRINT wherever the filter answers challenges from it)"
-                        );
                         info = new_info;
                         info.replaced = Some(format!("{gone} (credentials kept in {backup})"));
                     }

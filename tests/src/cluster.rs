@@ -950,6 +950,17 @@ impl Cluster {
 }
 
 /// The instance every node picks for each key, or an error naming the disputed keys.
+/// Client number `n` as a distinct source address: 127.0.2.1, 127.0.2.2, … 127.0.3.1, … (the
+/// front's affinity is by client address, so tests that want many clients bind these).
+pub fn client_address(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        2 + (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    ))
+}
+
 pub fn agreement(owners: &[Vec<String>]) -> Result<Vec<String>> {
     let first = owners.first().context("no node")?;
     let disputed: Vec<usize> = (0..first.len())

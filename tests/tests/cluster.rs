@@ -6,7 +6,6 @@
 //! the load balancer picked. See `harness::cluster`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -20,15 +19,7 @@ fn quiet(_: &str) {}
 /// One cluster at a time in this binary: each is a dozen processes on a small machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Client number `n` as a distinct address: 127.0.2.1, 127.0.2.2, … 127.0.3.1, …
-fn client(n: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        0,
-        2 + (n / 250) as u8,
-        (n % 250 + 1) as u8,
-    ))
-}
+use harness::cluster::client_address as client;
 
 /// A cluster with its first certificate issued and served by every node.
 async fn cluster(nodes: usize) -> Result<Cluster> {

@@ -5,7 +5,6 @@
 //! Manager and its Envoy serves it; WebSocket clients stick to their instance over TLS.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,14 +16,7 @@ fn quiet(_: &str) {}
 /// One cluster at a time in this binary: each is a dozen processes on a small machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn client(n: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        0,
-        2 + (n / 250) as u8,
-        (n % 250 + 1) as u8,
-    ))
-}
+use harness::cluster::client_address as client;
 
 async fn start() -> Result<Cluster> {
     Cluster::start(ClusterOptions::default(), &quiet).await
