@@ -6,9 +6,9 @@
 
 use time::OffsetDateTime;
 
-use crate::bundle::{Bundle, Secret};
-use crate::certinfo;
-use crate::config::Config;
+use crate::shared::bundle::{Bundle, Secret};
+use crate::shared::certinfo;
+use crate::shared::config::Config;
 use crate::node::sync;
 
 /// `renewer_config`: TOML text, then optionally `\0` and `KEY=value` lines (the environment,

@@ -1,49 +1,48 @@
-//! The acme-edge renewer: keeps ACME certificates issued and renewed, and publishes them to a
-//! directory or Cloud Storage bucket, optionally mirrored into Secret Manager.
+//! The acme-edge renewer: keeps ACME certificates issued and renewed, publishes them to a
+//! directory or Cloud Storage bucket (optionally mirrored into Secret Manager), and installs
+//! them for Envoy on the app nodes.
 //!
-//! The binary (`src/main.rs`) is a thin CLI over this library; integration tests drive the
-//! binary against a real Pebble CA, and the library against emulators.
+//! Folders say where the code runs (see `docs/architecture.md` for the map):
 //!
-//! Layout: `config` (the TOML file), `policy` (pure: renew now, and why), `acme` (the order
-//! flow), `store` (object stores and Secret Manager), `bundle` (an issued certificate and where
-//! it is published), `lock` (the renewal lease), `state` (last attempts), `run` (one pass),
-//! `status` (the table), `logging`, `function` (a functions-framework-style HTTP runtime),
-//! `serve` (the renewer on it), `metrics` (Prometheus text), `node` (what runs on an app node:
-//! `sync` installs the certificate for Envoy, `members` keeps the cluster's membership).
+//! * `cloud/` — the renewal pass, in a Cloud Run job or function (`run`, `serve`, `status`,
+//!   `account`).
+//! * `node/` — the agents on each app node, next to Envoy (`sync`, `members`).
+//! * `shared/` — what both use: config, stores, the bundle format, certificate parsing, time,
+//!   logging, metrics. It depends on neither side.
+//! * `cli/` — the command line over all three.
+//!
+//! Dependencies point one way: `cli` → `cloud` | `node` → `shared`; `shared::config` depends
+//! only on leaf types (`store`'s URL, `config::syntax`). `tests/tests/structure.rs` fails on a
+//! module cycle.
+//!
+//! The binary (`src/main.rs`) calls [`cli::main`]; integration tests drive the binary against
+//! a real Pebble CA, and the re-exported modules below against emulators.
 
-pub mod acme;
-pub mod bundle;
-pub mod certinfo;
-pub mod config;
-pub mod function;
+#![warn(missing_docs)]
+
+pub mod cli;
+mod cloud;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-pub mod housekeeping;
-pub mod inflight;
-pub mod lock;
-pub mod logging;
-pub mod metrics;
 pub mod node;
-pub mod policy;
-pub mod run;
-pub mod serve;
-pub mod state;
-pub mod status;
-pub mod store;
+mod shared;
+
+// The data model and stores, for the integration tests and fuzz targets.
+pub use shared::{bundle, certinfo, config, store};
 
 /// Failures that stop the renewer before it can look at any certificate.
 #[derive(Debug, thiserror::Error)]
 pub enum RenewerError {
+    /// The config is wrong (the message names the field).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("{0}")]
-    Setup(String),
-}
-
-impl From<bundle::BundleError> for RenewerError {
-    fn from(e: bundle::BundleError) -> Self {
-        RenewerError::Setup(e.to_string())
-    }
+    /// The store was opened but does not answer.
+    #[error("the store cannot be reached: {0}")]
+    Unreachable(#[source] store::StoreError),
+    /// Secret Manager or another service needed before the pass could not be set up.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
 }

@@ -1321,6 +1321,7 @@ fn renewal_pass(st: &mut State, env: &Value) -> std::result::Result<(), String> 
     let bucket = config
         .store
         .url
+        .to_string()
         .strip_prefix("gs://")
         .map(|b| b.trim_end_matches('/').to_string())
         .ok_or("the store is not a bucket")?;

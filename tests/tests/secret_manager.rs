@@ -1,11 +1,11 @@
-//! The renewer's Secret Manager mirror (`renewer::store::secret_manager`) against the fake
+//! The renewer's Secret Manager mirror (`renewer::bundle::secret_manager`) against the fake
 //! Secret Manager of the harness, through the official REST client.
 
 use harness::secret_manager::VersionState;
 use harness::FakeSecretManager;
 use renewer::bundle::{Bundle, BundleError, BundleStore, Secret};
 use renewer::config::SecretManagerConfig;
-use renewer::store::secret_manager::SecretManagerMirror;
+use renewer::bundle::secret_manager::SecretManagerMirror;
 use time::OffsetDateTime;
 
 const PROJECT: &str = "acme-edge-test";

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::eds;
 use super::members::{self, KeepReason, Member, MemberSource, Next};
-use crate::config::MembersConfig;
+use crate::shared::config::MembersConfig;
 
 /// What the agent reports (the metrics).
 #[derive(Debug, Clone, Default)]
@@ -196,7 +196,7 @@ impl Agent {
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
-                                crate::metrics::CONTENT_TYPE,
+                                crate::shared::metrics::CONTENT_TYPE,
                             )],
                             agent.metrics(),
                         )

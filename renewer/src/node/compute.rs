@@ -16,7 +16,7 @@ use google_cloud_compute_v1::client::{Instances, RegionInstanceGroupManagers};
 use google_cloud_gax::paginator::ItemPaginator as _;
 
 use super::members::{Instance, MemberSource};
-use crate::config::MembersConfig;
+use crate::shared::config::MembersConfig;
 
 /// The instance label `make deploy`'s template sets to the group's name.
 pub const GROUP_LABEL: &str = "acme-edge-group";
@@ -37,7 +37,7 @@ impl ComputeSource {
     /// Clients for the group in `cfg`. With `cfg.endpoint` set, requests go there without
     /// credentials (tests); otherwise to the real API with Application Default Credentials.
     pub async fn new(cfg: &MembersConfig) -> Result<ComputeSource, String> {
-        crate::store::install_crypto_provider();
+        crate::shared::store::install_crypto_provider();
         let anonymous = || google_cloud_auth::credentials::anonymous::Builder::new().build();
         let mut groups = RegionInstanceGroupManagers::builder().with_attempt_timeout(CALL_TIMEOUT);
         let mut instances = Instances::builder().with_attempt_timeout(CALL_TIMEOUT);

@@ -10,9 +10,9 @@
 //! Two processes rather than one, so a slow Compute Engine call never delays a certificate
 //! and each restarts alone (deploy/node/startup.sh runs them as two units).
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod compute;
 pub mod eds;
 pub mod members;
-pub mod ready;
+pub(crate) mod ready;
 pub mod sync;

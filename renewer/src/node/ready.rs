@@ -16,7 +16,6 @@
 //! does the two checks; [`serve`] runs the checks and answers `/ready` and `/metrics`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +25,8 @@ use axum::Router;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+use crate::shared::config::syntax::AppUrl;
 
 use super::sync::{missing_names, Installed, Outcome, SyncError};
 
@@ -324,44 +325,6 @@ pub struct LocalProbe {
     tls: tokio_rustls::TlsConnector,
 }
 
-/// `http://HOST:PORT/PATH`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppUrl {
-    pub authority: String,
-    pub path: String,
-}
-
-impl AppUrl {
-    /// Parses `http://host:port/path` (plain HTTP: the app listens on the node's own network).
-    pub fn parse(text: &str) -> Result<AppUrl, String> {
-        let rest = text
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{text:?} is not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let port_ok = authority.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            return Err(format!("{text:?}: expected http://HOST:PORT/PATH"));
-        }
-        if path
-            .chars()
-            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
-        {
-            return Err(format!(
-                "{text:?}: the path has spaces or control characters"
-            ));
-        }
-        Ok(AppUrl {
-            authority: authority.to_string(),
-            path: path.to_string(),
-        })
-    }
-}
-
 /// Accepts whatever certificate Envoy presents: the probe compares its serial with the one
 /// `sync` installed (and verified before installing); it does not decide trust. The handshake
 /// signature is still checked, so the peer holds the certificate's key.
@@ -458,7 +421,7 @@ impl NodeProbe for LocalProbe {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .ok_or_else(|| format!("{}: no certificate presented", self.tls_address))?;
-            crate::certinfo::serial_of_der(leaf.as_ref()).map_err(|e| e.to_string())
+            crate::shared::certinfo::serial_of_der(leaf.as_ref()).map_err(|e| e.to_string())
         };
         tokio::time::timeout(CHECK_TIMEOUT, handshake)
             .await
@@ -565,7 +528,7 @@ pub async fn serve(
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            crate::metrics::CONTENT_TYPE,
+                            crate::shared::metrics::CONTENT_TYPE,
                         )],
                         text,
                     )
@@ -579,12 +542,6 @@ pub async fn serve(
     if let Err(e) = served {
         tracing::error!(error = %e, "the status endpoint stopped");
     }
-}
-
-/// Parse `host:port` of the status listener (an address, so a typo fails at startup).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:9903"))
 }
 
 #[cfg(test)]

@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::bundle::{Bundle, BundleStore};
-use crate::certinfo::{self, LeafInfo};
-use crate::policy::rfc3339;
+use crate::shared::bundle::{Bundle, BundleStore};
+use crate::shared::certinfo::{self, LeafInfo};
+use crate::shared::clock::rfc3339;
 
 /// Where and how to install.
 #[derive(Debug, Clone)]
@@ -562,7 +562,7 @@ pub fn jittered(interval: Duration, unit_random: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::Secret;
+    use crate::shared::bundle::Secret;
     use rcgen::{CertificateParams, KeyPair};
 
     fn bundle_for(names: &[&str], days: i64) -> Bundle {

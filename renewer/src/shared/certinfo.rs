@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::KeyType;
+use crate::shared::config::KeyType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::policy::{AriWindow, FailureHistory};
-use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
+use crate::cloud::policy::{AriWindow, FailureHistory};
+use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CertState {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::inflight;
-use crate::store::{Listed, Precondition, SharedStore};
+use crate::cloud::inflight;
+use crate::shared::store::{Listed, Precondition, SharedStore};
 
 /// How long an ACME order and its pending authorizations live at Let's Encrypt (7 days; RFC
 /// 8555 §7.1.3 `expires`). A challenge answer older than that can no longer be asked for.
@@ -147,7 +147,7 @@ pub async fn prune_serials(store: &SharedStore, name: &str, current: &str, keep:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::keys;
+    use crate::shared::store::keys;
 
     fn at(key: &str, days_ago: i64) -> Listed {
         Listed {
@@ -200,14 +200,14 @@ mod tests {
     async fn sweeping_a_file_store_removes_only_old_answers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: SharedStore =
-            std::sync::Arc::new(crate::store::fs::FsStore::new(dir.path()).expect("store"));
+            std::sync::Arc::new(crate::shared::store::fs::FsStore::new(dir.path()).expect("store"));
         for token in ["old", "fresh"] {
             store
                 .put(
                     &keys::challenge(token),
                     b"k",
                     Precondition::None,
-                    crate::store::Sensitivity::Public,
+                    crate::shared::store::Sensitivity::Public,
                 )
                 .await
                 .expect("put");

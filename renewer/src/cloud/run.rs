@@ -16,13 +16,13 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::acme::{Acme, AcmeError, OrderSpec};
-use crate::bundle::{Bundle, BundleStore, CertMeta, ObjectBundles};
-use crate::config::{CertificateConfig, Config};
-use crate::lock;
-use crate::policy::{self, Decision, Inputs, Reason};
-use crate::state::{self, AriCache, CertState};
-use crate::store::SharedStore;
+use crate::cloud::acme::{Acme, AcmeError, OrderSpec};
+use crate::shared::bundle::{Bundle, BundleStore, CertMeta, ObjectBundles};
+use crate::shared::config::{CertificateConfig, Config};
+use crate::cloud::lock;
+use crate::cloud::policy::{self, Decision, Inputs, Reason};
+use crate::cloud::state::{self, AriCache, CertState};
+use crate::shared::store::SharedStore;
 
 /// What happened to one certificate.
 #[derive(Debug, Clone, Serialize)]
@@ -103,13 +103,15 @@ pub struct Renewer {
 impl Renewer {
     pub async fn new(config: Config) -> Result<Renewer, crate::RenewerError> {
         config.require_acme("configuration")?;
-        let store = crate::store::open(&config).await?;
-        crate::store::check_reachable(&store)
+        let store =
+            crate::shared::store::open(&config.store.url, config.store.gcs_endpoint.as_deref())
+                .await?;
+        crate::shared::store::check_reachable(&store)
             .await
-            .map_err(|e| crate::RenewerError::Setup(format!("the store cannot be reached: {e}")))?;
+            .map_err(crate::RenewerError::Unreachable)?;
         let mirror: Option<Arc<dyn BundleStore>> = match &config.secret_manager {
             Some(sm) => Some(Arc::new(
-                crate::store::secret_manager::SecretManagerMirror::new(sm).await?,
+                crate::shared::bundle::secret_manager::SecretManagerMirror::new(sm).await?,
             )),
             None => None,
         };
@@ -178,7 +180,7 @@ impl Renewer {
     }
 
     /// Record the state in the store, and in memory whatever the store says.
-    async fn save_state(&self, name: &str, st: &CertState) -> Result<(), crate::store::StoreError> {
+    async fn save_state(&self, name: &str, st: &CertState) -> Result<(), crate::shared::store::StoreError> {
         if let Ok(mut m) = self.remembered.lock() {
             m.insert(name.to_string(), st.clone());
         }
@@ -207,7 +209,7 @@ impl Renewer {
             .await;
         done.sort_by_key(|(i, _)| *i);
         if !options.cancel.is_cancelled() {
-            crate::housekeeping::sweep_challenges(&self.store, OffsetDateTime::now_utc()).await;
+            crate::cloud::housekeeping::sweep_challenges(&self.store, OffsetDateTime::now_utc()).await;
         }
         RunReport {
             certificates: done.into_iter().map(|(_, report)| report).collect(),
@@ -337,13 +339,13 @@ impl Renewer {
     /// A run stopped mid-order (killed, timed out) leaves its challenge answers: remove them
     /// when the lease is free (so that run is really over), without waiting for it.
     async fn clean_interrupted_order(&self, name: &str) {
-        if !crate::housekeeping::has_leftover_tokens(&self.store, name).await {
+        if !crate::cloud::housekeeping::has_leftover_tokens(&self.store, name).await {
             return;
         }
         let ttl = Duration::from_secs(self.config.lock.ttl_seconds);
         match lock::acquire(&self.store, name, &self.owner, ttl, Duration::ZERO).await {
             Ok(lease) => {
-                crate::housekeeping::clear_order_tokens(&self.store, name).await;
+                crate::cloud::housekeeping::clear_order_tokens(&self.store, name).await;
                 lease.release().await;
             }
             Err(e) => {
@@ -366,7 +368,7 @@ impl Renewer {
         let force = forced_since.is_some();
         // Holding the lease, any earlier run on this certificate is over: its leftover
         // challenge answers go (a resumed order publishes what it still needs).
-        crate::housekeeping::clear_order_tokens(&self.store, name).await;
+        crate::cloud::housekeeping::clear_order_tokens(&self.store, name).await;
         // Re-read under the lease: if another renewer published while we waited, its
         // certificate is what the policy must look at.
         let current = match self.primary.current_meta(name).await {
@@ -446,7 +448,7 @@ impl Renewer {
         let outcome = match result {
             Ok(bundle) => match self.publish(&bundle).await {
                 Ok(()) => {
-                    crate::housekeeping::prune_serials(
+                    crate::cloud::housekeeping::prune_serials(
                         &self.store,
                         name,
                         &bundle.meta.serial,
@@ -537,7 +539,7 @@ impl Renewer {
                     let checked = self.check_issued(cert, chain, key);
                     if checked.is_err() {
                         // Resuming that order would only fetch the same certificate again.
-                        if let Err(e) = crate::inflight::clear(&self.store, &cert.name).await {
+                        if let Err(e) = crate::cloud::inflight::clear(&self.store, &cert.name).await {
                             tracing::warn!(error = %e, "could not remove the order record");
                         }
                     }
@@ -591,7 +593,7 @@ impl Renewer {
         &self,
         cert: &CertificateConfig,
         chain: String,
-        key: crate::bundle::Secret,
+        key: crate::shared::bundle::Secret,
     ) -> Result<Bundle, String> {
         let bundle = Bundle::from_pem(&cert.name, chain, key, OffsetDateTime::now_utc())
             .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
@@ -620,7 +622,7 @@ impl Renewer {
             "new certificate is current"
         );
         // The order has delivered: nothing of it is left to resume.
-        if let Err(e) = crate::inflight::clear(&self.store, &bundle.meta.name).await {
+        if let Err(e) = crate::cloud::inflight::clear(&self.store, &bundle.meta.name).await {
             tracing::warn!(error = %e, "could not remove the finished order's record");
         }
         if let Some(mirror) = &self.mirror {

@@ -2,7 +2,7 @@
 //!
 //! [`BundleStore`] is the one interface every certificate store implements: the object layout
 //! on a directory or bucket ([`ObjectBundles`]) and the Secret Manager mirror
-//! (`crate::store::secret_manager`). `renewer run` publishes to the primary store and then to
+//! (`crate::shared::bundle::secret_manager`). `renewer run` publishes to the primary store and then to
 //! the mirror; `renewer sync` reads from whichever one a node is configured with.
 
 use std::fmt;
@@ -11,9 +11,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::certinfo::{self, CertError};
-use crate::config::KeyType;
-use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
+pub mod secret_manager;
+
+use crate::shared::certinfo::{self, CertError};
+use crate::shared::config::KeyType;
+use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 /// A string that must never be printed: private keys, EAB HMAC keys, account credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -310,8 +312,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::fs::FsStore;
-    use crate::store::{Generation, Object, ObjectStore};
+    use crate::shared::store::fs::FsStore;
+    use crate::shared::store::{Generation, Object, ObjectStore};
 
     /// An fs store whose writes fail for keys containing `fail_on`.
     #[derive(Debug)]
@@ -348,7 +350,7 @@ mod tests {
         async fn delete(&self, key: &str, p: Precondition) -> Result<(), StoreError> {
             self.inner.delete(key, p).await
         }
-        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::Listed>, StoreError> {
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
             self.inner.list(prefix).await
         }
     }

@@ -20,8 +20,9 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use crate::bundle::CertMeta;
-use crate::config::{CertificateConfig, KeyType};
+pub use crate::shared::clock::rfc3339;
+use crate::shared::bundle::CertMeta;
+use crate::shared::config::{CertificateConfig, KeyType};
 
 /// A renewal window suggested by the CA (RFC 9773 `suggestedWindow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,14 +235,6 @@ fn backoff_until(f: FailureHistory) -> Option<OffsetDateTime> {
     f.last_failure
         .filter(|_| f.consecutive_failures > 0)
         .map(|t| t + backoff(f.consecutive_failures))
-}
-
-/// RFC 3339 in UTC, to the second: for people and logs.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 #[cfg(test)]

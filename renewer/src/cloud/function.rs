@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -97,8 +96,6 @@ fn lossy<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub event: Event,
-    /// All request headers (e.g. for `X-CloudScheduler-JobName` or trace context).
-    pub headers: HeaderMap,
 }
 
 /// An error answer in the shape every route of the app uses: `{"error": "..."}`.
@@ -128,7 +125,7 @@ where
         let handler = handler.clone();
         async move {
             match decode_event(&headers, body) {
-                Ok(event) => handler(Invocation { event, headers }).await,
+                Ok(event) => handler(Invocation { event }).await,
                 Err(message) => error_response(StatusCode::BAD_REQUEST, message),
             }
         }
@@ -339,38 +336,6 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v: &HeaderValue| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// The listen address from Cloud Run's contract: `$PORT` (default 8080) on all interfaces,
-/// unless the caller gives an address.
-pub fn listen_address(host: &str, port_env: Option<&str>) -> Result<SocketAddr, String> {
-    let port = match port_env {
-        None | Some("") => 8080,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| format!("PORT={p:?} is not a port number"))?,
-    };
-    let ip: std::net::IpAddr = host
-        .parse()
-        .map_err(|_| format!("{host:?} is not an IP address"))?;
-    Ok(SocketAddr::new(ip, port))
-}
-
-/// Resolves on the first SIGTERM (Cloud Run, systemd) or SIGINT (Ctrl-C) and names it.
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on the default action.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 /// How [`serve`] ended.
@@ -628,21 +593,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-    }
-
-    #[test]
-    fn listen_address_follows_port() {
-        assert_eq!(
-            listen_address("0.0.0.0", None).unwrap(),
-            "0.0.0.0:8080".parse().unwrap()
-        );
-        assert_eq!(
-            listen_address("127.0.0.1", Some("9000")).unwrap(),
-            "127.0.0.1:9000".parse().unwrap()
-        );
-        assert!(listen_address("0.0.0.0", Some("http"))
-            .unwrap_err()
-            .contains("PORT"));
     }
 
     #[test]

@@ -132,7 +132,7 @@ where
         line.insert("message".into(), message);
         line.insert(
             "time".into(),
-            crate::policy::rfc3339(time::OffsetDateTime::now_utc()).into(),
+            crate::shared::clock::rfc3339(time::OffsetDateTime::now_utc()).into(),
         );
         line.insert("target".into(), event.metadata().target().into());
         for (k, v) in fields {

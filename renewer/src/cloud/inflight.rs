@@ -19,9 +19,9 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::Secret;
-use crate::config::KeyType;
-use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
+use crate::shared::bundle::Secret;
+use crate::shared::config::KeyType;
+use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
@@ -135,7 +135,7 @@ mod tests {
     async fn round_trip_and_key_never_printed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: SharedStore =
-            std::sync::Arc::new(crate::store::fs::FsStore::new(dir.path()).expect("store"));
+            std::sync::Arc::new(crate::shared::store::fs::FsStore::new(dir.path()).expect("store"));
         assert!(load(&store, "app").await.expect("load").is_none());
         let mut rec = InFlight::new(
             "https://ca/order/1",

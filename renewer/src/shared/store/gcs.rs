@@ -25,7 +25,7 @@
 //!
 //! The client library retries transient failures of conditional writes. If a write did reach
 //! the service but its answer was lost, the retry meets its own result and gets 412: the caller
-//! sees `PreconditionFailed` for a write that won. The lease (`crate::lock`) reads the object
+//! sees `PreconditionFailed` for a write that won. The lease (`crate::cloud::lock`) reads the object
 //! back and recognises its own owner token, so it proceeds instead of waiting for itself.
 //!
 //! A conditional delete first reads the object (the `get` path) and refuses a stale generation

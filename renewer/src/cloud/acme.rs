@@ -31,10 +31,10 @@ use sha2::{Digest, Sha256};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bundle::Secret;
-use crate::config::{Config, KeyType};
-use crate::inflight::{self, InFlight};
-use crate::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
+use crate::shared::bundle::Secret;
+use crate::shared::config::{Config, KeyType};
+use crate::cloud::inflight::{self, InFlight};
+use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -344,17 +344,9 @@ impl Acme {
         ))
     }
 
-    pub fn directory_url(&self) -> &str {
-        &self.directory_url
-    }
-
     /// The account's URL at the CA.
     pub fn account_url(&self) -> &str {
         self.account.id()
-    }
-
-    pub fn thumbprint(&self) -> &str {
-        self.account.key_thumbprint()
     }
 
     /// Ask the CA whether it still knows the stored account: a `newAccount` request with
@@ -454,14 +446,14 @@ impl Acme {
     pub async fn renewal_info(
         &self,
         ari_id: &str,
-    ) -> Result<Option<(crate::policy::AriWindow, SystemTime)>, AcmeError> {
+    ) -> Result<Option<(crate::cloud::policy::AriWindow, SystemTime)>, AcmeError> {
         with_own_hints(self.renewal_info_inner(ari_id)).await
     }
 
     async fn renewal_info_inner(
         &self,
         ari_id: &str,
-    ) -> Result<Option<(crate::policy::AriWindow, SystemTime)>, AcmeError> {
+    ) -> Result<Option<(crate::cloud::policy::AriWindow, SystemTime)>, AcmeError> {
         let Some(id) = certificate_identifier(ari_id) else {
             return Err(AcmeError::Other(format!(
                 "malformed ARI certificate id {ari_id:?}"
@@ -470,7 +462,7 @@ impl Acme {
         self.take_hint();
         match self.account.renewal_info(&id).await {
             Ok((info, retry_in)) => Ok(Some((
-                crate::policy::AriWindow {
+                crate::cloud::policy::AriWindow {
                     start: info.suggested_window.start,
                     end: info.suggested_window.end,
                 },
@@ -553,7 +545,7 @@ impl Acme {
                             certificate = name,
                             order = rec.url,
                             status = ?status,
-                            placed_at = %crate::policy::rfc3339(rec.placed_at),
+                            placed_at = %crate::cloud::policy::rfc3339(rec.placed_at),
                             "resuming the order in flight instead of ordering again"
                         );
                         return Ok((o, rec));
@@ -866,7 +858,7 @@ fn classify(e: instant_acme::Error, last_error: &Mutex<Option<ResponseHint>>) ->
     }
 }
 
-fn external_account_key(eab: &crate::config::EabConfig) -> Result<ExternalAccountKey, AcmeError> {
+fn external_account_key(eab: &crate::shared::config::EabConfig) -> Result<ExternalAccountKey, AcmeError> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let raw = match (&eab.hmac_key_env, &eab.hmac_key_file) {
@@ -887,7 +879,8 @@ fn external_account_key(eab: &crate::config::EabConfig) -> Result<ExternalAccoun
 }
 
 /// A CSR for `domains` with a fresh key of `key_type`; returns the CSR DER and the key PEM.
-pub fn csr_for(domains: Vec<String>, key_type: KeyType) -> Result<(Vec<u8>, Secret), AcmeError> {
+#[cfg(test)]
+fn csr_for(domains: Vec<String>, key_type: KeyType) -> Result<(Vec<u8>, Secret), AcmeError> {
     let key = Secret::new(generate_key(key_type)?.serialize_pem());
     let csr = csr_with_key(domains, key_type, &key)?;
     Ok((csr, key))
@@ -963,7 +956,7 @@ mod tests {
         let a = account_key("https://a.example/dir");
         assert!(a.starts_with("acme/accounts/") && a.ends_with(".json"));
         assert_ne!(a, account_key("https://b.example/dir"));
-        crate::store::check_key(&a).expect("valid key");
+        crate::shared::store::check_key(&a).expect("valid key");
     }
 
     #[test]

@@ -46,9 +46,9 @@ use google_cloud_secretmanager_v1::model::{
 };
 use time::OffsetDateTime;
 
-use crate::bundle::{Bundle, BundleError, BundleStore, CertMeta, Secret};
-use crate::certinfo;
-use crate::config::SecretManagerConfig;
+use crate::shared::bundle::{Bundle, BundleError, BundleStore, CertMeta, Secret};
+use crate::shared::certinfo;
+use crate::shared::config::SecretManagerConfig;
 
 /// Upper bound on one API call, retries included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,7 +100,7 @@ impl SecretManagerMirror {
     /// credentials (emulators, tests); otherwise to the real service with Application Default
     /// Credentials.
     pub async fn new(cfg: &SecretManagerConfig) -> Result<SecretManagerMirror, BundleError> {
-        super::install_crypto_provider();
+        crate::shared::store::install_crypto_provider();
         if std::env::var("GOOGLE_CLOUD_RUST_LOGGING").is_ok_and(|v| v == "true") {
             // The variable turns on the client's own instrumentation, whose DEBUG spans record
             // every request and response with `{:?}`, payloads included.

@@ -7,7 +7,7 @@
 //!   embedded default) and a Cloud Storage bucket prefix ([`gcs::GcsStore`]). Keys are the same
 //!   in both (see `docs/architecture.md`, "Store layout"). The lock, the account cache and the
 //!   HTTP-01 challenge publisher only need this layer.
-//! * [`crate::bundle::BundleStore`] is the certificate-level interface (publish an issued bundle,
+//! * [`crate::shared::bundle::BundleStore`] is the certificate-level interface (publish an issued bundle,
 //!   read the current one). It is implemented on top of any `ObjectStore` and by the Secret
 //!   Manager mirror.
 //!
@@ -17,7 +17,9 @@
 
 pub mod fs;
 pub mod gcs;
-pub mod secret_manager;
+mod url;
+
+pub use url::{BadStoreUrl, StoreUrl};
 
 use std::fmt;
 use std::sync::Arc;
@@ -129,13 +131,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
 pub type SharedStore = Arc<dyn ObjectStore>;
 
-/// Open the store named by `store.url`.
-pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
-    Ok(match config.store_url() {
-        crate::config::StoreUrl::File(dir) => Arc::new(fs::FsStore::new(dir)?),
-        crate::config::StoreUrl::Gcs { bucket, prefix } => Arc::new(
-            gcs::GcsStore::new(&bucket, &prefix, config.store.gcs_endpoint.as_deref()).await?,
-        ),
+/// Open the store at `url`; `gcs_endpoint` (`store.gcs_endpoint`) points a `gs://` store at
+/// an emulator.
+pub async fn open(url: &StoreUrl, gcs_endpoint: Option<&str>) -> Result<SharedStore, StoreError> {
+    Ok(match url {
+        StoreUrl::File(dir) => Arc::new(fs::FsStore::new(dir.clone())?),
+        StoreUrl::Gcs { bucket, prefix } => {
+            Arc::new(gcs::GcsStore::new(bucket, prefix, gcs_endpoint).await?)
+        }
     })
 }
 
@@ -197,7 +200,7 @@ pub mod keys {
     pub fn state(name: &str) -> String {
         format!("certs/{name}/state.json")
     }
-    /// The order in flight (`crate::inflight`): URL, tokens, and the key before finalize.
+    /// The order in flight (`crate::cloud::inflight`): URL, tokens, and the key before finalize.
     pub fn order(name: &str) -> String {
         format!("certs/{name}/order.json")
     }

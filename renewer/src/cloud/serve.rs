@@ -1,5 +1,5 @@
 //! `renewer serve`: the renewer as an HTTP service (Cloud Run service or function), on the
-//! [`crate::function`] runtime.
+//! [`crate::cloud::function`] runtime.
 //!
 //! * `POST /` runs one renewal pass (body: optional `{"only": [...], "force": bool}`, as JSON,
 //!   as a CloudEvent's data, or inside a Pub/Sub push envelope) and answers a JSON summary per
@@ -9,7 +9,7 @@
 //!   run in their own task: a caller that hangs up (Cloud Scheduler's attempt deadline) does
 //!   not cut a pass short.
 //! * `GET /healthz`: 200 while serving, 503 once shutting down.
-//! * `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//! * `GET /metrics`: Prometheus text ([`crate::shared::metrics`]).
 //! * `GET /.well-known/acme-challenge/{token}`: the key authorization from the store, so an
 //!   HTTP-01 responder (the edge filter's store mode) can point here.
 //!
@@ -37,12 +37,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::bundle::BundleStore;
-use crate::config::ServeConfig;
-use crate::function::{self, error_response, Invocation, Stopped};
-use crate::metrics::{self, CertSample, Counters, Snapshot};
-use crate::run::{CertReport, Outcome, Renewer, RunOptions, RunReport};
-use crate::store::keys;
+use crate::shared::bundle::BundleStore;
+use crate::shared::config::ServeConfig;
+use crate::cloud::function::{self, error_response, Invocation, Stopped};
+use crate::shared::metrics::{self, CertSample, Counters, Snapshot};
+use crate::cloud::run::{CertReport, Outcome, Renewer, RunOptions, RunReport};
+use crate::shared::store::keys;
 
 /// The options of one pass, as a trigger's body gives them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -292,7 +292,7 @@ impl Service {
         for cert in &self.renewer.config.certificates {
             let sample = match self.renewer.primary.current_meta(&cert.name).await {
                 Ok(meta) => {
-                    let st = crate::state::load(&self.renewer.store, &cert.name).await;
+                    let st = crate::cloud::state::load(&self.renewer.store, &cert.name).await;
                     Some(CertSample {
                         not_after: meta.map(|m| m.not_after),
                         last_success: st.last_success,
@@ -442,7 +442,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let signalled = signalled.clone();
         tokio::spawn(async move {
-            let signal = function::shutdown_signal().await;
+            let signal = crate::shared::process::shutdown_signal().await;
             let _ = signalled.set(Instant::now());
             tracing::info!(
                 signal,
@@ -483,8 +483,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::store::{Precondition, Sensitivity};
+    use crate::shared::config::Config;
+    use crate::shared::store::{Precondition, Sensitivity};
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{keys, Generation, Precondition, Sensitivity, SharedStore, StoreError};
+use crate::shared::store::{keys, Generation, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
@@ -47,7 +47,9 @@ pub struct Lease {
     store: SharedStore,
     key: String,
     generation: Generation,
-    pub record: LeaseRecord,
+    /// Who holds it until when; read by the tests (the owner token of each attempt).
+    #[cfg_attr(not(test), allow(dead_code))]
+    record: LeaseRecord,
 }
 
 /// A fresh owner identity for this process.
@@ -149,7 +151,7 @@ pub async fn acquire(
         let waited = started.elapsed();
         if waited >= wait {
             let (owner, until) = held
-                .map(|h| (h.owner, crate::policy::rfc3339(h.expires_at)))
+                .map(|h| (h.owner, crate::shared::clock::rfc3339(h.expires_at)))
                 .unwrap_or_default();
             return Err(LockError::Held {
                 name: name.to_string(),
@@ -181,7 +183,7 @@ fn is_ours(data: &[u8], owner: &str) -> bool {
 fn lease_from(
     store: &SharedStore,
     key: &str,
-    existing: crate::store::Object,
+    existing: crate::shared::store::Object,
     owner: &str,
 ) -> Lease {
     let record = serde_json::from_slice::<LeaseRecord>(&existing.data).unwrap_or(LeaseRecord {
@@ -224,7 +226,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::fs::FsStore;
+    use crate::shared::store::fs::FsStore;
 
     fn store() -> (tempfile::TempDir, SharedStore) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -337,11 +339,11 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl crate::store::ObjectStore for LostAnswer {
+    impl crate::shared::store::ObjectStore for LostAnswer {
         fn location(&self) -> &str {
             self.inner.location()
         }
-        async fn get(&self, key: &str) -> Result<Option<crate::store::Object>, StoreError> {
+        async fn get(&self, key: &str) -> Result<Option<crate::shared::store::Object>, StoreError> {
             self.inner.get(key).await
         }
         async fn put(
@@ -369,7 +371,7 @@ mod tests {
         async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
             self.inner.delete(key, precondition).await
         }
-        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::Listed>, StoreError> {
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
             self.inner.list(prefix).await
         }
     }

@@ -1,0 +1,331 @@
+//! `[acme]`, `[renewal]` and `[[certificates]]`: which CA, when to renew, what to issue.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::syntax::check_domain;
+use super::FieldError;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// `letsencrypt`, `letsencrypt-staging`, or the https URL of an ACME directory. No default:
+    /// which CA (and staging or production) is a choice to make in words.
+    #[serde(default)]
+    pub directory: String,
+    /// Contact addresses for the account (`ops@example.com` or `mailto:ops@example.com`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// PEM file with extra root certificates to trust for the CA's API (Pebble, a private CA),
+    /// in addition to the built-in web roots.
+    #[serde(default)]
+    pub extra_root_ca: Option<PathBuf>,
+    /// External account binding, required by some CAs (Google Trust Services, ZeroSSL).
+    #[serde(default)]
+    pub eab: Option<EabConfig>,
+    /// Seconds to wait for the CA to validate an order and to issue, per order.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_seconds: u64,
+    /// Seconds before a single HTTP request to the CA is abandoned.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+    /// Attempts per certificate when the CA is unreachable, answers 5xx or rate-limits (429).
+    /// Waits between attempts follow `Retry-After` when given, else exponential backoff.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory: String::new(),
+            contact: Vec::new(),
+            extra_root_ca: None,
+            eab: None,
+            poll_timeout_seconds: default_poll_timeout(),
+            request_timeout_seconds: default_request_timeout(),
+            attempts: default_attempts(),
+        }
+    }
+}
+
+fn default_poll_timeout() -> u64 {
+    120
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EabConfig {
+    /// The key identifier the CA gave you.
+    pub key_id: String,
+    /// Environment variable holding the base64url HMAC key (Cloud Run: a secret exposed as an
+    /// environment variable). Exactly one of `hmac_key_env` and `hmac_key_file`.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+    /// File holding the base64url HMAC key (Cloud Run: a secret mounted as a volume).
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalConfig {
+    /// Renew when less than this fraction of the certificate's lifetime is left (0 < f < 1).
+    /// The default, 1/3, renews a 90-day certificate 30 days before it expires.
+    #[serde(default = "default_fraction")]
+    pub fraction_left: f64,
+    /// Ask the CA for ACME Renewal Information (RFC 9773) when it offers it, and renew inside
+    /// the window it suggests; the lifetime rule still applies as a backstop.
+    #[serde(default = "default_true")]
+    pub ari: bool,
+    /// How many certificates one pass renews at the same time (1 to 64). Each has its own
+    /// order and lease; the account is shared. The report keeps the configuration's order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        RenewalConfig {
+            fraction_left: default_fraction(),
+            ari: true,
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_fraction() -> f64 {
+    1.0 / 3.0
+}
+/// Enough to renew dozens of certificates in seconds, few enough that a pass stays a small
+/// burst of requests for the CA.
+fn default_concurrency() -> usize {
+    8
+}
+/// The largest `renewal.concurrency`: beyond it a pass would look like a flood to the CA.
+pub const MAX_CONCURRENCY: usize = 64;
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// Identifier used in object keys, secret ids and logs: `[A-Za-z0-9_-]`, 1 to 64 chars.
+    pub name: String,
+    /// DNS names, all in one certificate (the first is only first; there is no "common name").
+    pub domains: Vec<String>,
+    /// Key algorithm of the certificate's key; a fresh key is generated for every issuance.
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// How the CA validates control of the names. Only `http-01` so far.
+    #[serde(default)]
+    pub challenge: ChallengeKind,
+    /// ACME profile to request (draft-aaron-acme-profiles), e.g. `tlsserver` or `shortlived`
+    /// at Let's Encrypt. Default: the CA's default profile.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum KeyType {
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa4096 => "rsa-4096",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ChallengeKind {
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+
+impl CertificateConfig {
+    /// The configured names, lowercased and sorted: what a certificate must contain.
+    pub fn normalized_domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+}
+
+
+impl AcmeConfig {
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
+        let dir = self.directory.as_str();
+        if !dir.is_empty()
+            && !matches!(dir, "letsencrypt" | "letsencrypt-staging")
+            && !dir.starts_with("https://")
+        {
+            return Err(FieldError::new(
+                "acme.directory",
+                format!(
+                    "{dir:?} is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"
+                ),
+            ));
+        }
+        for (i, c) in self.contact.iter().enumerate() {
+            let addr = c.strip_prefix("mailto:").unwrap_or(c);
+            let ok = matches!(addr.split_once('@'), Some((user, host))
+                if !user.is_empty() && check_domain(host).is_ok() && !addr.contains([',', ' ']));
+            if !ok {
+                return Err(FieldError::new(
+                    format!("acme.contact[{i}]"),
+                    format!("{c:?} is not an email address"),
+                ));
+            }
+        }
+        if let Some(eab) = &self.eab {
+            if eab.key_id.trim().is_empty() {
+                return Err(FieldError::new("acme.eab.key_id", "must not be empty"));
+            }
+            if eab.hmac_key_env.is_some() == eab.hmac_key_file.is_some() {
+                return Err(FieldError::new(
+                    "acme.eab",
+                    "set exactly one of hmac_key_env and hmac_key_file",
+                ));
+            }
+        }
+        if self.poll_timeout_seconds == 0 {
+            return Err(FieldError::new("acme.poll_timeout_seconds", "must be > 0"));
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err(FieldError::new(
+                "acme.request_timeout_seconds",
+                "must be > 0",
+            ));
+        }
+        if self.attempts == 0 || self.attempts > 10 {
+            return Err(FieldError::new("acme.attempts", "must be 1 to 10"));
+        }
+        Ok(())
+    }
+}
+
+impl RenewalConfig {
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
+        let f = self.fraction_left;
+        if !(f > 0.0 && f < 1.0) {
+            return Err(FieldError::new(
+                "renewal.fraction_left",
+                format!("{f} is not strictly between 0 and 1"),
+            ));
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(FieldError::new(
+                "renewal.concurrency",
+                format!(
+                    "{} is not between 1 and {MAX_CONCURRENCY}",
+                    self.concurrency
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[[certificates]]`: at least one; unique names; 1 to 100 distinct, valid domains each.
+pub(super) fn validate_certificates(certificates: &[CertificateConfig]) -> Result<(), FieldError> {
+    if certificates.is_empty() {
+        return Err(FieldError::new(
+            "certificates",
+            "no certificates configured (add a [[certificates]] table)",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, cert) in certificates.iter().enumerate() {
+        let n = &cert.name;
+        if n.is_empty()
+            || n.len() > 64
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(FieldError::new(
+                format!("certificates[{i}].name"),
+                format!("{n:?}: use 1 to 64 characters from [A-Za-z0-9_-]"),
+            ));
+        }
+        if !names.insert(n.as_str()) {
+            return Err(FieldError::new(
+                format!("certificates[{i}].name"),
+                format!("duplicate certificate name {n:?}"),
+            ));
+        }
+        cert.validate_domains(i)?;
+        if let Some(p) = &cert.profile {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(FieldError::new(
+                    format!("certificates[{i}].profile"),
+                    "must be a non-empty token",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl CertificateConfig {
+    fn validate_domains(&self, i: usize) -> Result<(), FieldError> {
+        if self.domains.is_empty() {
+            return Err(FieldError::new(
+                format!("certificates[{i}].domains"),
+                "no domains (a certificate needs at least one name)",
+            ));
+        }
+        if self.domains.len() > 100 {
+            return Err(FieldError::new(
+                format!("certificates[{i}].domains"),
+                "more than 100 names (the CA limit)",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (j, d) in self.domains.iter().enumerate() {
+            let field = format!("certificates[{i}].domains[{j}]");
+            if d.starts_with("*.") {
+                return Err(FieldError::new(
+                    field,
+                    format!("{d:?}: wildcard names need the dns-01 challenge, and only http-01 is supported"),
+                ));
+            }
+            check_domain(d).map_err(|m| FieldError::new(field.clone(), format!("{d:?}: {m}")))?;
+            if !seen.insert(d.to_ascii_lowercase()) {
+                return Err(FieldError::new(field, format!("duplicate domain {d:?}")));
+            }
+        }
+        Ok(())
+    }
+}
