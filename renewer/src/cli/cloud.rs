@@ -13,15 +13,21 @@ use super::exit::{Exit, Status};
 use super::Loader;
 
 /// `renewer run`: one renewal pass, a summary line (or JSON) per certificate.
-pub(super) async fn run(loader: &Loader, force: bool, only: Vec<String>, json: bool) -> Result<Status, Exit> {
+pub(super) async fn run(
+    loader: &Loader,
+    force: bool,
+    only: Vec<String>,
+    json: bool,
+) -> Result<Status, Exit> {
     // What another renewer stores from now on, a forced run takes (one issuance for
     // many forced runs queued on the lease).
     let requested_at = Some(time::OffsetDateTime::now_utc());
     let config = loader.load()?;
     for name in &only {
         if config.certificate(name).is_none() {
-            return Err(Exit::Config(format!("--only {name}: no certificate with that name in the config"),
-            ));
+            return Err(Exit::Config(format!(
+                "--only {name}: no certificate with that name in the config"
+            )));
         }
     }
     let renewer = open(config).await?;
@@ -54,8 +60,7 @@ pub(super) async fn run(loader: &Loader, force: bool, only: Vec<String>, json: b
 /// `renewer serve`: the HTTP function until SIGTERM.
 pub(super) async fn serve(loader: &Loader, address: String, port: String) -> Result<Status, Exit> {
     let config = loader.load()?;
-    let addr = listen_address(&address, Some(&port))
-        .map_err(|e| Exit::Config(e))?;
+    let addr = listen_address(&address, Some(&port)).map_err(|e| Exit::Config(e))?;
     let serve_config = config.serve.clone();
     let renewer = std::sync::Arc::new(open(config).await?);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -147,9 +152,7 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
         println!("credentials: {}", info.object);
         println!("thumbprint:  {}", info.thumbprint);
         if let Some(old) = &info.replaced {
-            println!(
-                "(the CA no longer knew the stored account {old}; registered this new one)"
-            );
+            println!("(the CA no longer knew the stored account {old}; registered this new one)");
         } else if info.created {
             println!("(created now)");
         } else {
@@ -168,10 +171,7 @@ async fn open(config: Config) -> Result<Renewer, Exit> {
 }
 
 fn summary_line(c: &CertReport) -> String {
-    let expiry = c
-        .not_after
-        .map(rfc3339)
-        .unwrap_or_else(|| "none".into());
+    let expiry = c.not_after.map(rfc3339).unwrap_or_else(|| "none".into());
     match &c.outcome {
         Outcome::Renewed { serial, reason } => {
             format!(

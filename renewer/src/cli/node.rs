@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::node::agent::{Agent, Refreshed};
 use crate::node::compute::ComputeSource;
 use crate::node::ready::{self, LocalProbe, SyncStatus};
-use crate::node::sync::{self as sync_mod, parse_interval, Outcome as SyncOutcome, SyncError, Target};
+use crate::node::sync::{
+    self as sync_mod, parse_interval, Outcome as SyncOutcome, SyncError, Target,
+};
 use crate::shared::bundle::secret_manager::SecretManagerMirror;
 use crate::shared::bundle::{BundleStore, ObjectBundles};
 use crate::shared::certinfo::days_left;
@@ -21,7 +23,15 @@ use super::exit::{Exit, Status};
 use super::Loader;
 
 /// `renewer sync`: command-line overrides of `[sync]`, then the sync itself.
-pub(super) async fn sync(loader: &Loader, watch: Option<String>, init: bool, certificate: Option<String>, source: Option<String>, dir: Option<PathBuf>, on_change: Option<String>) -> Result<Status, Exit> {
+pub(super) async fn sync(
+    loader: &Loader,
+    watch: Option<String>,
+    init: bool,
+    certificate: Option<String>,
+    source: Option<String>,
+    dir: Option<PathBuf>,
+    on_change: Option<String>,
+) -> Result<Status, Exit> {
     let mut config = loader.load()?;
     let cli = "command line";
     if let Some(c) = certificate {
@@ -32,8 +42,9 @@ pub(super) async fn sync(loader: &Loader, watch: Option<String>, init: bool, cer
             "store" => SyncSource::Store,
             "secret-manager" => SyncSource::SecretManager,
             other => {
-                return Err(Exit::Config(format!("--source {other:?}: use store or secret-manager"),
-                ))
+                return Err(Exit::Config(format!(
+                    "--source {other:?}: use store or secret-manager"
+                )))
             }
         };
     }
@@ -49,18 +60,23 @@ pub(super) async fn sync(loader: &Loader, watch: Option<String>, init: bool, cer
     let interval = match watch.as_deref() {
         None => None,
         Some("") => Some(Duration::from_secs(config.sync.interval_seconds)),
-        Some(text) => Some(
-            parse_interval(text)
-                .map_err(|e| Exit::Config(format!("--watch: {e}")))?,
-        ),
+        Some(text) => {
+            Some(parse_interval(text).map_err(|e| Exit::Config(format!("--watch: {e}")))?)
+        }
     };
     sync_command(config, init, interval).await
 }
 
 /// `renewer members`: command-line overrides of `[members]`, then the agent.
-pub(super) async fn members(loader: &Loader, watch: Option<String>, init: bool, dir: Option<PathBuf>) -> Result<Status, Exit> {
+pub(super) async fn members(
+    loader: &Loader,
+    watch: Option<String>,
+    init: bool,
+    dir: Option<PathBuf>,
+) -> Result<Status, Exit> {
     let mut config = loader.load()?;
-    let mut members = config.members.clone().ok_or(Exit::Config("members: no [members] section (project, region, group, port)".to_string(),
+    let mut members = config.members.clone().ok_or(Exit::Config(
+        "members: no [members] section (project, region, group, port)".to_string(),
     ))?;
     if let Some(d) = dir {
         members.dir = d;
@@ -72,10 +88,9 @@ pub(super) async fn members(loader: &Loader, watch: Option<String>, init: bool, 
     let interval = match watch.as_deref() {
         None => None,
         Some("") => Some(Duration::from_secs(members.interval_seconds)),
-        Some(text) => Some(
-            parse_interval(text)
-                .map_err(|e| Exit::Config(format!("--watch: {e}")))?,
-        ),
+        Some(text) => {
+            Some(parse_interval(text).map_err(|e| Exit::Config(format!("--watch: {e}")))?)
+        }
     };
     members_command(members, init, interval).await
 }
@@ -91,7 +106,8 @@ async fn sync_command(
         match (&sync.certificate, config.certificates.as_slice()) {
             (Some(n), _) => n.clone(),
             (None, [only]) => only.name.clone(),
-            (None, _) => return Err(Exit::Config("sync.certificate: several certificates are configured; name the one to install \
+            (None, _) => return Err(Exit::Config(
+                "sync.certificate: several certificates are configured; name the one to install \
                  (sync.certificate or --certificate)"
                     .into(),
             )),
@@ -101,10 +117,11 @@ async fn sync_command(
         .map(|c| c.normalized_domains())
         .unwrap_or_default();
     let trusted_roots = match &sync.trusted_roots {
-        Some(path) => Some(Arc::new(
-            sync_mod::load_roots(path)
-                .map_err(|e| Exit::Config(format!("sync.trusted_roots: {e}")))?,
-        )),
+        Some(path) => {
+            Some(Arc::new(sync_mod::load_roots(path).map_err(|e| {
+                Exit::Config(format!("sync.trusted_roots: {e}"))
+            })?))
+        }
         None => None,
     };
     let target = Target {
@@ -114,10 +131,8 @@ async fn sync_command(
         keep_versions: sync.keep_versions as usize,
     };
     if init_only {
-        let wrote = sync_mod::prepare(&target).map_err(|e| {
-            Exit::Failed(format!("cannot prepare {}: {e}", target.dir.display()),
-            )
-        })?;
+        let wrote = sync_mod::prepare(&target)
+            .map_err(|e| Exit::Failed(format!("cannot prepare {}: {e}", target.dir.display())))?;
         tracing::info!(dir = %target.dir.display(), wrote_sds = wrote, "SDS directory ready");
         return Ok(Status::Success);
     }
@@ -135,7 +150,8 @@ async fn sync_command(
             Box::new(ObjectBundles::new(store))
         }
         SyncSource::SecretManager => {
-            let sm = config.secret_manager.as_ref().ok_or(Exit::Config("sync.source: secret-manager needs [secret_manager]".to_string(),
+            let sm = config.secret_manager.as_ref().ok_or(Exit::Config(
+                "sync.source: secret-manager needs [secret_manager]".to_string(),
             ))?;
             Box::new(
                 SecretManagerMirror::new(sm)
@@ -157,7 +173,9 @@ async fn sync_command(
     let Some(interval) = interval else {
         return match check().await {
             Ok(_) => Ok(Status::Success),
-            Err(e) => Err(Exit::Failed(format!("{e}; the installed certificate stays"))),
+            Err(e) => Err(Exit::Failed(format!(
+                "{e}; the installed certificate stays"
+            ))),
         };
     };
     let stop = cancel_on_signal(|signal| tracing::info!(signal, "renewer sync stopping"));
@@ -179,7 +197,8 @@ async fn sync_command(
             .ready_server_name
             .clone()
             .or_else(|| wanted.first().cloned())
-            .ok_or(Exit::Config("sync.ready_server_name: the certificate has no name to check Envoy with"
+            .ok_or(Exit::Config(
+                "sync.ready_server_name: the certificate has no name to check Envoy with"
                     .to_string(),
             ))?;
         let app = sync
@@ -249,8 +268,10 @@ async fn members_command(
     let dir = members.dir.clone();
     let agent = Arc::new(Agent::new(Box::new(source), members));
     let write_error = |e: std::io::Error| {
-        Exit::Failed(format!("cannot write the membership file in {}: {e}", dir.display()),
-        )
+        Exit::Failed(format!(
+            "cannot write the membership file in {}: {e}",
+            dir.display()
+        ))
     };
     if init_only {
         agent.init().await.map_err(write_error)?;

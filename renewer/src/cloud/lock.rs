@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::shared::clock::Clock;
 use crate::shared::store::{keys, Generation, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,7 @@ pub fn owner_id() -> String {
 /// Take the lease of certificate `name`, waiting up to `wait` for another holder.
 pub async fn acquire(
     store: &SharedStore,
+    clock: &dyn Clock,
     name: &str,
     owner: &str,
     ttl: Duration,
@@ -86,7 +88,7 @@ pub async fn acquire(
     loop {
         let record = LeaseRecord {
             owner: owner.clone(),
-            expires_at: OffsetDateTime::now_utc() + ttl,
+            expires_at: clock.now() + ttl,
         };
         let body = serde_json::to_vec(&record).unwrap_or_default();
         let created = store
@@ -124,7 +126,7 @@ pub async fn acquire(
         let held: Option<LeaseRecord> = serde_json::from_slice(&existing.data).ok();
         let expired = held
             .as_ref()
-            .is_none_or(|h| h.expires_at <= OffsetDateTime::now_utc());
+            .is_none_or(|h| h.expires_at <= clock.now());
         if expired {
             // An unreadable lease is treated as expired: nobody can prove they hold it.
             match store
@@ -226,6 +228,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::shared::clock::SystemClock;
     use crate::shared::store::fs::FsStore;
 
     fn store() -> (tempfile::TempDir, SharedStore) {
@@ -239,10 +242,10 @@ mod tests {
     #[tokio::test]
     async fn one_holder_at_a_time() {
         let (_d, s) = store();
-        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+        let a = acquire(&s, &SystemClock, "app", "a", TTL, Duration::ZERO)
             .await
             .expect("a");
-        let e = acquire(&s, "app", "b", TTL, Duration::ZERO)
+        let e = acquire(&s, &SystemClock, "app", "b", TTL, Duration::ZERO)
             .await
             .expect_err("held");
         assert!(
@@ -250,11 +253,11 @@ mod tests {
             "{e}"
         );
         // Another certificate is independent.
-        let other = acquire(&s, "api", "b", TTL, Duration::ZERO)
+        let other = acquire(&s, &SystemClock, "api", "b", TTL, Duration::ZERO)
             .await
             .expect("api");
         a.release().await;
-        let b = acquire(&s, "app", "b", TTL, Duration::ZERO)
+        let b = acquire(&s, &SystemClock, "app", "b", TTL, Duration::ZERO)
             .await
             .expect("b after release");
         b.release().await;
@@ -277,7 +280,7 @@ mod tests {
         )
         .await
         .expect("seed");
-        let l = acquire(&s, "app", "b", TTL, Duration::ZERO)
+        let l = acquire(&s, &SystemClock, "app", "b", TTL, Duration::ZERO)
             .await
             .expect("takeover");
         assert!(l.record.owner.starts_with("b#"), "{}", l.record.owner);
@@ -290,7 +293,7 @@ mod tests {
         )
         .await
         .expect("seed");
-        acquire(&s, "app", "c", TTL, Duration::ZERO)
+        acquire(&s, &SystemClock, "app", "c", TTL, Duration::ZERO)
             .await
             .expect("corrupt lease");
     }
@@ -298,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn release_leaves_a_new_holder_alone() {
         let (_d, s) = store();
-        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+        let a = acquire(&s, &SystemClock, "app", "a", TTL, Duration::ZERO)
             .await
             .expect("a");
         // Simulate a takeover after a's lease expired.
@@ -312,13 +315,13 @@ mod tests {
     #[tokio::test]
     async fn waiters_get_it_after_release() {
         let (_d, s) = store();
-        let a = acquire(&s, "app", "a", TTL, Duration::ZERO)
+        let a = acquire(&s, &SystemClock, "app", "a", TTL, Duration::ZERO)
             .await
             .expect("a");
         let s2 = s.clone();
         let waiter =
             tokio::spawn(
-                async move { acquire(&s2, "app", "b", TTL, Duration::from_secs(30)).await },
+                async move { acquire(&s2, &SystemClock, "app", "b", TTL, Duration::from_secs(30)).await },
             );
         tokio::time::sleep(Duration::from_millis(300)).await;
         a.release().await;
@@ -371,7 +374,10 @@ mod tests {
         async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
             self.inner.delete(key, precondition).await
         }
-        async fn list(&self, prefix: &str) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
             self.inner.list(prefix).await
         }
     }
@@ -386,7 +392,7 @@ mod tests {
                 precondition,
             });
             // No wait allowed: waiting for our own lease would fail here.
-            let l = acquire(&s, "app", "a", TTL, Duration::ZERO)
+            let l = acquire(&s, &SystemClock, "app", "a", TTL, Duration::ZERO)
                 .await
                 .expect("our own lease");
             assert!(l.record.owner.starts_with("a#"));
@@ -402,7 +408,7 @@ mod tests {
         for i in 0..6 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                acquire(&s, "app", &format!("r{i}"), TTL, Duration::ZERO)
+                acquire(&s, &SystemClock, "app", &format!("r{i}"), TTL, Duration::ZERO)
                     .await
                     .is_ok()
             }));

@@ -13,6 +13,7 @@ pub mod acme;
 pub mod function;
 pub mod housekeeping;
 pub mod inflight;
+pub mod issuer;
 pub mod lock;
 pub mod policy;
 pub mod run;

@@ -20,8 +20,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-pub use crate::shared::clock::rfc3339;
 use crate::shared::bundle::CertMeta;
+pub use crate::shared::clock::rfc3339;
 use crate::shared::config::{CertificateConfig, KeyType};
 
 /// A renewal window suggested by the CA (RFC 9773 `suggestedWindow`).

@@ -1,0 +1,296 @@
+//! Talking to the ACME CA with `instant-acme`: the HTTP client, the account, and one order.
+//!
+//! The order flow, for one certificate:
+//! 1. one `newOrder` with all its names (and `replaces`, and a profile, when configured);
+//! 2. for every authorization not already valid, the HTTP-01 key authorization is written to
+//!    `acme-challenge/<token>` in the store *before* the CA is told to validate (`set_ready`),
+//!    so whichever node the CA reaches (Envoy's filter, `renewer serve`) can answer;
+//! 3. wait for the order to be ready (instant-acme honours `Retry-After` while polling);
+//! 4. finalize with a CSR for a freshly generated key (never reused across issuances);
+//! 5. download the full chain; remove the challenge objects whatever happened.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, AccountCredentials, NewAccount};
+
+use crate::shared::config::{Config, KeyType};
+use crate::shared::store::{Precondition, Sensitivity, SharedStore, StoreError};
+
+mod ca_http;
+mod keygen;
+mod order;
+#[cfg(test)]
+mod tests;
+
+use ca_http::{build_http, classify, hint_slot, HintSlot};
+pub use keygen::account_key;
+use keygen::external_account_key;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// The CA could not be reached, answered 5xx, or rate-limited us: worth another attempt.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        /// When the CA asked us to come back (`Retry-After`), if it did.
+        retry_after: Option<SystemTime>,
+    },
+    /// The CA refused the domain (failed validation, policy): retrying now will not help.
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Local problems: configuration, key generation, an unexpected answer.
+    #[error("{0}")]
+    Other(String),
+    /// The renewer is shutting down (`renewer serve` on SIGTERM): the order was abandoned.
+    #[error("cancelled: the renewer is shutting down")]
+    Cancelled,
+    /// The CA does not know the stored account any more (deactivated, or the CA was reset):
+    /// RFC 8555 §7.3.1 `accountDoesNotExist`. Only a new account helps.
+    #[error("{0}")]
+    AccountGone(String),
+}
+
+impl AcmeError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AcmeError::Transient { .. })
+    }
+}
+
+/// What to order: one certificate for `domains`.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderSpec<'a> {
+    /// The certificate's configured name (logs).
+    pub name: &'a str,
+    pub domains: &'a [String],
+    pub key_type: KeyType,
+    /// ACME profile to request, if any.
+    pub profile: Option<&'a str>,
+    /// RFC 9773 identifier of the certificate this one replaces.
+    pub replaces: Option<&'a str>,
+}
+
+/// A connection to the CA with a loaded account.
+pub struct Acme {
+    account: Account,
+    directory_url: String,
+    last_error: HintSlot,
+    poll_timeout: Duration,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("directory", &self.directory_url)
+            .field("account", &self.account.id())
+            .finish()
+    }
+}
+
+/// An account as `renewer account` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountInfo {
+    pub directory: String,
+    pub account_url: String,
+    pub thumbprint: String,
+    pub contact: Vec<String>,
+    /// Store object holding the credentials.
+    pub object: String,
+    pub created: bool,
+    /// Set when the stored account was unknown to the CA and this one replaced it: the old
+    /// account's URL and where its credentials were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+}
+
+impl Acme {
+    /// Load the account of `config`'s directory from the store, creating and storing it when
+    /// there is none (unless `create` is false).
+    pub async fn open(
+        config: &Config,
+        store: &SharedStore,
+        create: bool,
+    ) -> Result<(Acme, AccountInfo), AcmeError> {
+        let directory_url = config.directory_url().to_string();
+        let last_error = Arc::new(Mutex::new(None));
+        let key = account_key(&directory_url);
+        let object = format!("{}/{key}", store.location());
+        let hint = last_error.clone();
+        let classify_ = move |e: instant_acme::Error| classify(e, &hint_slot(&hint));
+
+        let (account, created) = match store.get(&key).await? {
+            Some(obj) => {
+                let creds: AccountCredentials = serde_json::from_slice(&obj.data).map_err(|e| {
+                    AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
+                })?;
+                let http = build_http(config, last_error.clone())?;
+                let account = Account::builder_with_http(Box::new(http))
+                    .from_credentials(creds)
+                    .await
+                    .map_err(&classify_)?;
+                (account, false)
+            }
+            None if !create => {
+                return Err(AcmeError::Other(format!(
+                "no ACME account for {directory_url} in {} (run `renewer account` to create one)",
+                store.location()
+            )))
+            }
+            None => {
+                let contact = config.contact_urls();
+                let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let eab = match &config.acme.eab {
+                    Some(eab) => Some(external_account_key(eab)?),
+                    None => None,
+                };
+                let http = build_http(config, last_error.clone())?;
+                let (account, creds) = Account::builder_with_http(Box::new(http))
+                    .create(
+                        &NewAccount {
+                            contact: &contact_refs,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        directory_url.clone(),
+                        eab.as_ref(),
+                    )
+                    .await
+                    .map_err(&classify_)?;
+                let json = serde_json::to_vec(&creds)
+                    .map_err(|e| AcmeError::Other(format!("serialize account: {e}")))?;
+                match store
+                    .put(&key, &json, Precondition::DoesNotExist, Sensitivity::Secret)
+                    .await
+                {
+                    Ok(_) => (account, true),
+                    Err(e) if e.is_precondition_failed() => {
+                        // Another renewer created one at the same moment: use theirs, so every
+                        // renewer (and the filter's thumbprint) agrees on one account.
+                        return Box::pin(Acme::open(config, store, false)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let info = AccountInfo {
+            directory: directory_url.clone(),
+            account_url: account.id().to_string(),
+            thumbprint: account.key_thumbprint().to_string(),
+            contact: config.contact_urls(),
+            object,
+            created,
+            replaced: None,
+        };
+        if created {
+            tracing::info!(directory = %directory_url, account = %info.account_url, "created ACME account");
+        }
+        Ok((
+            Acme {
+                account,
+                directory_url,
+                last_error,
+                poll_timeout: Duration::from_secs(config.acme.poll_timeout_seconds),
+            },
+            info,
+        ))
+    }
+
+    /// The account's URL at the CA.
+    pub fn account_url(&self) -> &str {
+        self.account.id()
+    }
+
+    /// Ask the CA whether it still knows the stored account: a `newAccount` request with
+    /// `onlyReturnExisting` signed by the account key (RFC 8555 §7.3.1), which changes nothing.
+    /// `AccountGone` when it does not.
+    pub async fn check_with_ca(config: &Config, store: &SharedStore) -> Result<(), AcmeError> {
+        let directory_url = config.directory_url().to_string();
+        let key = account_key(&directory_url);
+        let Some(obj) = store.get(&key).await? else {
+            return Err(AcmeError::Other(format!(
+                "no ACME account for {directory_url} in {}",
+                store.location()
+            )));
+        };
+        let creds: AccountCredentials = serde_json::from_slice(&obj.data)
+            .map_err(|e| AcmeError::Other(format!("{key}: not valid account credentials: {e}")))?;
+        let pkcs8 = creds.private_key().clone_key();
+        let signing = instant_acme::Key::from_pkcs8_der(pkcs8.clone_key())
+            .map_err(|e| AcmeError::Other(format!("{key}: the account key does not load: {e}")))?;
+        let last_error: HintSlot = Arc::new(Mutex::new(None));
+        let http = build_http(config, last_error.clone())?;
+        match Account::builder_with_http(Box::new(http))
+            .from_key(
+                (signing, rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8)),
+                directory_url,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify(e, &last_error)),
+        }
+    }
+
+    /// After `AccountGone`: keep the dead account's credentials as a backup object, remove
+    /// them from their place, and register a new account (or use the one another renewer
+    /// just registered). Returns the new account and where the old credentials went.
+    pub async fn replace_gone_account(
+        config: &Config,
+        store: &SharedStore,
+        gone_url: &str,
+    ) -> Result<(Acme, AccountInfo, Option<String>), AcmeError> {
+        let key = account_key(config.directory_url());
+        let mut backup = None;
+        if let Some(obj) = store.get(&key).await? {
+            let stored_url = serde_json::from_slice::<serde_json::Value>(&obj.data)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+            // Only the account the CA refused is retired: another renewer may already have
+            // put a new one in its place.
+            if stored_url.as_deref() == Some(gone_url) {
+                let name = format!(
+                    "{key}.gone-{}",
+                    time::OffsetDateTime::now_utc().unix_timestamp()
+                );
+                store
+                    .put(&name, &obj.data, Precondition::None, Sensitivity::Secret)
+                    .await?;
+                match store
+                    .delete(&key, Precondition::GenerationMatches(obj.generation))
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.is_precondition_failed() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                backup = Some(format!("{}/{name}", store.location()));
+            }
+        }
+        let (acme, info) = Acme::open(config, store, true).await?;
+        tracing::error!(
+            old_account = gone_url,
+            new_account = info.account_url,
+            backup = backup
+                .as_deref()
+                .unwrap_or("(already replaced by another renewer)"),
+            thumbprint = info.thumbprint,
+            "the CA no longer knows the stored ACME account (deactivated, or the CA was reset); \
+             registered a new one and kept the old credentials as a backup. The account \
+             thumbprint changed: update ACME_THUMBPRINT wherever the filter answers challenges \
+             from it"
+        );
+        Ok((acme, info, backup))
+    }
+
+    fn classify(&self, e: instant_acme::Error) -> AcmeError {
+        classify(e, &hint_slot(&self.last_error))
+    }
+
+    fn take_hint(&self) {
+        if let Ok(mut slot) = hint_slot(&self.last_error).lock() {
+            *slot = None;
+        }
+    }
+}

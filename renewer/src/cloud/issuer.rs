@@ -1,0 +1,122 @@
+//! The CA as the renewal pass sees it: order a certificate, ask for a renewal window. A trait,
+//! so the pass's decisions (leases, retries, backoff, mirroring) are unit-tested with a fake
+//! issuer; [`AcmeIssuer`] is the real one, and the Pebble tests prove its wiring.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::acme::{Acme, AcmeError, OrderSpec};
+use crate::cloud::policy::AriWindow;
+use crate::shared::bundle::Secret;
+use crate::shared::config::Config;
+use crate::shared::store::SharedStore;
+
+/// Where certificates come from.
+#[async_trait]
+pub trait Issuer: Send + Sync {
+    /// Order (or resume the order in flight for) one certificate; the full chain in PEM and
+    /// its private key. The error says whether another attempt may help
+    /// ([`AcmeError::Transient`]).
+    async fn issue(
+        &self,
+        order: &OrderSpec<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, Secret), AcmeError>;
+
+    /// The CA's suggested renewal window for the certificate with this ARI id (RFC 9773),
+    /// and when to ask again; `None` when the CA offers no renewal information.
+    async fn renewal_info(
+        &self,
+        ari_id: &str,
+    ) -> Result<Option<(AriWindow, SystemTime)>, AcmeError>;
+}
+
+/// The ACME CA of the config, through the account kept in the store. The account is opened
+/// (and registered if needed) on first use, and replaced at most once per pass if the CA no
+/// longer knows it.
+pub struct AcmeIssuer {
+    config: Config,
+    store: SharedStore,
+    account: tokio::sync::Mutex<Option<Arc<Acme>>>,
+}
+
+impl AcmeIssuer {
+    /// An issuer for `config`'s CA; nothing is sent until the first order.
+    pub fn new(config: Config, store: SharedStore) -> AcmeIssuer {
+        AcmeIssuer {
+            config,
+            store,
+            account: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The ACME account, opened (and created if needed) on first use.
+    async fn account(&self) -> Result<Arc<Acme>, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(acme) = slot.as_ref() {
+            return Ok(acme.clone());
+        }
+        let (acme, _) = Acme::open(&self.config, &self.store, true).await?;
+        let acme = Arc::new(acme);
+        *slot = Some(acme.clone());
+        Ok(acme)
+    }
+
+    /// The CA refused `gone` as unknown: register a new account (once, however many
+    /// certificates of this pass hit it) and say so loudly.
+    async fn replace_account(&self, gone: &Arc<Acme>) -> Result<Arc<Acme>, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(current) = slot.as_ref().filter(|a| !Arc::ptr_eq(a, gone)) {
+            return Ok(current.clone()); // another certificate of this pass replaced it
+        }
+        let (acme, info, backup) =
+            Acme::replace_gone_account(&self.config, &self.store, gone.account_url()).await?;
+        tracing::error!(
+            old_account = gone.account_url(),
+            new_account = info.account_url,
+            backup = backup
+                .as_deref()
+                .unwrap_or("(already replaced by another renewer)"),
+            thumbprint = info.thumbprint,
+            "the CA no longer knows the stored ACME account (deactivated, or the CA was reset); \
+             registered a new one and kept the old credentials as a backup. The account \
+             thumbprint changed: update ACME_THUMBPRINT wherever the filter answers challenges \
+             from it"
+        );
+        let acme = Arc::new(acme);
+        *slot = Some(acme.clone());
+        Ok(acme)
+    }
+}
+
+#[async_trait]
+impl Issuer for AcmeIssuer {
+    async fn issue(
+        &self,
+        order: &OrderSpec<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, Secret), AcmeError> {
+        let acme = self.account().await?;
+        match acme.issue(&self.store, order, cancel).await {
+            // RFC 8555 §7.3.1: only a new account helps. Registering it is not an attempt of
+            // this order: the order is tried again at once, with the new account.
+            Err(AcmeError::AccountGone(why)) => {
+                let acme = self.replace_account(&acme).await.map_err(|e| {
+                    AcmeError::Other(format!("{why}; registering a new account failed too: {e}"))
+                })?;
+                acme.issue(&self.store, order, cancel).await
+            }
+            other => other,
+        }
+    }
+
+    async fn renewal_info(
+        &self,
+        ari_id: &str,
+    ) -> Result<Option<(AriWindow, SystemTime)>, AcmeError> {
+        self.account().await?.renewal_info(ari_id).await
+    }
+}

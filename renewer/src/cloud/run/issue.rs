@@ -1,0 +1,219 @@
+//! Getting a certificate from the issuer: bounded retries of transient errors, checks of what
+//! came back, publishing (primary first, then the mirror), and the ARI window.
+
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::report::CANCELLED;
+use super::Renewer;
+use crate::cloud::acme::{AcmeError, OrderSpec};
+use crate::cloud::inflight;
+use crate::cloud::policy;
+use crate::cloud::state::{AriCache, CertState};
+use crate::shared::bundle::{Bundle, BundleStore, CertMeta};
+use crate::shared::clock::rfc3339;
+use crate::shared::config::CertificateConfig;
+
+impl Renewer {
+    /// Order `cert`, retrying transient CA errors up to `acme.attempts` times, with the CA's
+    /// `Retry-After` or an exponential pause; the error is the last one, as text.
+    pub(super) async fn issue_with_retries(
+        &self,
+        cert: &CertificateConfig,
+        replaces: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<Bundle, String> {
+        let attempts = self.config.acme.attempts;
+        let domains = cert.normalized_domains();
+        let mut attempt = 1;
+        loop {
+            let order = OrderSpec {
+                name: &cert.name,
+                domains: &domains,
+                key_type: cert.key_type,
+                profile: cert.profile.as_deref(),
+                replaces,
+            };
+            let err = match self.issuer.issue(&order, cancel).await {
+                Ok((chain, key)) => {
+                    let checked = self.check_issued(cert, chain, key);
+                    if checked.is_err() {
+                        // Resuming that order would only fetch the same certificate again.
+                        if let Err(e) = inflight::clear(&self.store, &cert.name).await {
+                            tracing::warn!(error = %e, "could not remove the order record");
+                        }
+                    }
+                    return checked;
+                }
+                Err(e) => e,
+            };
+            if matches!(err, AcmeError::Cancelled) {
+                return Err(CANCELLED.into());
+            }
+            let (transient, retry_after) = match &err {
+                AcmeError::Transient { retry_after, .. } => (true, *retry_after),
+                _ => (false, None),
+            };
+            if !transient || attempt >= attempts {
+                let suffix = if transient && attempts > 1 {
+                    format!(" (gave up after {attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(format!("{err}{suffix}"));
+            }
+            let delay = retry_delay(attempt, retry_after, SystemTime::from(self.clock.now()));
+            let Some(delay) = delay else {
+                return Err(format!(
+                    "{err} (the CA asks to retry later than {} s from now; giving up for this run)",
+                    MAX_RETRY_AFTER.as_secs()
+                ));
+            };
+            tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Err(CANCELLED.into()),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Check what the CA returned before anything is published.
+    fn check_issued(
+        &self,
+        cert: &CertificateConfig,
+        chain: String,
+        key: crate::shared::bundle::Secret,
+    ) -> Result<Bundle, String> {
+        let bundle = Bundle::from_pem(&cert.name, chain, key, self.clock.now())
+            .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
+        let wanted = cert.normalized_domains();
+        if bundle.meta.domains != wanted {
+            return Err(format!(
+                "the CA returned a certificate for [{}], not the requested [{}]",
+                bundle.meta.domains.join(", "),
+                wanted.join(", ")
+            ));
+        }
+        if bundle.meta.not_after <= self.clock.now() {
+            return Err("the CA returned an expired certificate".into());
+        }
+        Ok(bundle)
+    }
+
+    /// Publish to the primary store (the new certificate is current from then on), then
+    /// to the mirror.
+    pub(super) async fn publish(&self, bundle: &Bundle) -> Result<(), String> {
+        self.primary.publish(bundle).await.map_err(|e| {
+            format!("storing the new certificate failed, the previous one stays current: {e}")
+        })?;
+        tracing::info!(
+            store = %self.primary.location(),
+            serial = %bundle.meta.serial,
+            not_after = %rfc3339(bundle.meta.not_after),
+            "new certificate is current"
+        );
+        // The order has delivered: nothing of it is left to resume.
+        if let Err(e) = inflight::clear(&self.store, &bundle.meta.name).await {
+            tracing::warn!(error = %e, "could not remove the finished order's record");
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.publish(bundle).await.map_err(|e| {
+                format!("the new certificate is current in the store, but mirroring it failed: {e}")
+            })?;
+            tracing::info!(mirror = %mirror.location(), "mirrored");
+        }
+        Ok(())
+    }
+
+    /// Bring the mirror up to date when an earlier run could not (mirror down at the time).
+    pub(super) async fn reconcile_mirror(&self, meta: &CertMeta) -> Result<(), String> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(());
+        };
+        let mirrored = mirror
+            .current_meta(&meta.name)
+            .await
+            .map_err(|e| format!("cannot read the mirror: {e}"))?;
+        if mirrored.is_some_and(|m| m.serial == meta.serial) {
+            return Ok(());
+        }
+        let bundle = self
+            .primary
+            .current(&meta.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "current certificate vanished".to_string())?;
+        mirror
+            .publish(&bundle)
+            .await
+            .map_err(|e| format!("mirroring the current certificate failed: {e}"))?;
+        tracing::info!(mirror = %mirror.location(), serial = %meta.serial, "mirror caught up with the current certificate");
+        Ok(())
+    }
+
+    /// The ARI window for the current certificate: cached until the CA's `Retry-After`, else
+    /// fetched. Any failure only means "no ARI this time" — the lifetime rule still applies.
+    pub(super) async fn ari_window(
+        &self,
+        current: Option<&CertMeta>,
+        st: &mut CertState,
+    ) -> Option<policy::AriWindow> {
+        if !self.config.renewal.ari {
+            return None;
+        }
+        let current = current?;
+        let ari_id = current.ari_id.as_deref()?;
+        let now = self.clock.now();
+        if let Some(cache) = st.ari.as_ref().filter(|a| a.serial == current.serial) {
+            if now < cache.next_check {
+                return st.ari_window(&current.serial);
+            }
+        }
+        match self.issuer.renewal_info(ari_id).await {
+            Ok(Some((window, next_check))) => {
+                tracing::info!(
+                    start = %rfc3339(window.start),
+                    end = %rfc3339(window.end),
+                    "renewal window from the CA (ARI)"
+                );
+                st.ari = Some(AriCache {
+                    serial: current.serial.clone(),
+                    start: window.start,
+                    end: window.end,
+                    next_check: OffsetDateTime::from(next_check),
+                });
+                Some(window)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "renewal information unavailable; using the lifetime rule");
+                st.ari_window(&current.serial)
+            }
+        }
+    }
+}
+
+/// Never wait longer than this inside one run for a `Retry-After`; a later time fails the run
+/// (the next scheduled run tries again).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait before attempt `attempt + 1`: the CA's `Retry-After` when it gave one
+/// (None if that is beyond [`MAX_RETRY_AFTER`]), else 2 s, 4 s, 8 s … capped at 60 s.
+pub fn retry_delay(
+    attempt: u32,
+    retry_after: Option<SystemTime>,
+    now: SystemTime,
+) -> Option<Duration> {
+    match retry_after {
+        Some(at) => {
+            let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+            (wait <= MAX_RETRY_AFTER).then_some(wait.max(Duration::from_millis(100)))
+        }
+        None => Some(Duration::from_secs(
+            2u64.saturating_pow(attempt.min(6)).min(60),
+        )),
+    }
+}
