@@ -3,13 +3,15 @@
 //! (cargo-fuzz, `make fuzz`) calls these; the unit tests below replay the stored corpora
 //! (`fuzz/corpus/<target>/`) on every `make test`. Built only for tests and with the
 //! `fuzzing` feature.
+// A fuzz target reports a broken property by panicking: that is how libFuzzer sees it.
+#![allow(clippy::panic)]
 
 use time::OffsetDateTime;
 
+use crate::node::sync;
 use crate::shared::bundle::{Bundle, Secret};
 use crate::shared::certinfo;
 use crate::shared::config::Config;
-use crate::node::sync;
 
 /// `renewer_config`: TOML text, then optionally `\0` and `KEY=value` lines (the environment,
 /// for `RENEWER__*` overrides). A config is either accepted or refused with an error that

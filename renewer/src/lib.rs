@@ -19,6 +19,12 @@
 //! a real Pebble CA, and the re-exported modules below against emulators.
 
 #![warn(missing_docs)]
+// As in the filter: a renewer that panics loses the pass (and in `serve`, every pass in
+// flight); errors are values. Tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cli;
 mod cloud;

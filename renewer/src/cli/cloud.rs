@@ -60,7 +60,7 @@ pub(super) async fn run(
 /// `renewer serve`: the HTTP function until SIGTERM.
 pub(super) async fn serve(loader: &Loader, address: String, port: String) -> Result<Status, Exit> {
     let config = loader.load()?;
-    let addr = listen_address(&address, Some(&port)).map_err(|e| Exit::Config(e))?;
+    let addr = listen_address(&address, Some(&port)).map_err(Exit::Config)?;
     let serve_config = config.serve.clone();
     let renewer = std::sync::Arc::new(open(config).await?);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -262,9 +262,7 @@ async fn members_command(
     init_only: bool,
     interval: Option<Duration>,
 ) -> Result<Status, Exit> {
-    let source = ComputeSource::new(&members)
-        .await
-        .map_err(|e| Exit::Setup(e))?;
+    let source = ComputeSource::new(&members).await.map_err(Exit::Setup)?;
     let dir = members.dir.clone();
     let agent = Arc::new(Agent::new(Box::new(source), members));
     let write_error = |e: std::io::Error| {

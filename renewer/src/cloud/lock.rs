@@ -124,9 +124,7 @@ pub async fn acquire(
             return Ok(lease_from(store, &key, existing, &owner));
         }
         let held: Option<LeaseRecord> = serde_json::from_slice(&existing.data).ok();
-        let expired = held
-            .as_ref()
-            .is_none_or(|h| h.expires_at <= clock.now());
+        let expired = held.as_ref().is_none_or(|h| h.expires_at <= clock.now());
         if expired {
             // An unreadable lease is treated as expired: nobody can prove they hold it.
             match store
@@ -319,10 +317,9 @@ mod tests {
             .await
             .expect("a");
         let s2 = s.clone();
-        let waiter =
-            tokio::spawn(
-                async move { acquire(&s2, &SystemClock, "app", "b", TTL, Duration::from_secs(30)).await },
-            );
+        let waiter = tokio::spawn(async move {
+            acquire(&s2, &SystemClock, "app", "b", TTL, Duration::from_secs(30)).await
+        });
         tokio::time::sleep(Duration::from_millis(300)).await;
         a.release().await;
         let b = waiter
@@ -408,9 +405,16 @@ mod tests {
         for i in 0..6 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                acquire(&s, &SystemClock, "app", &format!("r{i}"), TTL, Duration::ZERO)
-                    .await
-                    .is_ok()
+                acquire(
+                    &s,
+                    &SystemClock,
+                    "app",
+                    &format!("r{i}"),
+                    TTL,
+                    Duration::ZERO,
+                )
+                .await
+                .is_ok()
             }));
         }
         let mut wins = 0;

@@ -154,8 +154,6 @@ pub(super) fn add_roots(
     Ok(added)
 }
 
-/// Store key of the account credentials for this directory: one account per CA.
-
 pub(super) fn problem_text(p: &Problem) -> String {
     let mut s = p.detail.clone().unwrap_or_else(|| "no detail".into());
     if let Some(t) = &p.r#type {

@@ -9,6 +9,7 @@ use crate::shared::store::keys;
 
 use super::AcmeError;
 
+/// Store key of the account credentials for this directory: one account per CA.
 pub fn account_key(directory_url: &str) -> String {
     let digest = hex::encode(Sha256::digest(directory_url.as_bytes()));
     keys::account(digest.get(..16).unwrap_or(&digest))

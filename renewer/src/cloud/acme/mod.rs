@@ -44,7 +44,8 @@ pub enum AcmeError {
     /// Local problems: configuration, key generation, an unexpected answer.
     #[error("{0}")]
     Other(String),
-    /// The renewer is shutting down (`renewer serve` on SIGTERM): the order was abandoned.
+    /// The renewer is shutting down (SIGTERM to `renewer run` or `renewer serve`): the order
+    /// was abandoned, its challenge answers removed.
     #[error("cancelled: the renewer is shutting down")]
     Cancelled,
     /// The CA does not know the stored account any more (deactivated, or the CA was reset):

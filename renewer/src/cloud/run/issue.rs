@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::report::CANCELLED;
+use super::error::PassError;
 use super::Renewer;
 use crate::cloud::acme::{AcmeError, OrderSpec};
 use crate::cloud::inflight;
@@ -18,13 +18,13 @@ use crate::shared::config::CertificateConfig;
 
 impl Renewer {
     /// Order `cert`, retrying transient CA errors up to `acme.attempts` times, with the CA's
-    /// `Retry-After` or an exponential pause; the error is the last one, as text.
+    /// `Retry-After` or an exponential pause.
     pub(super) async fn issue_with_retries(
         &self,
         cert: &CertificateConfig,
         replaces: Option<&str>,
         cancel: &CancellationToken,
-    ) -> Result<Bundle, String> {
+    ) -> Result<Bundle, PassError> {
         let attempts = self.config.acme.attempts;
         let domains = cert.normalized_domains();
         let mut attempt = 1;
@@ -50,31 +50,26 @@ impl Renewer {
                 Err(e) => e,
             };
             if matches!(err, AcmeError::Cancelled) {
-                return Err(CANCELLED.into());
+                return Err(PassError::Cancelled);
             }
             let (transient, retry_after) = match &err {
                 AcmeError::Transient { retry_after, .. } => (true, *retry_after),
                 _ => (false, None),
             };
             if !transient || attempt >= attempts {
-                let suffix = if transient && attempts > 1 {
-                    format!(" (gave up after {attempts} attempts)")
-                } else {
-                    String::new()
-                };
-                return Err(format!("{err}{suffix}"));
+                return Err(PassError::Ca {
+                    error: err,
+                    gave_up_after: (transient && attempts > 1).then_some(attempts),
+                });
             }
             let delay = retry_delay(attempt, retry_after, SystemTime::from(self.clock.now()));
             let Some(delay) = delay else {
-                return Err(format!(
-                    "{err} (the CA asks to retry later than {} s from now; giving up for this run)",
-                    MAX_RETRY_AFTER.as_secs()
-                ));
+                return Err(PassError::RetryTooLate(err));
             };
             tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = cancel.cancelled() => return Err(CANCELLED.into()),
+                _ = cancel.cancelled() => return Err(PassError::Cancelled),
             }
             attempt += 1;
         }
@@ -86,29 +81,29 @@ impl Renewer {
         cert: &CertificateConfig,
         chain: String,
         key: crate::shared::bundle::Secret,
-    ) -> Result<Bundle, String> {
+    ) -> Result<Bundle, PassError> {
         let bundle = Bundle::from_pem(&cert.name, chain, key, self.clock.now())
-            .map_err(|e| format!("the CA returned an unusable certificate: {e}"))?;
+            .map_err(PassError::Unusable)?;
         let wanted = cert.normalized_domains();
         if bundle.meta.domains != wanted {
-            return Err(format!(
-                "the CA returned a certificate for [{}], not the requested [{}]",
-                bundle.meta.domains.join(", "),
-                wanted.join(", ")
-            ));
+            return Err(PassError::WrongNames {
+                got: bundle.meta.domains.join(", "),
+                wanted: wanted.join(", "),
+            });
         }
         if bundle.meta.not_after <= self.clock.now() {
-            return Err("the CA returned an expired certificate".into());
+            return Err(PassError::Expired);
         }
         Ok(bundle)
     }
 
     /// Publish to the primary store (the new certificate is current from then on), then
     /// to the mirror.
-    pub(super) async fn publish(&self, bundle: &Bundle) -> Result<(), String> {
-        self.primary.publish(bundle).await.map_err(|e| {
-            format!("storing the new certificate failed, the previous one stays current: {e}")
-        })?;
+    pub(super) async fn publish(&self, bundle: &Bundle) -> Result<(), PassError> {
+        self.primary
+            .publish(bundle)
+            .await
+            .map_err(PassError::Publish)?;
         tracing::info!(
             store = %self.primary.location(),
             serial = %bundle.meta.serial,
@@ -120,23 +115,21 @@ impl Renewer {
             tracing::warn!(error = %e, "could not remove the finished order's record");
         }
         if let Some(mirror) = &self.mirror {
-            mirror.publish(bundle).await.map_err(|e| {
-                format!("the new certificate is current in the store, but mirroring it failed: {e}")
-            })?;
+            mirror.publish(bundle).await.map_err(PassError::Mirror)?;
             tracing::info!(mirror = %mirror.location(), "mirrored");
         }
         Ok(())
     }
 
     /// Bring the mirror up to date when an earlier run could not (mirror down at the time).
-    pub(super) async fn reconcile_mirror(&self, meta: &CertMeta) -> Result<(), String> {
+    pub(super) async fn reconcile_mirror(&self, meta: &CertMeta) -> Result<(), PassError> {
         let Some(mirror) = &self.mirror else {
             return Ok(());
         };
         let mirrored = mirror
             .current_meta(&meta.name)
             .await
-            .map_err(|e| format!("cannot read the mirror: {e}"))?;
+            .map_err(PassError::MirrorRead)?;
         if mirrored.is_some_and(|m| m.serial == meta.serial) {
             return Ok(());
         }
@@ -144,12 +137,12 @@ impl Renewer {
             .primary
             .current(&meta.name)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "current certificate vanished".to_string())?;
+            .map_err(PassError::Read)?
+            .ok_or(PassError::Vanished)?;
         mirror
             .publish(&bundle)
             .await
-            .map_err(|e| format!("mirroring the current certificate failed: {e}"))?;
+            .map_err(PassError::MirrorCatchUp)?;
         tracing::info!(mirror = %mirror.location(), serial = %meta.serial, "mirror caught up with the current certificate");
         Ok(())
     }

@@ -24,21 +24,24 @@ use crate::shared::clock::{Clock, SystemClock};
 use crate::shared::config::{CertificateConfig, Config};
 use crate::shared::store::{SharedStore, StoreError};
 
+mod error;
 mod issue;
 mod renew;
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{CertReport, Outcome, RunReport, CANCELLED};
+pub use error::PassError;
 use report::failed;
+pub use report::{CertReport, Outcome, RunReport};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub force: bool,
     /// Only these certificates (all when empty).
     pub only: Vec<String>,
-    /// Cancelled when the process must stop (`renewer serve` on SIGTERM): waits for a lease,
+    /// Cancelled when the process must stop (SIGTERM to `renewer run`, e.g. a Cloud Run job
+    /// cancelled or timed out, or to `renewer serve`): waits for a lease,
     /// orders and retry pauses end at once, challenge answers are removed, the lease is
     /// released, and the certificate in service stays as it was. Not counted as a failure.
     pub cancel: CancellationToken,
@@ -171,7 +174,7 @@ impl Renewer {
         // Checked when the certificate's turn comes: after a shutdown began, the ones not
         // started yet are not started.
         if options.cancel.is_cancelled() {
-            return failed(&cert.name, None, CANCELLED.into());
+            return failed(&cert.name, None, PassError::Cancelled);
         }
         // Every event of this certificate carries `certificate` through the span (a field
         // of each JSON log line, a prefix on a terminal). `instrument`, not `enter`: other

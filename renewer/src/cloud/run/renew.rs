@@ -6,7 +6,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{failed, unchanged, CertReport, Outcome, CANCELLED};
+use super::error::PassError;
+use super::report::{failed, unchanged, CertReport, Outcome};
 use super::Renewer;
 use crate::cloud::housekeeping;
 use crate::cloud::lock;
@@ -35,11 +36,7 @@ impl Renewer {
             Ok(c) => c,
             Err(e) => {
                 if !force {
-                    return failed(
-                        name,
-                        None,
-                        format!("{e} (renew with --force to replace it)"),
-                    );
+                    return failed(name, None, PassError::CurrentUnreadable(e));
                 }
                 tracing::warn!(error = %e, "unreadable current certificate; --force replaces it");
                 None
@@ -87,9 +84,9 @@ impl Renewer {
         let lease = tokio::select! {
             l = acquire => match l {
                 Ok(l) => l,
-                Err(e) => return failed(name, current.as_ref(), e.to_string()),
+                Err(e) => return failed(name, current.as_ref(), PassError::Lease(e)),
             },
-            _ = cancel.cancelled() => return failed(name, current.as_ref(), CANCELLED.into()),
+            _ = cancel.cancelled() => return failed(name, current.as_ref(), PassError::Cancelled),
         };
         let report = self
             .renew_locked(
@@ -119,7 +116,9 @@ impl Renewer {
             &self.owner,
             ttl,
             Duration::ZERO,
-        ).await {
+        )
+        .await
+        {
             Ok(lease) => {
                 housekeeping::clear_order_tokens(&self.store, name).await;
                 lease.release().await;
@@ -152,7 +151,7 @@ impl Renewer {
         let current = match self.primary.current_meta(name).await {
             Ok(c) => c,
             Err(_) if force => None,
-            Err(e) => return failed(name, before.as_ref(), e.to_string()),
+            Err(e) => return failed(name, before.as_ref(), PassError::Read(e)),
         };
         let changed = current.as_ref().map(|c| &c.serial) != before.as_ref().map(|c| &c.serial);
         if let Some(started) = forced_since {
@@ -208,14 +207,7 @@ impl Renewer {
             rfc3339(begun)
         ));
         if let Err(e) = self.save_state(name, &attempt).await {
-            return failed(
-                name,
-                current.as_ref(),
-                format!(
-                    "cannot record the attempt in the state object ({e}); not ordering, so that \
-                     a failure could not escape the failure backoff"
-                ),
-            );
+            return failed(name, current.as_ref(), PassError::AttemptNotRecorded(e));
         }
 
         let replaces = current.as_ref().and_then(|c| c.ari_id.clone());
@@ -271,12 +263,12 @@ impl Renewer {
             Err(error) => {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
                 st.last_failure = Some(now);
-                st.last_error = Some(error.clone());
+                st.last_error = Some(error.to_string());
                 if let Err(e) = self.save_state(name, &st).await {
                     tracing::warn!(error = %e, "could not record the failure in the state object (the attempt is recorded as failed)");
                 }
-                // Report what is in service now (the publish may have failed after the
-                // pointer switched only if the mirror failed).
+                // Report what is in service now: if only the mirror failed, the new
+                // certificate is already current in the primary store.
                 let in_service = self.primary.current_meta(name).await.ok().flatten();
                 failed(name, in_service.as_ref().or(current.as_ref()), error)
             }

@@ -6,6 +6,8 @@ use time::OffsetDateTime;
 use crate::cloud::policy::{Decision, Reason};
 use crate::shared::bundle::CertMeta;
 
+use super::error::PassError;
+
 /// What happened to one certificate.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -56,11 +58,12 @@ impl RunReport {
 pub const CANCELLED: &str =
     "cancelled: the renewer is shutting down; the certificate in service is unchanged";
 
-
-pub(super) fn failed(name: &str, current: Option<&CertMeta>, error: String) -> CertReport {
+pub(super) fn failed(name: &str, current: Option<&CertMeta>, error: PassError) -> CertReport {
     CertReport {
         name: name.to_string(),
-        outcome: Outcome::Failed { error },
+        outcome: Outcome::Failed {
+            error: error.to_string(),
+        },
         serial: current.map(|c| c.serial.clone()),
         not_after: current.map(|c| c.not_after),
     }
@@ -81,4 +84,3 @@ pub(super) fn unchanged(name: &str, current: Option<&CertMeta>, decision: &Decis
         not_after: current.map(|c| c.not_after),
     }
 }
-

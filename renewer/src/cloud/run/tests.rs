@@ -4,7 +4,6 @@
 use std::time::{Duration, SystemTime};
 
 use super::issue::retry_delay;
-use super::*;
 
 #[test]
 fn retry_delays() {
@@ -123,7 +122,11 @@ mod pass {
     }
 
     impl Setup {
-        fn new(issuer: FakeIssuer, wait_seconds: u64, mirror: Option<Arc<dyn BundleStore>>) -> Setup {
+        fn new(
+            issuer: FakeIssuer,
+            wait_seconds: u64,
+            mirror: Option<Arc<dyn BundleStore>>,
+        ) -> Setup {
             let dir = tempfile::tempdir().expect("tempdir");
             let text = format!(
                 "[acme]\ndirectory = \"https://ca.test/directory\"\nattempts = 3\n\
@@ -137,13 +140,8 @@ mod pass {
             let store: SharedStore = Arc::new(FsStore::new(dir.path()).expect("store"));
             let clock = Arc::new(TestClock(Mutex::new(OffsetDateTime::now_utc())));
             let issuer = Arc::new(issuer);
-            let renewer = Renewer::with_parts(
-                config,
-                store.clone(),
-                mirror,
-                issuer.clone(),
-                clock.clone(),
-            );
+            let renewer =
+                Renewer::with_parts(config, store.clone(), mirror, issuer.clone(), clock.clone());
             Setup {
                 _dir: dir,
                 store,
@@ -162,7 +160,12 @@ mod pass {
 
         async fn pass(&self) -> Outcome {
             let report: RunReport = self.renewer.run(&RunOptions::default()).await;
-            report.certificates.into_iter().next().expect("one report").outcome
+            report
+                .certificates
+                .into_iter()
+                .next()
+                .expect("one report")
+                .outcome
         }
 
         async fn current_serial(&self) -> Option<String> {
@@ -342,11 +345,13 @@ mod pass {
         assert_eq!(s.issuer.orders(), 1);
 
         // 5 minutes later (policy::backoff(1)): one more order, which fails again …
-        s.clock.advance(time::Duration::minutes(5) + time::Duration::seconds(1));
+        s.clock
+            .advance(time::Duration::minutes(5) + time::Duration::seconds(1));
         assert!(matches!(s.pass().await, Outcome::Failed { .. }));
         assert_eq!(s.issuer.orders(), 2);
         // … and the wait doubles.
-        s.clock.advance(time::Duration::minutes(5) + time::Duration::seconds(1));
+        s.clock
+            .advance(time::Duration::minutes(5) + time::Duration::seconds(1));
         let outcome = s.pass().await;
         assert!(
             matches!(&outcome, Outcome::Unchanged { reason, .. } if reason.contains("backing off after 2")),
