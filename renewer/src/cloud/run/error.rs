@@ -8,8 +8,15 @@ use crate::shared::bundle::BundleError;
 use crate::shared::certinfo::CertError;
 use crate::shared::store::StoreError;
 
-use super::issue::MAX_RETRY_AFTER;
-use super::report::CANCELLED;
+use std::time::Duration;
+
+/// The error of a certificate whose renewal was cut short by a shutdown.
+pub const CANCELLED: &str =
+    "cancelled: the renewer is shutting down; the certificate in service is unchanged";
+
+/// Never wait longer than this inside one run for a `Retry-After`; a later time fails the run
+/// (the next scheduled run tries again).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// A failed pass over one certificate; the certificate in service is untouched by all of them.
 #[derive(Debug, thiserror::Error)]

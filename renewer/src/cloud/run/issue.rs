@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::error::PassError;
+use super::error::{PassError, MAX_RETRY_AFTER};
 use super::Renewer;
 use crate::cloud::acme::{AcmeError, OrderSpec};
 use crate::cloud::inflight;
@@ -188,10 +188,6 @@ impl Renewer {
         }
     }
 }
-
-/// Never wait longer than this inside one run for a `Retry-After`; a later time fails the run
-/// (the next scheduled run tries again).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// How long to wait before attempt `attempt + 1`: the CA's `Retry-After` when it gave one
 /// (None if that is beyond [`MAX_RETRY_AFTER`]), else 2 s, 4 s, 8 s … capped at 60 s.

@@ -54,10 +54,6 @@ impl RunReport {
     }
 }
 
-/// The error of a certificate whose renewal was cut short by a shutdown.
-pub const CANCELLED: &str =
-    "cancelled: the renewer is shutting down; the certificate in service is unchanged";
-
 pub(super) fn failed(name: &str, current: Option<&CertMeta>, error: PassError) -> CertReport {
     CertReport {
         name: name.to_string(),
