@@ -1,6 +1,6 @@
 //! `renewer members`: keep the EDS file current, with metrics.
 //!
-//! Each refresh asks the source, applies [`members::next`](super::members::next) and writes the
+//! Each refresh asks the source, applies [`members::next`] and writes the
 //! file only when the list changed. A failing source or one that answers no member leaves the
 //! file alone (the last known list), says so in a warning, and sets the `stale` metric until
 //! a good answer comes back.
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::eds;
 use super::members::{self, KeepReason, Member, MemberSource, Next};
 use crate::shared::config::MembersConfig;
+use crate::shared::metrics::{self, family, single};
 
 /// What the agent reports (the metrics).
 #[derive(Debug, Clone, Default)]
@@ -192,15 +193,7 @@ impl Agent {
                 "/metrics",
                 get(move || {
                     let agent = agent.clone();
-                    async move {
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                crate::shared::metrics::CONTENT_TYPE,
-                            )],
-                            agent.metrics(),
-                        )
-                    }
+                    async move { metrics::response(agent.metrics()) }
                 }),
             );
             let stopped = stop.clone();
@@ -231,47 +224,44 @@ impl Agent {
     pub fn metrics(&self) -> String {
         let s = self.state();
         let mut out = String::new();
-        let family = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        };
-        family(
+        single(
             &mut out,
             "acme_edge_members",
             "gauge",
             "Members in the list Envoy routes over.",
-            s.current.as_ref().map_or(0, Vec::len).to_string(),
+            s.current.as_ref().map_or(0, Vec::len),
         );
-        family(
+        single(
             &mut out,
             "acme_edge_members_stale",
             "gauge",
             "1 while the last known list is kept because the source failed or answered no member.",
-            u8::from(s.stale).to_string(),
+            u8::from(s.stale),
         );
-        out.push_str(
-            "# HELP acme_edge_members_source_failures_total Refreshes that kept the last known list, by reason.\n\
-             # TYPE acme_edge_members_source_failures_total counter\n",
+        family(
+            &mut out,
+            "acme_edge_members_source_failures_total",
+            "counter",
+            "Refreshes that kept the last known list, by reason.",
         );
         out.push_str(&format!(
             "acme_edge_members_source_failures_total{{reason=\"error\"}} {}\n\
              acme_edge_members_source_failures_total{{reason=\"empty\"}} {}\n",
             s.source_errors, s.empty_answers
         ));
-        family(
+        single(
             &mut out,
             "acme_edge_members_updates_total",
             "counter",
             "New lists written for Envoy.",
-            s.updates.to_string(),
+            s.updates,
         );
-        family(
+        single(
             &mut out,
             "acme_edge_members_last_success_timestamp_seconds",
             "gauge",
             "When the source last gave a usable answer (0: never).",
-            s.last_success.map_or(0, |t| t.unix_timestamp()).to_string(),
+            s.last_success.map_or(0, |t| t.unix_timestamp()),
         );
         out
     }
@@ -300,16 +290,6 @@ mod tests {
         }
     }
 
-    fn node(name: &str, ip: &str) -> Instance {
-        Instance {
-            name: name.into(),
-            status: "RUNNING".into(),
-            action: "NONE".into(),
-            health: Some("HEALTHY".into()),
-            address: ip.parse().ok(),
-        }
-    }
-
     fn config(dir: &std::path::Path) -> MembersConfig {
         MembersConfig {
             project: "my-project".into(),
@@ -327,12 +307,15 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_empty_source_never_empties_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let two = vec![node("a", "10.0.0.1"), node("b", "10.0.0.2")];
+        let two = vec![
+            Instance::healthy("a", "10.0.0.1"),
+            Instance::healthy("b", "10.0.0.2"),
+        ];
         let source = Scripted(Mutex::new(vec![
             Ok(two.clone()),
             Err("503 Service Unavailable".into()),
             Ok(vec![]),
-            Ok(vec![node("a", "10.0.0.1")]),
+            Ok(vec![Instance::healthy("a", "10.0.0.1")]),
         ]));
         let agent = Agent::new(Box::new(source), config(dir.path()));
         assert!(matches!(agent.refresh().await.unwrap(), Refreshed::Written(l) if l.len() == 2));
@@ -383,7 +366,9 @@ mod tests {
         assert_eq!(eds::read(dir.path()), Some(vec![]));
         // With a list already there, init keeps it when the source is down.
         let up = Agent::new(
-            Box::new(Scripted(Mutex::new(vec![Ok(vec![node("a", "10.0.0.1")])]))),
+            Box::new(Scripted(Mutex::new(vec![Ok(vec![Instance::healthy(
+                "a", "10.0.0.1",
+            )])]))),
             config(dir.path()),
         );
         up.init().await.unwrap();

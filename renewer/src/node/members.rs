@@ -148,10 +148,10 @@ pub fn diff<'a>(before: &'a [Member], after: &'a [Member]) -> (Vec<&'a Member>, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn instance(name: &str, ip: &str) -> Instance {
+impl Instance {
+    /// An instance that is a member in every respect: running, no action pending, healthy,
+    /// at `ip` (for the unit tests).
+    pub(crate) fn healthy(name: &str, ip: &str) -> Instance {
         Instance {
             name: name.into(),
             status: "RUNNING".into(),
@@ -160,23 +160,28 @@ mod tests {
             address: ip.parse().ok(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn only_running_idle_healthy_instances_with_an_address_are_members() {
-        let mut booting = instance("c", "10.0.0.3");
+        let mut booting = Instance::healthy("c", "10.0.0.3");
         booting.action = "CREATING".into();
-        let mut draining = instance("d", "10.0.0.4");
+        let mut draining = Instance::healthy("d", "10.0.0.4");
         draining.health = Some("DRAINING".into());
-        let mut stopping = instance("e", "10.0.0.5");
+        let mut stopping = Instance::healthy("e", "10.0.0.5");
         stopping.status = "STOPPING".into();
-        let mut deleting = instance("f", "10.0.0.6");
+        let mut deleting = Instance::healthy("f", "10.0.0.6");
         deleting.action = "DELETING".into();
-        let mut unchecked = instance("g", "10.0.0.7");
+        let mut unchecked = Instance::healthy("g", "10.0.0.7");
         unchecked.health = None; // a group without a health check
-        let no_ip = instance("h", "not an address");
+        let no_ip = Instance::healthy("h", "not an address");
         let (members, excluded) = select(&[
-            instance("b", "10.0.0.2"),
-            instance("a", "10.0.0.10"),
+            Instance::healthy("b", "10.0.0.2"),
+            Instance::healthy("a", "10.0.0.10"),
             booting,
             draining,
             stopping,
@@ -206,9 +211,9 @@ mod tests {
     #[test]
     fn every_order_of_the_same_instances_gives_the_same_list() {
         let all = [
-            instance("a", "10.0.0.3"),
-            instance("b", "10.0.0.1"),
-            instance("c", "10.0.0.2"),
+            Instance::healthy("a", "10.0.0.3"),
+            Instance::healthy("b", "10.0.0.1"),
+            Instance::healthy("c", "10.0.0.2"),
         ];
         let mut reversed = all.clone();
         reversed.reverse();
@@ -217,7 +222,7 @@ mod tests {
 
     #[test]
     fn failures_and_empty_answers_keep_the_last_known_list() {
-        let list = select(&[instance("a", "10.0.0.1")]).0;
+        let list = select(&[Instance::healthy("a", "10.0.0.1")]).0;
         assert_eq!(
             next(Some(&list), Err("503".into())),
             Next::Keep(KeepReason::SourceFailed("503".into()))
@@ -229,7 +234,11 @@ mod tests {
         assert_eq!(next(None, Ok(vec![])), Next::Keep(KeepReason::NoMembers));
         assert_eq!(next(Some(&list), Ok(list.clone())), Next::Unchanged);
         assert_eq!(next(None, Ok(list.clone())), Next::Write(list.clone()));
-        let more = select(&[instance("a", "10.0.0.1"), instance("b", "10.0.0.2")]).0;
+        let more = select(&[
+            Instance::healthy("a", "10.0.0.1"),
+            Instance::healthy("b", "10.0.0.2"),
+        ])
+        .0;
         assert_eq!(
             next(Some(&list), Ok(more.clone())),
             Next::Write(more.clone())

@@ -2,8 +2,8 @@
 //! watches and swapping them atomically, so Envoy never restarts and never reads half a file:
 //!
 //! * [`sync`] (`renewer sync`): the certificate, as SDS files (`sds.yaml`, `current/`);
-//!   with `--watch`, [`ready`] tells the health checks whether this node can take users.
-//! * [`members`], [`eds`], [`compute`], [`agent`] (`renewer members`): the cluster's
+//!   with `--watch`, `ready` tells the health checks whether this node can take users.
+//! * [`members`], [`eds`], [`compute`], `agent` (`renewer members`): the cluster's
 //!   membership, as an EDS file: every healthy node's application, the same list on every
 //!   node, so Envoy's Maglev maps a key to the same instance whichever node a client reached.
 //!

@@ -12,16 +12,22 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::shared::config::KeyType;
 
+/// Why a chain or key was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
+    /// The text holds no `CERTIFICATE` PEM block (or, for a bundle, nothing before the key).
     #[error("no PEM certificate found")]
     NoCertificate,
+    /// A PEM block is malformed (bad base64, unterminated).
     #[error("PEM does not parse: {0}")]
     Pem(String),
+    /// The leaf is not a certificate the renewer can read, or uses a key it does not issue.
     #[error("certificate does not parse: {0}")]
     X509(String),
+    /// The private key is missing or does not parse.
     #[error("private key does not parse (expected PKCS#8, SEC1 or PKCS#1 PEM)")]
     Key,
+    /// The private key belongs to another certificate.
     #[error("private key does not match the certificate's public key")]
     KeyMismatch,
 }
@@ -36,7 +42,9 @@ pub struct LeafInfo {
     pub domains: Vec<String>,
     /// Issuer distinguished name, RFC 4514 style.
     pub issuer: String,
+    /// Start of validity (notBefore).
     pub not_before: OffsetDateTime,
+    /// End of validity (notAfter).
     pub not_after: OffsetDateTime,
     /// RFC 9773 certificate identifier (`base64url(AKI keyIdentifier).base64url(serial DER)`),
     /// when the certificate has an authority key identifier.
@@ -179,12 +187,7 @@ mod tests {
     use super::*;
 
     fn self_signed(names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        let cert = params.self_signed(&key).expect("cert");
-        (cert.pem(), key.serialize_pem())
+        crate::shared::testing::self_signed(names, 90)
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Prometheus text exposition (format 0.0.4) of the renewer's state, for `GET /metrics` of
 //! `renewer serve`. Pure: [`render`] turns a [`Snapshot`] into text; `serve` fills the snapshot
 //! from the store (what is in service) and from its own counters (what this process did).
+//!
+//! The node agents' `/metrics` (`renewer sync --watch`, `renewer members --watch`) write
+//! their few families with [`family`] and [`single`], and all three answer with [`response`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 
 use time::OffsetDateTime;
 
@@ -60,9 +66,21 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// The `# HELP` and `# TYPE` lines of family `name` (`kind`: `gauge`, `counter`, `summary`).
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family with one sample and no labels: [`family`]'s lines, then `name value`.
+pub(crate) fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The answer to `GET /metrics`: `text`, with the exposition format's [`CONTENT_TYPE`].
+pub(crate) fn response(text: String) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
 /// The exposition text. Every family is present with its HELP/TYPE lines even without samples,

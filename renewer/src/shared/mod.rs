@@ -10,3 +10,5 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;

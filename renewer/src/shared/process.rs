@@ -37,7 +37,9 @@ pub async fn shutdown_signal() -> &'static str {
 
 /// A token cancelled on the first SIGTERM or SIGINT; `on_signal` is called with the signal's
 /// name first (to log what stops, at the level the command wants).
-pub fn cancel_on_signal(on_signal: impl FnOnce(&'static str) + Send + 'static) -> CancellationToken {
+pub fn cancel_on_signal(
+    on_signal: impl FnOnce(&'static str) + Send + 'static,
+) -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {

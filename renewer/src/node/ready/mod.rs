@@ -12,23 +12,23 @@
 //! With `max-unavailable=0`, a rolling update waits for a new node to be ready before it
 //! removes an old one, so a node that cannot serve the certificate never replaces one that can.
 //!
-//! [`assess`] is the pure rule; [`SyncStatus`] records what each sync saw; [`LocalProbe`]
-//! does the two checks; [`serve`] runs the checks and answers `/ready` and `/metrics`.
+//! [`assess`] is the pure rule; [`SyncStatus`] records what each sync saw (here);
+//! [`LocalProbe`] does the two checks (`probe`); [`serve`] runs the checks and answers
+//! `/ready` and `/metrics` (`server`).
+
+mod probe;
+mod server;
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-use crate::shared::config::syntax::AppUrl;
 
 use super::sync::{missing_names, Installed, Outcome, SyncError};
+use crate::shared::metrics::{family, single};
+
+pub use probe::{LocalProbe, NodeProbe};
+pub use server::serve;
 
 /// How long after a new certificate is installed Envoy may still present the one it replaced
 /// and the node stays ready: Envoy reloads within a second or two of the swap, and a health
@@ -52,6 +52,7 @@ pub enum SourceView {
 /// What `renewer sync --watch` knows, updated after every sync and every readiness check.
 #[derive(Debug, Clone, Default)]
 pub struct StatusState {
+    /// What the source said at the last sync.
     pub source: SourceView,
     /// What is installed now (read back from the directory after each sync).
     pub installed: Option<Installed>,
@@ -59,7 +60,9 @@ pub struct StatusState {
     pub replaced: Option<(String, OffsetDateTime)>,
     /// Configured names the installed certificate lacks.
     pub missing: Vec<String>,
+    /// Certificates installed since the agent started.
     pub installs: u64,
+    /// Syncs that failed since the agent started (source unreadable, refused, not installed).
     pub failures: u64,
     /// When a sync last read the source successfully.
     pub last_success: Option<OffsetDateTime>,
@@ -70,7 +73,9 @@ pub struct StatusState {
 /// The verdict `/ready` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
+    /// 200 or 503.
     pub ready: bool,
+    /// Why, in words, for the answer's body and the logs.
     pub reason: String,
 }
 
@@ -250,55 +255,56 @@ impl SyncStatus {
     pub fn metrics(&self) -> String {
         let s = self.state();
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            );
-        };
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_ready",
             "gauge",
             "1 when this node is ready: its app answers and Envoy serves the installed certificate (or no certificate exists yet).",
-            u8::from(s.readiness.ready).to_string(),
+            u8::from(s.readiness.ready),
         );
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_missing_names",
             "gauge",
             "Configured names the installed certificate does not cover (served anyway until the renewer adds them).",
-            s.missing.len().to_string(),
+            s.missing.len(),
         );
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_certificate_not_after_timestamp_seconds",
             "gauge",
             "Expiry of the installed certificate (0: none installed).",
             s.installed
                 .as_ref()
-                .map_or(0, |i| i.not_after.unix_timestamp())
-                .to_string(),
+                .map_or(0, |i| i.not_after.unix_timestamp()),
         );
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_installs_total",
             "counter",
             "New certificates installed for Envoy.",
-            s.installs.to_string(),
+            s.installs,
         );
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_failures_total",
             "counter",
             "Syncs that could not read the source, refused its certificate, or could not install it.",
-            s.failures.to_string(),
+            s.failures,
         );
-        family(
+        single(
+            &mut out,
             "acme_edge_sync_last_success_timestamp_seconds",
             "gauge",
             "When a sync last read the source (0: never).",
-            s.last_success.map_or(0, |t| t.unix_timestamp()).to_string(),
+            s.last_success.map_or(0, |t| t.unix_timestamp()),
         );
         if !s.missing.is_empty() {
-            out.push_str(
-                "# HELP acme_edge_sync_missing_name A configured name the installed certificate lacks.\n\
-                 # TYPE acme_edge_sync_missing_name gauge\n",
+            family(
+                &mut out,
+                "acme_edge_sync_missing_name",
+                "gauge",
+                "A configured name the installed certificate lacks.",
             );
             for name in &s.missing {
                 let _ = writeln!(out, "acme_edge_sync_missing_name{{name=\"{name}\"}} 1");
@@ -308,245 +314,10 @@ impl SyncStatus {
     }
 }
 
-/// The two checks, as a trait so [`assess`]'s wiring is testable without Envoy.
-#[async_trait::async_trait]
-pub trait NodeProbe: Send + Sync {
-    /// The serial of the leaf certificate Envoy presents.
-    async fn served_serial(&self) -> Result<String, String>;
-    /// Whether the app answers its health URL.
-    async fn app(&self) -> Result<(), String>;
-}
-
-/// The real checks: a TLS handshake with Envoy's listener, and an HTTP GET of the app.
-pub struct LocalProbe {
-    tls_address: String,
-    server_name: rustls::pki_types::ServerName<'static>,
-    app_url: Option<AppUrl>,
-    tls: tokio_rustls::TlsConnector,
-}
-
-/// Accepts whatever certificate Envoy presents: the probe compares its serial with the one
-/// `sync` installed (and verified before installing); it does not decide trust. The handshake
-/// signature is still checked, so the peer holds the certificate's key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl LocalProbe {
-    /// A probe of Envoy's TLS listener at `tls_address` (SNI `server_name`) and of `app_url`.
-    pub fn new(
-        tls_address: &str,
-        server_name: &str,
-        app_url: Option<AppUrl>,
-    ) -> Result<LocalProbe, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
-        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| format!("{server_name:?}: {e}"))?;
-        Ok(LocalProbe {
-            tls_address: tls_address.to_string(),
-            server_name,
-            app_url,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl NodeProbe for LocalProbe {
-    async fn served_serial(&self) -> Result<String, String> {
-        let handshake = async {
-            let tcp = tokio::net::TcpStream::connect(&self.tls_address)
-                .await
-                .map_err(|e| format!("{}: {e}", self.tls_address))?;
-            let tls = self
-                .tls
-                .connect(self.server_name.clone(), tcp)
-                .await
-                .map_err(|e| format!("{}: handshake: {e}", self.tls_address))?;
-            let leaf = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .ok_or_else(|| format!("{}: no certificate presented", self.tls_address))?;
-            crate::shared::certinfo::serial_of_der(leaf.as_ref()).map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(CHECK_TIMEOUT, handshake)
-            .await
-            .map_err(|_| format!("{}: no handshake within 3 s", self.tls_address))?
-    }
-
-    async fn app(&self) -> Result<(), String> {
-        let Some(url) = &self.app_url else {
-            return Ok(());
-        };
-        let get = async {
-            let mut tcp = tokio::net::TcpStream::connect(&url.authority)
-                .await
-                .map_err(|e| format!("{}: {e}", url.authority))?;
-            let request = format!(
-                "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: acme-edge-ready\r\nConnection: close\r\n\r\n",
-                url.path, url.authority
-            );
-            tcp.write_all(request.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut head = [0u8; 64];
-            let mut read = 0;
-            while read < 12 {
-                let n = tcp
-                    .read(&mut head[read..])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                read += n;
-            }
-            let line = String::from_utf8_lossy(&head[..read]);
-            let status: u16 = line
-                .strip_prefix("HTTP/1.")
-                .and_then(|r| r.get(2..5))
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| format!("{}: not an HTTP answer", url.authority))?;
-            if (200..400).contains(&status) {
-                Ok(())
-            } else {
-                Err(format!("{}{} answered {status}", url.authority, url.path))
-            }
-        };
-        tokio::time::timeout(CHECK_TIMEOUT, get)
-            .await
-            .map_err(|_| format!("{}{} did not answer within 3 s", url.authority, url.path))?
-    }
-}
-
-/// Check readiness every `interval` until `stop`, and answer `GET /ready` (200 or 503, with
-/// the reason) and `GET /metrics` on `listener`.
-pub async fn serve(
-    status: Arc<SyncStatus>,
-    probe: Arc<dyn NodeProbe>,
-    listener: tokio::net::TcpListener,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let checker = {
-        let (status, stop) = (status.clone(), stop.clone());
-        async move {
-            loop {
-                let installed = status.state().installed.is_some();
-                let (app, served) = tokio::join!(probe.app(), async {
-                    if installed {
-                        Some(probe.served_serial().await)
-                    } else {
-                        None
-                    }
-                });
-                status.observe(&Observed { app, served }, OffsetDateTime::now_utc());
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
-    };
-    let ready = status.clone();
-    let metrics = status;
-    let router = Router::new()
-        .route(
-            "/ready",
-            get(move || {
-                let r = ready.state().readiness;
-                async move {
-                    let code = if r.ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    let word = if r.ready { "ready" } else { "not ready" };
-                    (code, format!("{word}: {}\n", r.reason))
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.metrics();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            crate::shared::metrics::CONTENT_TYPE,
-                        )],
-                        text,
-                    )
-                }
-            }),
-        );
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-    });
-    let (served, ()) = tokio::join!(server, checker);
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the status endpoint stopped");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::config::syntax::AppUrl;
 
     fn installed(serial: &str, names: &[&str], days: i64) -> Installed {
         let now = OffsetDateTime::now_utc();

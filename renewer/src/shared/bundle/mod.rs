@@ -2,8 +2,8 @@
 //!
 //! [`BundleStore`] is the one interface every certificate store implements: the object layout
 //! on a directory or bucket ([`ObjectBundles`]) and the Secret Manager mirror
-//! (`crate::shared::bundle::secret_manager`). `renewer run` publishes to the primary store and then to
-//! the mirror; `renewer sync` reads from whichever one a node is configured with.
+//! ([`secret_manager`]). `renewer run` publishes to the primary store and then to the mirror;
+//! `renewer sync` reads from whichever one a node is configured with.
 
 use std::fmt;
 
@@ -22,6 +22,7 @@ use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreEr
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap `value`; from here on it prints as `Secret([redacted])`.
     pub fn new(value: String) -> Secret {
         Secret(value)
     }
@@ -49,10 +50,14 @@ pub struct CertMeta {
     pub serial: String,
     /// DNS names in the certificate, sorted.
     pub domains: Vec<String>,
+    /// The algorithm of the certificate's key.
     pub key_type: KeyType,
+    /// Issuer distinguished name, RFC 4514 style.
     pub issuer: String,
+    /// Start of validity (notBefore).
     #[serde(with = "time::serde::rfc3339")]
     pub not_before: OffsetDateTime,
+    /// End of validity (notAfter).
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     /// RFC 9773 identifier, for renewal information and `replaces`.
@@ -68,6 +73,7 @@ pub struct CertMeta {
 /// A certificate chain with its private key and metadata.
 #[derive(Debug, Clone)]
 pub struct Bundle {
+    /// What the chain's leaf says, and when it was stored.
     pub meta: CertMeta,
     /// Leaf first, then the intermediates, PEM.
     pub fullchain_pem: String,
@@ -115,16 +121,29 @@ impl Bundle {
     }
 }
 
+/// Why a bundle could not be published or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// The object store under [`ObjectBundles`] failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An object exists but its content is not what it must be. Names the object.
     #[error("{object}: {message}")]
-    Corrupt { object: String, message: String },
+    Corrupt {
+        /// The object or secret version (`gs://b/certs/app/current.json`,
+        /// `secretmanager://p/s/versions/3`).
+        object: String,
+        /// What is wrong with its content (never the content).
+        message: String,
+    },
     /// A backend other than an object store failed (Secret Manager).
     #[error("{location}: {message}")]
-    Backend { location: String, message: String },
+    Backend {
+        /// The backend, or the secret the call was about (`secretmanager://project/secret`).
+        location: String,
+        /// The call and the service's answer.
+        message: String,
+    },
 }
 
 /// Publish and read issued certificates.
@@ -150,27 +169,33 @@ pub trait BundleStore: Send + Sync + fmt::Debug {
 pub struct CurrentPointer {
     /// Format version of this file; readers refuse versions they do not know.
     pub version: u32,
+    /// Key of the chain object ([`keys::fullchain`]).
     pub fullchain: String,
+    /// Key of the private key object ([`keys::privkey`]).
     pub privkey: String,
+    /// The certificate's metadata, at the top level of the JSON.
     #[serde(flatten)]
     pub meta: CertMeta,
 }
 
 const POINTER_VERSION: u32 = 1;
 
-/// Certificates laid out on an [`ObjectStore`]: immutable per-serial PEM objects first, then
-/// `current.json` last. A reader that follows `current.json` therefore never sees a half-written
-/// certificate, and a failure before the pointer is written leaves the old one in force.
+/// Certificates laid out on an [`ObjectStore`](crate::shared::store::ObjectStore): immutable
+/// per-serial PEM objects first, then `current.json` last. A reader that follows
+/// `current.json` therefore never sees a half-written certificate, and a failure before the
+/// pointer is written leaves the old one in force.
 #[derive(Debug, Clone)]
 pub struct ObjectBundles {
     store: SharedStore,
 }
 
 impl ObjectBundles {
+    /// Certificates kept on `store`.
     pub fn new(store: SharedStore) -> ObjectBundles {
         ObjectBundles { store }
     }
 
+    /// The object store underneath.
     pub fn store(&self) -> &SharedStore {
         &self.store
     }
@@ -339,35 +364,23 @@ mod tests {
         ) -> Result<Generation, StoreError> {
             let fail = self.fail_on.lock().map(|f| f.clone()).unwrap_or(None);
             if fail.is_some_and(|f| key.contains(&f)) {
-                return Err(StoreError::Backend {
-                    location: "test".into(),
-                    key: key.into(),
-                    message: "injected write failure".into(),
-                });
+                return Err(StoreError::backend("test", key, "injected write failure"));
             }
             self.inner.put(key, data, p, s).await
         }
         async fn delete(&self, key: &str, p: Precondition) -> Result<(), StoreError> {
             self.inner.delete(key, p).await
         }
-        async fn list(&self, prefix: &str) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::shared::store::Listed>, StoreError> {
             self.inner.list(prefix).await
         }
     }
 
     fn bundle(name: &str) -> Bundle {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_string()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert");
-        Bundle::from_pem(
-            name,
-            cert.pem(),
-            Secret::new(key.serialize_pem()),
-            OffsetDateTime::now_utc(),
-        )
-        .expect("bundle")
+        crate::shared::testing::bundle(name, &["a.example.com"], 90)
     }
 
     #[tokio::test]
@@ -400,26 +413,23 @@ mod tests {
         bundles.publish(&b).await.expect("publish");
         // A chain that does not match the digest in current.json.
         let other = bundle("app");
-        store
-            .put(
-                &keys::fullchain("app", &b.meta.serial),
-                other.fullchain_pem.as_bytes(),
-                Precondition::None,
-                Sensitivity::Public,
-            )
-            .await
-            .expect("overwrite");
+        let overwrite = |key: String, data: Vec<u8>| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(&key, &data, Precondition::None, Sensitivity::Public)
+                    .await
+                    .expect("overwrite")
+            }
+        };
+        overwrite(
+            keys::fullchain("app", &b.meta.serial),
+            other.fullchain_pem.into_bytes(),
+        )
+        .await;
         let e = bundles.current("app").await.expect_err("mismatch");
         assert!(e.to_string().contains("fullchain.pem"), "{e}");
-        store
-            .put(
-                "certs/app/current.json",
-                b"[]",
-                Precondition::None,
-                Sensitivity::Public,
-            )
-            .await
-            .expect("corrupt");
+        overwrite("certs/app/current.json".into(), b"[]".to_vec()).await;
         let e = bundles.current_meta("app").await.expect_err("corrupt");
         assert!(e.to_string().contains("certs/app/current.json"), "{e}");
         assert!(format!("{:?}", b.privkey_pem).contains("redacted"));

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::syntax::check_domain;
 use super::FieldError;
 
+/// `[acme]`: the CA, the account's contacts, and how patiently to talk to the CA.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
@@ -16,24 +17,28 @@ pub struct AcmeConfig {
     /// which CA (and staging or production) is a choice to make in words.
     #[serde(default)]
     pub directory: String,
-    /// Contact addresses for the account (`ops@example.com` or `mailto:ops@example.com`).
+    /// Contact addresses for the account (`ops@example.com` or `mailto:ops@example.com`; the
+    /// `mailto:` is added when missing). Default: none.
     #[serde(default)]
     pub contact: Vec<String>,
     /// PEM file with extra root certificates to trust for the CA's API (Pebble, a private CA),
-    /// in addition to the built-in web roots.
+    /// in addition to the built-in web roots. Default: none.
     #[serde(default)]
     pub extra_root_ca: Option<PathBuf>,
     /// External account binding, required by some CAs (Google Trust Services, ZeroSSL).
+    /// Default: none.
     #[serde(default)]
     pub eab: Option<EabConfig>,
-    /// Seconds to wait for the CA to validate an order and to issue, per order.
+    /// Seconds to wait for the CA to validate an order and to issue, per order (> 0).
+    /// Default: 120.
     #[serde(default = "default_poll_timeout")]
     pub poll_timeout_seconds: u64,
-    /// Seconds before a single HTTP request to the CA is abandoned.
+    /// Seconds before a single HTTP request to the CA is abandoned (> 0). Default: 30.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
-    /// Attempts per certificate when the CA is unreachable, answers 5xx or rate-limits (429).
-    /// Waits between attempts follow `Retry-After` when given, else exponential backoff.
+    /// Attempts per certificate on transient CA errors (unreachable, 5xx, 429, `badNonce`),
+    /// 1 to 10. Waits between attempts follow `Retry-After` (up to 5 min) when given, else
+    /// back off 2 s, 4 s, 8 s… Default: 3.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
 }
@@ -62,20 +67,24 @@ fn default_attempts() -> u32 {
     3
 }
 
+/// `[acme.eab]`: external account binding (RFC 8555 §7.3.4), the key id and HMAC key the CA
+/// gave you to tie the ACME account to your account with it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EabConfig {
-    /// The key identifier the CA gave you.
+    /// The key identifier the CA gave you. Required.
     pub key_id: String,
     /// Environment variable holding the base64url HMAC key (Cloud Run: a secret exposed as an
     /// environment variable). Exactly one of `hmac_key_env` and `hmac_key_file`.
     #[serde(default)]
     pub hmac_key_env: Option<String>,
-    /// File holding the base64url HMAC key (Cloud Run: a secret mounted as a volume).
+    /// File holding the base64url HMAC key (Cloud Run: a secret mounted as a volume). Exactly
+    /// one of `hmac_key_env` and `hmac_key_file`.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
 }
 
+/// `[renewal]`: when a certificate is due, and how many a pass renews at once.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RenewalConfig {
@@ -84,11 +93,12 @@ pub struct RenewalConfig {
     #[serde(default = "default_fraction")]
     pub fraction_left: f64,
     /// Ask the CA for ACME Renewal Information (RFC 9773) when it offers it, and renew inside
-    /// the window it suggests; the lifetime rule still applies as a backstop.
+    /// the window it suggests; the lifetime rule still applies as a backstop. Default: true.
     #[serde(default = "default_true")]
     pub ari: bool,
     /// How many certificates one pass renews at the same time (1 to 64). Each has its own
     /// order and lease; the account is shared. The report keeps the configuration's order.
+    /// Default: 8.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
@@ -117,17 +127,21 @@ fn default_true() -> bool {
     true
 }
 
+/// One `[[certificates]]` entry: a certificate to keep issued.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
-    /// Identifier used in object keys, secret ids and logs: `[A-Za-z0-9_-]`, 1 to 64 chars.
+    /// Identifier used in object keys, secret ids and logs: `[A-Za-z0-9_-]`, 1 to 64 chars,
+    /// unique. Required.
     pub name: String,
-    /// DNS names, all in one certificate (the first is only first; there is no "common name").
+    /// DNS names, all in one certificate (the first is only first; there is no "common name"):
+    /// 1 to 100, distinct, no wildcards (HTTP-01 cannot validate them). Required.
     pub domains: Vec<String>,
     /// Key algorithm of the certificate's key; a fresh key is generated for every issuance.
+    /// Default: `ecdsa-p256`.
     #[serde(default)]
     pub key_type: KeyType,
-    /// How the CA validates control of the names. Only `http-01` so far.
+    /// How the CA validates control of the names. Only `http-01` (the default) so far.
     #[serde(default)]
     pub challenge: ChallengeKind,
     /// ACME profile to request (draft-aaron-acme-profiles), e.g. `tlsserver` or `shortlived`
@@ -136,15 +150,20 @@ pub struct CertificateConfig {
     pub profile: Option<String>,
 }
 
+/// `certificates[].key_type`: the algorithm of a certificate's key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum KeyType {
+    /// `ecdsa-p256`: ECDSA on the P-256 curve (the default).
     #[default]
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
+    /// `ecdsa-p384`: ECDSA on the P-384 curve.
     #[serde(rename = "ecdsa-p384")]
     EcdsaP384,
+    /// `rsa-2048`: RSA with a 2048-bit modulus.
     #[serde(rename = "rsa-2048")]
     Rsa2048,
+    /// `rsa-4096`: RSA with a 4096-bit modulus.
     #[serde(rename = "rsa-4096")]
     Rsa4096,
 }
@@ -160,13 +179,15 @@ impl fmt::Display for KeyType {
     }
 }
 
+/// `certificates[].challenge`: how the CA validates control of a name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ChallengeKind {
+    /// `http-01` (RFC 8555 §8.3): the CA fetches a token from
+    /// `http://<name>/.well-known/acme-challenge/` (the default, and the only one so far).
     #[default]
     #[serde(rename = "http-01")]
     Http01,
 }
-
 
 impl CertificateConfig {
     /// The configured names, lowercased and sorted: what a certificate must contain.
@@ -181,7 +202,6 @@ impl CertificateConfig {
         d
     }
 }
-
 
 impl AcmeConfig {
     pub(super) fn validate(&self) -> Result<(), FieldError> {

@@ -19,8 +19,6 @@ mod node;
 mod serve;
 mod storage;
 pub mod syntax;
-#[cfg(test)]
-mod tests;
 
 pub use acme::{
     AcmeConfig, CertificateConfig, ChallengeKind, EabConfig, KeyType, RenewalConfig,
@@ -87,12 +85,15 @@ pub struct Config {
     /// out, so a change of CA settings does not touch the nodes.
     #[serde(default)]
     pub acme: AcmeConfig,
+    /// When certificates are due. Default: every field's default.
     #[serde(default)]
     pub renewal: RenewalConfig,
+    /// Where certificates, the account and leases are kept. Required.
     pub store: StoreConfig,
     /// Optional mirror of every issued bundle into Secret Manager.
     #[serde(default)]
     pub secret_manager: Option<SecretManagerConfig>,
+    /// The renewal lease. Default: every field's default.
     #[serde(default)]
     pub lock: LockConfig,
     /// `renewer serve` (the HTTP runtime).
@@ -108,7 +109,6 @@ pub struct Config {
     #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
 }
-
 
 impl Config {
     /// Read `path`, apply `RENEWER__*` overrides from `env`, and validate.
@@ -229,10 +229,14 @@ impl Config {
         }
         self.lock.validate()?;
         self.serve.validate()?;
-        self.sync.validate(&self.certificates, self.secret_manager.is_some())?;
+        self.sync
+            .validate(&self.certificates, self.secret_manager.is_some())?;
         if let Some(members) = &self.members {
             members.validate()?;
         }
         acme::validate_certificates(&self.certificates)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::syntax::{check_http_url, is_project_id, parse_listen, AppUrl};
 use super::{CertificateConfig, FieldError};
 
+/// `sync.source`: where `renewer sync` reads the certificate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum SyncSource {
-    /// The `[store]` (directory or bucket) the renewer publishes to.
+    /// `store`: the `[store]` (directory or bucket) the renewer publishes to (the default).
     #[default]
     #[serde(rename = "store")]
     Store,
-    /// The `[secret_manager]` mirror.
+    /// `secret-manager`: the `[secret_manager]` mirror.
     #[serde(rename = "secret-manager")]
     SecretManager,
 }
@@ -28,6 +29,8 @@ impl fmt::Display for SyncSource {
     }
 }
 
+/// `[sync]`: `renewer sync`, which installs the certificate for Envoy on an app node, and its
+/// readiness endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
@@ -36,37 +39,45 @@ pub struct SyncConfig {
     pub certificate: Option<String>,
     /// `store` (default) or `secret-manager`.
     pub source: SyncSource,
-    /// The directory Envoy's SDS configuration points at (`TLS_DIR` of deploy/envoy/render.sh).
+    /// The directory Envoy's SDS configuration points at (`TLS_DIR` of deploy/envoy/render.sh):
+    /// an absolute path of `[A-Za-z0-9/._-]`. Default: `/var/lib/acme-edge/tls`.
     pub dir: PathBuf,
     /// SDS secret name written into `sds.yaml`; the Envoy listener refers to it.
+    /// Default: `server_cert`.
     pub secret_name: String,
-    /// Seconds between checks with `--watch` when no interval is given on the command line.
+    /// Seconds between checks with `--watch` when no interval is given on the command line
+    /// (each wait ±10 %, so nodes do not read the store in step). Default: 300.
     pub interval_seconds: u64,
     /// Installed versions kept in `dir` (the current one included), for rolling back by hand.
+    /// Default: 3.
     pub keep_versions: u32,
     /// Shell command (`sh -c`) run after a new certificate is installed, e.g. to notify a
-    /// process that does not watch files. Envoy needs none.
+    /// process that does not watch files; it gets `RENEWER_SYNC_SERIAL`,
+    /// `RENEWER_SYNC_NOT_AFTER`, `RENEWER_SYNC_DIR` and `RENEWER_SYNC_NAME`. Envoy needs none.
+    /// Default: none.
     pub on_change: Option<String>,
-    /// Seconds `on_change` may run before it is killed.
+    /// Seconds `on_change` may run before it is killed. Default: 60.
     pub on_change_timeout_seconds: u64,
     /// With `--watch`: where `GET /ready` (200 when this node is ready for users, else 503,
     /// with the reason) and `GET /metrics` are served; Envoy's `/.edge/healthz` asks `/ready`
-    /// (render.sh `READY_ADDRESS`). Empty: neither is served.
+    /// (render.sh `READY_ADDRESS`). Empty: neither is served. Default: `127.0.0.1:9903`.
     pub status_address: String,
     /// Envoy's TLS listener, which the readiness check handshakes with to see that it presents
-    /// the installed certificate.
+    /// the installed certificate. Default: `127.0.0.1:443`.
     pub ready_tls_address: String,
     /// SNI of that handshake. Default: the certificate's first name.
     pub ready_server_name: Option<String>,
     /// The app's health URL on this node (`http://HOST:PORT/PATH`); ready needs a 2xx or 3xx
-    /// answer. Unset: the app is not checked.
+    /// answer. Unset (the default): the app is not checked.
     pub ready_app_url: Option<String>,
-    /// Seconds between readiness checks.
+    /// Seconds between readiness checks. Default: 5.
     pub ready_interval_seconds: u64,
     /// A PEM file of CA root certificates. When set, a bundle whose chain does not lead to
     /// one of them is refused (the installed certificate stays): a store someone else can
     /// write to cannot make this node serve a certificate of their choosing. Unset: any
-    /// chain is accepted. `make deploy` sets the configured CA's roots where they are known.
+    /// chain is accepted (the default). `make deploy` sets the configured CA's roots where they
+    /// are known: Let's Encrypt's, shipped in the image as `/etc/acme-edge/roots/letsencrypt.pem`
+    /// (`renewer/roots/`).
     pub trusted_roots: Option<PathBuf>,
 }
 
@@ -91,30 +102,34 @@ impl Default for SyncConfig {
     }
 }
 
-/// `renewer members`: which managed instance group makes the cluster, and where Envoy reads it.
+/// `[members]`: for `renewer members` (and needed by it only): which managed instance group
+/// makes the cluster, and where Envoy reads it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MembersConfig {
-    /// Google Cloud project of the managed instance group.
+    /// Google Cloud project of the managed instance group. Required.
     pub project: String,
-    /// Region of the (regional) managed instance group.
+    /// Region of the (regional) managed instance group, e.g. `europe-west1`. Required.
     pub region: String,
     /// The managed instance group's name. Its instances carry the label
     /// `acme-edge-group=<group>` (set by `make deploy`'s instance template), by which their
-    /// addresses are listed in one call.
+    /// addresses are listed in one call. Required.
     pub group: String,
-    /// Port the application listens on, on every node (`APP_PORT`).
+    /// Port the application listens on, on every node (`APP_PORT`). Required.
     pub port: u16,
     /// Directory of `eds.json`, which Envoy watches (`MEMBERS_DIR` of deploy/envoy/render.sh).
+    /// Default: `/var/lib/acme-edge/members`.
     #[serde(default = "default_members_dir")]
     pub dir: PathBuf,
-    /// The Envoy cluster the endpoints belong to (render.sh's is `app`).
+    /// The Envoy cluster the endpoints belong to. Default: `app` (render.sh's).
     #[serde(default = "default_members_cluster")]
     pub cluster: String,
-    /// Seconds between refreshes with `--watch` when no interval is given on the command line.
+    /// Seconds between refreshes with `--watch` when no interval is given on the command line
+    /// (1 to 3600). Default: 10.
     #[serde(default = "default_members_interval")]
     pub interval_seconds: u64,
     /// Where `--watch` serves its Prometheus metrics (`GET /metrics`); empty: none.
+    /// Default: `127.0.0.1:9902`.
     #[serde(default = "default_members_metrics")]
     pub metrics_address: String,
     /// Compute Engine API endpoint override (tests). Requests are sent without credentials
@@ -137,10 +152,11 @@ fn default_members_metrics() -> String {
     "127.0.0.1:9902".into()
 }
 
-
 impl MembersConfig {
     pub(super) fn validate(&self) -> Result<(), FieldError> {
-        let bad = |field: &str, message: String| Err(FieldError::new(format!("members.{field}"), message));
+        let bad = |field: &str, message: String| {
+            Err(FieldError::new(format!("members.{field}"), message))
+        };
         if !is_project_id(&self.project) {
             return bad(
                 "project",
@@ -309,7 +325,10 @@ impl SyncConfig {
             AppUrl::parse(url).map_err(|e| FieldError::new("sync.ready_app_url", e))?;
         }
         if self.ready_interval_seconds == 0 {
-            return Err(FieldError::new("sync.ready_interval_seconds", "must be > 0"));
+            return Err(FieldError::new(
+                "sync.ready_interval_seconds",
+                "must be > 0",
+            ));
         }
         if self
             .trusted_roots

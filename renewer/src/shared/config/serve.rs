@@ -4,16 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use super::FieldError;
 
+/// `[serve]`: the HTTP runtime's limits and shutdown budgets.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
-    /// Largest request body accepted, bytes; larger requests get 413.
+    /// Largest request body accepted, bytes (1 to 16 MiB); larger requests get 413.
+    /// Default: 65536.
     pub max_body_bytes: usize,
     /// After SIGTERM, seconds a running renewal pass may still take before it is cancelled
-    /// (its order abandoned, challenge answers removed, lease released).
+    /// (its order abandoned, challenge answers removed, lease released), counted from the
+    /// signal; less than `shutdown_timeout_seconds`. Default: 5.
     pub pass_grace_seconds: u64,
-    /// After SIGTERM, seconds until the process exits whatever still runs. Cloud Run kills
-    /// the instance 10 s after SIGTERM, hence 9.
+    /// After SIGTERM, seconds until the process exits whatever still runs (1 to 3600), counted
+    /// from the signal. Cloud Run kills the instance 10 s after SIGTERM, hence the default, 9.
     pub shutdown_timeout_seconds: u64,
 }
 
@@ -26,8 +29,6 @@ impl Default for ServeConfig {
         }
     }
 }
-
-/// Where `renewer sync` reads the certificate.
 
 impl ServeConfig {
     pub(super) fn validate(&self) -> Result<(), FieldError> {

@@ -6,11 +6,12 @@ use super::syntax::{check_http_url, is_project_id};
 use super::FieldError;
 use crate::shared::store::StoreUrl;
 
-
+/// `[store]`: where certificates, the ACME account, challenge answers and leases are kept.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `file:///absolute/dir` or `gs://bucket/optional/prefix`.
+    /// `file:///absolute/dir` or `gs://bucket/optional/prefix`, parsed when the config is
+    /// read ([`StoreUrl`]). Required.
     pub url: StoreUrl,
     /// Cloud Storage API endpoint, for an emulator (`http://127.0.0.1:4443`). When set, requests
     /// are sent without credentials. Default: the real service with Application Default
@@ -18,21 +19,25 @@ pub struct StoreConfig {
     #[serde(default)]
     pub gcs_endpoint: Option<String>,
     /// Issued certificates (`certs/<name>/<serial>/`) kept per certificate, the current one
-    /// included; older ones are removed after each renewal, never the current one.
+    /// included; older ones are removed after each renewal, never the current one (at least
+    /// 1). Default: 3.
     #[serde(default = "default_keep")]
     pub keep_serials: u32,
 }
 
+/// `[secret_manager]`: the mirror of every issued bundle into Secret Manager, on when the
+/// section is present.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretManagerConfig {
-    /// Google Cloud project id that holds the secrets.
+    /// Google Cloud project id that holds the secrets. Required.
     pub project: String,
-    /// Secret id prefix; certificate `app` is kept in secret `<prefix>app`.
+    /// Secret id prefix (`[A-Za-z0-9_-]`, at most 180 characters); certificate `app` is kept
+    /// in secret `<prefix>app`. Default: `acme-edge-`.
     #[serde(default = "default_secret_prefix")]
     pub secret_prefix: String,
-    /// Enabled versions to keep per secret; older ones are disabled (not destroyed, so an
-    /// operator can still roll back by hand).
+    /// Enabled versions to keep per secret (at least 1); older ones are disabled (not
+    /// destroyed, so an operator can still roll back by hand). Default: 3.
     #[serde(default = "default_keep")]
     pub keep_versions: u32,
     /// API endpoint override (tests, private endpoints). Requests are sent without
@@ -48,14 +53,17 @@ fn default_keep() -> u32 {
     3
 }
 
+/// `[lock]`: the per-certificate renewal lease that keeps two renewers from ordering at once.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
-    /// Seconds a renewal lease is valid. A renewer that crashes holding the lease blocks that
-    /// certificate for at most this long; it must exceed the time one issuance takes.
+    /// Seconds a renewal lease is valid (at least 30). A renewer that crashes holding the
+    /// lease blocks that certificate for at most this long; it must exceed the time one
+    /// issuance takes. Default: 600.
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
     /// Seconds to wait for another renewer's lease before giving up (and failing the run).
+    /// Default: 300.
     #[serde(default = "default_wait")]
     pub wait_seconds: u64,
 }
@@ -75,7 +83,6 @@ fn default_ttl() -> u64 {
 fn default_wait() -> u64 {
     300
 }
-
 
 impl StoreConfig {
     pub(super) fn validate(&self) -> Result<(), FieldError> {

@@ -67,13 +67,11 @@ const MEMBERS_BAD_PROJECT: &str =
     "[members]\nproject = \"P\"\nregion = \"europe-west1\"\ngroup = \"g\"\nport = 8080\n";
 const MEMBERS_BAD_REGION: &str =
     "[members]\nproject = \"my-project\"\nregion = \"europe\"\ngroup = \"g\"\nport = 8080\n";
-const MEMBERS_BAD_GROUP: &str =
-    "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+const MEMBERS_BAD_GROUP: &str = "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
                                  group = \"Nodes_1\"\nport = 8080\n";
 const MEMBERS_BAD_PORT: &str =
     "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\ngroup = \"g\"\nport = 0\n";
-const MEMBERS_BAD_DIR: &str =
-    "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
+const MEMBERS_BAD_DIR: &str = "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
                                group = \"g\"\nport = 1\ndir = \"members\"\n";
 const MEMBERS_BAD_METRICS: &str =
     "[members]\nproject = \"my-project\"\nregion = \"europe-west1\"\n\
@@ -202,7 +200,9 @@ fn certificate_errors() {
         "certificates[0].domains"
     );
     assert_eq!(
-        field_of(&with("[[certificates]]\nname = \"a\"\ndomains = [\"ok.example.com\", \"bad..example.com\"]")),
+        field_of(&with(
+            "[[certificates]]\nname = \"a\"\ndomains = [\"ok.example.com\", \"bad..example.com\"]"
+        )),
         "certificates[0].domains[1]"
     );
     assert_eq!(
@@ -218,7 +218,9 @@ fn certificate_errors() {
         "certificates[0].domains[0]"
     );
     assert_eq!(
-        field_of(&with("[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\"]\nkey_type = \"ed25519\"")),
+        field_of(&with(
+            "[[certificates]]\nname = \"a\"\ndomains = [\"a.example.com\"]\nkey_type = \"ed25519\""
+        )),
         "certificates[0].key_type"
     );
     assert_eq!(

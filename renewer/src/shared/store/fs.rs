@@ -21,6 +21,7 @@ use super::{
     check_key, Generation, Listed, Object, ObjectStore, Precondition, Sensitivity, StoreError,
 };
 
+/// The store in a local directory: key `a/b` is the file `<root>/a/b`.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
@@ -39,15 +40,18 @@ impl FsStore {
                 .recursive(true)
                 .mode(0o700)
                 .create(&root)
-                .map_err(|e| StoreError::Backend {
-                    location: location.clone(),
-                    key: String::new(),
-                    message: format!("cannot create the store directory: {e}"),
+                .map_err(|e| {
+                    StoreError::backend(
+                        &location,
+                        "",
+                        format!("cannot create the store directory: {e}"),
+                    )
                 })?;
         }
         Ok(FsStore { root, location })
     }
 
+    /// The directory the keys are relative to.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -58,11 +62,7 @@ impl FsStore {
     }
 
     fn err(&self, key: &str, message: impl Into<String>) -> StoreError {
-        StoreError::Backend {
-            location: self.location.clone(),
-            key: key.to_string(),
-            message: message.into(),
-        }
+        StoreError::backend(&self.location, key, message)
     }
 
     fn io(&self, key: &str, what: &str, e: io::Error) -> StoreError {
@@ -70,10 +70,7 @@ impl FsStore {
     }
 
     fn precondition_failed(&self, key: &str) -> StoreError {
-        StoreError::PreconditionFailed {
-            location: self.location.clone(),
-            key: key.to_string(),
-        }
+        StoreError::precondition_failed(&self.location, key)
     }
 
     fn read(&self, key: &str, path: &Path) -> Result<Option<Object>, StoreError> {
@@ -168,8 +165,26 @@ impl FsStore {
         let _ = guard.unlock();
         result
     }
+}
 
-    fn put_sync(
+fn digest(data: &[u8]) -> Generation {
+    Generation(hex::encode(Sha256::digest(data)))
+}
+
+// The file system calls are quick and local; running them inline on the runtime thread keeps
+// the code simple and the ordering of writes obvious.
+#[async_trait]
+impl ObjectStore for FsStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+        let path = self.path(key)?;
+        self.read(key, &path)
+    }
+
+    async fn put(
         &self,
         key: &str,
         data: &[u8],
@@ -210,7 +225,7 @@ impl FsStore {
         Ok(digest(data))
     }
 
-    fn delete_sync(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let remove = || match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -230,38 +245,6 @@ impl FsStore {
                 })
             }
         }
-    }
-}
-
-fn digest(data: &[u8]) -> Generation {
-    Generation(hex::encode(Sha256::digest(data)))
-}
-
-// The file system calls are quick and local; running them inline on the runtime thread keeps
-// the code simple and the ordering of writes obvious.
-#[async_trait]
-impl ObjectStore for FsStore {
-    fn location(&self) -> &str {
-        &self.location
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
-        let path = self.path(key)?;
-        self.read(key, &path)
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        data: &[u8],
-        precondition: Precondition,
-        sensitivity: Sensitivity,
-    ) -> Result<Generation, StoreError> {
-        self.put_sync(key, data, precondition, sensitivity)
-    }
-
-    async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
-        self.delete_sync(key, precondition)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
@@ -388,32 +371,16 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_0600_from_the_start() {
         let (_d, s) = store();
-        s.put(
-            "k/privkey.pem",
-            b"secret",
-            Precondition::None,
-            Sensitivity::Secret,
-        )
-        .await
-        .expect("put");
-        let mode = fs::metadata(s.root().join("k/privkey.pem"))
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        s.put(
-            "k/pub.pem",
-            b"public",
-            Precondition::None,
-            Sensitivity::Public,
-        )
-        .await
-        .expect("put");
-        let mode = fs::metadata(s.root().join("k/pub.pem"))
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o644);
+        for (key, data, sensitivity, mode) in [
+            ("k/privkey.pem", b"secret", Sensitivity::Secret, 0o600),
+            ("k/pub.pem", b"public", Sensitivity::Public, 0o644),
+        ] {
+            s.put(key, data, Precondition::None, sensitivity)
+                .await
+                .expect("put");
+            let meta = fs::metadata(s.root().join(key)).expect("meta");
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{key}");
+        }
     }
 
     #[tokio::test]
@@ -459,21 +426,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn concurrent_creates_have_one_winner() {
-        let (_d, s) = store();
-        let wins: usize = std::thread::scope(|scope| {
+    /// How many of 8 threads, each writing `key` under `precondition` at the same time, win.
+    /// The file store's futures never wait, so each thread runs its write to the end at once.
+    fn winners(s: &FsStore, key: &str, precondition: &Precondition) -> usize {
+        use futures_util::FutureExt;
+        std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8)
                 .map(|i| {
-                    let s = &s;
+                    let p = precondition.clone();
                     scope.spawn(move || {
-                        s.put_sync(
-                            "locks/x",
-                            format!("{i}").as_bytes(),
-                            Precondition::DoesNotExist,
-                            Sensitivity::Public,
-                        )
-                        .is_ok()
+                        s.put(key, format!("{i}").as_bytes(), p, Sensitivity::Public)
+                            .now_or_never()
+                            .expect("the file store does not wait")
+                            .is_ok()
                     })
                 })
                 .collect();
@@ -481,36 +446,27 @@ mod tests {
                 .into_iter()
                 .map(|h| usize::from(h.join().unwrap_or(false)))
                 .sum()
-        });
-        assert_eq!(wins, 1);
+        })
+    }
+
+    #[test]
+    fn concurrent_creates_have_one_winner() {
+        let (_d, s) = store();
+        assert_eq!(winners(&s, "locks/x", &Precondition::DoesNotExist), 1);
     }
 
     #[test]
     fn concurrent_swaps_have_one_winner() {
+        use futures_util::FutureExt;
         let (_d, s) = store();
         let g = s
-            .put_sync("locks/y", b"start", Precondition::None, Sensitivity::Public)
+            .put("locks/y", b"start", Precondition::None, Sensitivity::Public)
+            .now_or_never()
+            .expect("the file store does not wait")
             .expect("seed");
-        let wins: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
-                .map(|i| {
-                    let (s, g) = (&s, g.clone());
-                    scope.spawn(move || {
-                        s.put_sync(
-                            "locks/y",
-                            format!("{i}").as_bytes(),
-                            Precondition::GenerationMatches(g),
-                            Sensitivity::Public,
-                        )
-                        .is_ok()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| usize::from(h.join().unwrap_or(false)))
-                .sum()
-        });
-        assert_eq!(wins, 1);
+        assert_eq!(
+            winners(&s, "locks/y", &Precondition::GenerationMatches(g)),
+            1
+        );
     }
 }

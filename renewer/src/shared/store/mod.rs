@@ -7,9 +7,9 @@
 //!   embedded default) and a Cloud Storage bucket prefix ([`gcs::GcsStore`]). Keys are the same
 //!   in both (see `docs/architecture.md`, "Store layout"). The lock, the account cache and the
 //!   HTTP-01 challenge publisher only need this layer.
-//! * [`crate::shared::bundle::BundleStore`] is the certificate-level interface (publish an issued bundle,
-//!   read the current one). It is implemented on top of any `ObjectStore` and by the Secret
-//!   Manager mirror.
+//! * [`crate::shared::bundle::BundleStore`] is the certificate-level interface (publish an
+//!   issued bundle, read the current one). It is implemented on top of any `ObjectStore` and by
+//!   the Secret Manager mirror.
 //!
 //! Compare-and-swap is what makes concurrent renewers safe: a lease is created with
 //! [`Precondition::DoesNotExist`] and taken over with [`Precondition::GenerationMatches`], so of
@@ -40,7 +40,10 @@ impl fmt::Display for Generation {
 /// One stored object and the version it was read at.
 #[derive(Clone)]
 pub struct Object {
+    /// The whole content.
     pub data: Vec<u8>,
+    /// The version this content is; a later write or delete can be made conditional on it
+    /// ([`Precondition::GenerationMatches`]).
     pub generation: Generation,
 }
 
@@ -57,6 +60,7 @@ impl fmt::Debug for Object {
 /// One object found by [`ObjectStore::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// The object's key, as [`ObjectStore::get`] takes it (the store's own prefix removed).
     pub key: String,
     /// When it was last written (file mtime, object `updated`).
     pub updated: time::OffsetDateTime,
@@ -77,27 +81,57 @@ pub enum Precondition {
 /// are created 0600; the flag is also what keeps their content out of logs and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sensitivity {
+    /// Certificates, pointers, state, challenge answers, leases.
     Public,
+    /// Private keys, account credentials, an order's key: files 0600, objects `no-store`.
     Secret,
 }
 
+/// A failed store operation, naming the store and the key (never the object's content).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The precondition did not hold: somebody else wrote or deleted the object first.
     #[error("{location}/{key}: precondition failed (the object was changed by another writer)")]
-    PreconditionFailed { location: String, key: String },
+    PreconditionFailed {
+        /// The store ([`ObjectStore::location`]).
+        location: String,
+        /// The object's key.
+        key: String,
+    },
     /// Anything else: I/O, network, permissions, a malformed answer from the backend.
     #[error("{location}/{key}: {message}")]
     Backend {
+        /// The store ([`ObjectStore::location`]).
         location: String,
+        /// The object's key (for a list, the prefix); empty when opening the store failed.
         key: String,
+        /// What went wrong, on one line.
         message: String,
     },
 }
 
 impl StoreError {
+    /// Whether another writer got there first (as opposed to the store failing): the caller
+    /// reads the object again and decides anew.
     pub fn is_precondition_failed(&self) -> bool {
         matches!(self, StoreError::PreconditionFailed { .. })
+    }
+
+    /// A [`StoreError::Backend`] about `key` of the store at `location`.
+    pub(crate) fn backend(location: &str, key: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Backend {
+            location: location.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A [`StoreError::PreconditionFailed`] about `key` of the store at `location`.
+    pub(crate) fn precondition_failed(location: &str, key: &str) -> StoreError {
+        StoreError::PreconditionFailed {
+            location: location.to_string(),
+            key: key.to_string(),
+        }
     }
 }
 
@@ -129,6 +163,7 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
 }
 
+/// The store as the rest of the renewer holds it: one backend, shared by every task.
 pub type SharedStore = Arc<dyn ObjectStore>;
 
 /// Open the store at `url`; `gcs_endpoint` (`store.gcs_endpoint`) points a `gs://` store at
@@ -184,15 +219,21 @@ pub fn check_key(key: &str) -> Result<(), String> {
 pub mod keys {
     /// Read by [`super::check_reachable`]; never written.
     pub const PROBE: &str = "locks/reachability-probe";
+    /// The ACME account credentials for one CA (secret); `directory_hash` is the first 16 hex
+    /// digits of the SHA-256 of its directory URL.
     pub fn account(directory_hash: &str) -> String {
         format!("acme/accounts/{directory_hash}.json")
     }
+    /// One issuance's chain, leaf first, PEM; immutable once written.
     pub fn fullchain(name: &str, serial: &str) -> String {
         format!("certs/{name}/{serial}/fullchain.pem")
     }
+    /// One issuance's private key, PKCS#8 PEM (secret); immutable once written.
     pub fn privkey(name: &str, serial: &str) -> String {
         format!("certs/{name}/{serial}/privkey.pem")
     }
+    /// The pointer to the current issuance, with its metadata; written last, the atomic
+    /// switch (`crate::shared::bundle::CurrentPointer`).
     pub fn current(name: &str) -> String {
         format!("certs/{name}/current.json")
     }
@@ -204,9 +245,11 @@ pub mod keys {
     pub fn order(name: &str) -> String {
         format!("certs/{name}/order.json")
     }
+    /// The HTTP-01 key authorization of `token`, while its order is validated.
     pub fn challenge(token: &str) -> String {
         format!("acme-challenge/{token}")
     }
+    /// The renewal lease of certificate `name` (`crate::cloud::lock`).
     pub fn lock(name: &str) -> String {
         format!("locks/{name}")
     }

@@ -31,9 +31,14 @@
 //!
 //! Payloads are never logged nor put into errors (the crate's `Debug` of a payload prints it, so
 //! no response is ever formatted with `{:?}` here).
+//!
+//! Here: the mirror, publishing and reading bundles; `versions`: finding the current version
+//! and disabling old ones; `call`: one API call, bounded in time, its error on one line.
+
+mod call;
+mod versions;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,10 +47,12 @@ use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use google_cloud_secretmanager_v1::model::{
-    replication, secret_version, Replication, Secret as SmSecret, SecretPayload,
+    replication, Replication, Secret as SmSecret, SecretPayload,
 };
 use time::OffsetDateTime;
 
+use self::call::{call, CallError};
+use self::versions::version_number;
 use crate::shared::bundle::{Bundle, BundleError, BundleStore, CertMeta, Secret};
 use crate::shared::certinfo;
 use crate::shared::config::SecretManagerConfig;
@@ -65,7 +72,6 @@ const LABEL_CERTIFICATE: &str = "certificate";
 const LABEL_SERIAL: &str = "serial";
 const LABEL_NOT_AFTER: &str = "not-after";
 const MANAGED_BY: &str = "acme-edge";
-
 /// Publishes bundles as Secret Manager secret versions and reads the current one back.
 #[derive(Debug, Clone)]
 pub struct SecretManagerMirror {
@@ -73,26 +79,6 @@ pub struct SecretManagerMirror {
     project: String,
     prefix: String,
     keep_versions: u32,
-}
-
-/// A failed call, classified enough to act on `NOT_FOUND` and friends.
-#[derive(Debug)]
-struct CallError {
-    code: Option<Code>,
-    message: String,
-}
-
-impl CallError {
-    fn is(&self, code: Code) -> bool {
-        self.code == Some(code)
-    }
-}
-
-/// The version a read resolved to.
-struct Fetched {
-    version: u64,
-    payload: bytes::Bytes,
-    create_time: Option<OffsetDateTime>,
 }
 
 impl SecretManagerMirror {
@@ -240,158 +226,6 @@ impl SecretManagerMirror {
             .map_err(|e| self.backend(secret_id, e)),
             Err(e) => Err(self.backend(secret_id, e)),
         }
-    }
-
-    /// The newest enabled version and its payload, or `None` when the secret does not exist or
-    /// has no enabled version. `with_time` also fetches the version's creation time.
-    async fn fetch_current(
-        &self,
-        secret_id: &str,
-        with_time: bool,
-    ) -> Result<Option<Fetched>, BundleError> {
-        let secret_name = self.secret_name(secret_id);
-        let latest = format!("{secret_name}/versions/latest");
-        let accessed = call(
-            "AccessSecretVersion",
-            &latest,
-            self.client.access_secret_version().set_name(&latest).send(),
-        )
-        .await;
-        let (version, payload, create_time) = match accessed {
-            Ok(resp) => {
-                let version = version_number(&resp.name).ok_or_else(|| BundleError::Backend {
-                    location: self.secret_location(secret_id),
-                    message: format!(
-                        "AccessSecretVersion {latest}: answer names no version ({:?})",
-                        resp.name
-                    ),
-                })?;
-                (version, resp.payload, None)
-            }
-            // No such secret, or a secret without versions.
-            Err(e) if e.is(Code::NotFound) => return Ok(None),
-            // The newest version is disabled (or destroyed): an operator rolled back.
-            Err(e) if e.is(Code::FailedPrecondition) => {
-                let enabled = self.enabled_versions(secret_id).await?;
-                let Some((version, create_time)) = enabled.into_iter().next() else {
-                    return Ok(None);
-                };
-                let name = format!("{secret_name}/versions/{version}");
-                let resp = call(
-                    "AccessSecretVersion",
-                    &name,
-                    self.client.access_secret_version().set_name(&name).send(),
-                )
-                .await
-                .map_err(|e| self.backend(secret_id, e))?;
-                (version, resp.payload, Some(create_time))
-            }
-            Err(e) => return Err(self.backend(secret_id, e)),
-        };
-        let corrupt = |message: String| BundleError::Corrupt {
-            object: self.version_location(secret_id, version),
-            message,
-        };
-        let payload = payload.ok_or_else(|| corrupt("the version has no payload".into()))?;
-        if let Some(expected) = payload.data_crc32c {
-            let actual = i64::from(crc32c::crc32c(&payload.data));
-            if actual != expected {
-                return Err(corrupt(format!(
-                    "payload CRC32C is {actual}, the service says {expected}"
-                )));
-            }
-        }
-        let create_time = match create_time {
-            Some(t) => Some(t),
-            None if with_time => {
-                let name = format!("{secret_name}/versions/{version}");
-                let meta = call(
-                    "GetSecretVersion",
-                    &name,
-                    self.client.get_secret_version().set_name(&name).send(),
-                )
-                .await
-                .map_err(|e| self.backend(secret_id, e))?;
-                meta.create_time.as_ref().and_then(to_offset_date_time)
-            }
-            None => None,
-        };
-        Ok(Some(Fetched {
-            version,
-            payload: payload.data,
-            create_time,
-        }))
-    }
-
-    /// Enabled versions, newest first, with their creation time (epoch when absent).
-    async fn enabled_versions(
-        &self,
-        secret_id: &str,
-    ) -> Result<Vec<(u64, OffsetDateTime)>, BundleError> {
-        let parent = self.secret_name(secret_id);
-        let mut found = Vec::new();
-        let mut page_token = String::new();
-        for _ in 0..MAX_PAGES {
-            let page = call(
-                "ListSecretVersions",
-                &parent,
-                self.client
-                    .list_secret_versions()
-                    .set_parent(&parent)
-                    .set_filter("state:ENABLED")
-                    .set_page_token(page_token.clone())
-                    .send(),
-            )
-            .await
-            .map_err(|e| self.backend(secret_id, e))?;
-            for v in &page.versions {
-                // The filter already asks for enabled versions; check anyway.
-                if v.state != secret_version::State::Enabled {
-                    continue;
-                }
-                if let Some(n) = version_number(&v.name) {
-                    let created = v
-                        .create_time
-                        .as_ref()
-                        .and_then(to_offset_date_time)
-                        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-                    found.push((n, created));
-                }
-            }
-            if page.next_page_token.is_empty() {
-                found.sort_by_key(|v| std::cmp::Reverse(v.0));
-                found.dedup_by_key(|v| v.0);
-                return Ok(found);
-            }
-            page_token = page.next_page_token;
-        }
-        Err(BundleError::Backend {
-            location: self.secret_location(secret_id),
-            message: format!("ListSecretVersions {parent}: more than {MAX_PAGES} pages"),
-        })
-    }
-
-    /// Disable enabled versions beyond the `keep_versions` newest. Returns how many.
-    async fn prune(&self, secret_id: &str) -> Result<usize, BundleError> {
-        let enabled = self.enabled_versions(secret_id).await?;
-        let keep = usize::try_from(self.keep_versions).unwrap_or(usize::MAX);
-        let mut disabled = 0;
-        for (version, _) in enabled.iter().skip(keep) {
-            let name = format!("{}/versions/{version}", self.secret_name(secret_id));
-            match call(
-                "DisableSecretVersion",
-                &name,
-                self.client.disable_secret_version().set_name(&name).send(),
-            )
-            .await
-            {
-                Ok(_) => disabled += 1,
-                // Disabled or destroyed by someone else meanwhile: nothing left to do.
-                Err(e) if e.is(Code::FailedPrecondition) || e.is(Code::NotFound) => {}
-                Err(e) => return Err(self.backend(secret_id, e)),
-            }
-        }
-        Ok(disabled)
     }
 
     /// Point the informational labels at `meta`, keeping labels others have set.
@@ -547,66 +381,6 @@ impl BundleStore for SecretManagerMirror {
     }
 }
 
-/// Run one API call under [`CALL_TIMEOUT`], turning its error into a message that names the
-/// call, the resource and the service's answer (never request or response content).
-async fn call<T>(
-    rpc: &str,
-    resource: &str,
-    fut: impl Future<Output = google_cloud_secretmanager_v1::Result<T>>,
-) -> Result<T, CallError> {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(rpc, resource, &e)),
-        Err(_) => Err(CallError {
-            code: Some(Code::DeadlineExceeded),
-            message: format!("{rpc} {resource}: no answer within {CALL_TIMEOUT:?}"),
-        }),
-    }
-}
-
-fn classify(rpc: &str, resource: &str, e: &google_cloud_secretmanager_v1::Error) -> CallError {
-    let http = e
-        .http_status_code()
-        .map(|c| format!("HTTP {c} "))
-        .unwrap_or_default();
-    match e.status() {
-        Some(status) => CallError {
-            code: Some(status.code),
-            message: format!(
-                "{rpc} {resource}: {http}{}: {}",
-                status.code.name(),
-                truncate(&status.message, 500)
-            ),
-        },
-        None => CallError {
-            code: None,
-            message: format!("{rpc} {resource}: {http}{}", truncate(&e.to_string(), 500)),
-        },
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", s.get(..end).unwrap_or_default())
-}
-
-/// `projects/p/secrets/s/versions/7` → 7. The service answers with the project *number* in
-/// names, so only the last segment is used.
-fn version_number(name: &str) -> Option<u64> {
-    name.rsplit_once("/versions/")?.1.parse().ok()
-}
-
-fn to_offset_date_time(t: &google_cloud_wkt::Timestamp) -> Option<OffsetDateTime> {
-    let nanos = i128::from(t.seconds()) * 1_000_000_000 + i128::from(t.nanos());
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
-}
-
 /// `existing` with our labels set for `meta`.
 fn desired_labels(existing: &HashMap<String, String>, meta: &CertMeta) -> HashMap<String, String> {
     let mut labels = existing.clone();
@@ -645,27 +419,5 @@ mod tests {
         assert_eq!(label_value("é"), "_");
         assert_eq!(label_value(&"a".repeat(100)).len(), 63);
         assert_eq!(label_value(""), "");
-    }
-
-    #[test]
-    fn version_numbers_come_from_the_last_segment() {
-        assert_eq!(version_number("projects/123/secrets/s/versions/7"), Some(7));
-        assert_eq!(version_number("projects/p/secrets/s/versions/latest"), None);
-        assert_eq!(version_number("projects/p/secrets/s"), None);
-        assert_eq!(version_number(""), None);
-    }
-
-    #[test]
-    fn long_messages_are_truncated_on_a_char_boundary() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ééé", 3), "é…");
-    }
-
-    #[test]
-    fn timestamps_convert() {
-        let t = google_cloud_wkt::Timestamp::new(1_700_000_000, 5).expect("timestamp");
-        let dt = to_offset_date_time(&t).expect("in range");
-        assert_eq!(dt.unix_timestamp(), 1_700_000_000);
-        assert_eq!(dt.nanosecond(), 5);
     }
 }

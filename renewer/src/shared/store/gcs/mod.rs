@@ -25,8 +25,8 @@
 //!
 //! The client library retries transient failures of conditional writes. If a write did reach
 //! the service but its answer was lost, the retry meets its own result and gets 412: the caller
-//! sees `PreconditionFailed` for a write that won. The lease (`crate::cloud::lock`) reads the object
-//! back and recognises its own owner token, so it proceeds instead of waiting for itself.
+//! sees `PreconditionFailed` for a write that won. The lease (`crate::cloud::lock`) reads the
+//! object back and recognises its own owner token, so it proceeds instead of waiting for itself.
 //!
 //! A conditional delete first reads the object (the `get` path) and refuses a stale generation
 //! itself, then sends the `DELETE` with `ifGenerationMatch`, which is what makes it atomic on
@@ -43,19 +43,25 @@
 //!
 //! Object content is never logged nor put in an error. Secret objects are written with
 //! `Cache-Control: no-store`; access to them is the bucket's IAM, nothing per object.
+//!
+//! Here: the store and the operations the client library makes (get, put); `json_api`: the
+//! requests it makes through reqwest (delete, list); `message`: errors as one short line.
+
+mod json_api;
+mod message;
 
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::{
-    anonymous, Builder as CredentialsBuilder, CacheableResource, Credentials,
-};
+use google_cloud_auth::credentials::{anonymous, Builder as CredentialsBuilder, Credentials};
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::retry_policy::RetryableErrors;
 
+use self::json_api::DeleteOutcome;
+use self::message::{describe, one_line};
 use super::{
     check_key, Generation, Listed, Object, ObjectStore, Precondition, Sensitivity, StoreError,
 };
@@ -76,6 +82,7 @@ const ATTEMPTS: u32 = 3;
 const RETRY_BUDGET: Duration = Duration::from_secs(25);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The store in a Cloud Storage bucket (see the module documentation).
 #[derive(Clone)]
 pub struct GcsStore {
     bucket: String,
@@ -114,11 +121,7 @@ impl GcsStore {
         } else {
             format!("gs://{bucket}/{prefix}")
         };
-        let fail = |message: String| StoreError::Backend {
-            location: location.clone(),
-            key: String::new(),
-            message,
-        };
+        let fail = |message: String| StoreError::backend(&location, "", message);
         if bucket.is_empty() || bucket.contains('/') {
             return Err(fail(format!("{bucket:?} is not a bucket name")));
         }
@@ -168,6 +171,7 @@ impl GcsStore {
         })
     }
 
+    /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -197,18 +201,11 @@ impl GcsStore {
     }
 
     fn err(&self, key: &str, message: impl Into<String>) -> StoreError {
-        StoreError::Backend {
-            location: self.location.clone(),
-            key: key.to_string(),
-            message: message.into(),
-        }
+        StoreError::backend(&self.location, key, message)
     }
 
     fn precondition_failed(&self, key: &str) -> StoreError {
-        StoreError::PreconditionFailed {
-            location: self.location.clone(),
-            key: key.to_string(),
-        }
+        StoreError::precondition_failed(&self.location, key)
     }
 
     /// Run `op` within [`REQUEST_TIMEOUT`].
@@ -230,8 +227,15 @@ impl GcsStore {
             )),
         }
     }
+}
 
-    async fn read(&self, key: &str) -> Result<Option<Object>, StoreError> {
+#[async_trait]
+impl ObjectStore for GcsStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         let name = self.object_name(key)?;
         self.bounded(key, "read", async {
             let sent = self
@@ -258,7 +262,7 @@ impl GcsStore {
         .await
     }
 
-    async fn write(
+    async fn put(
         &self,
         key: &str,
         data: &[u8],
@@ -302,7 +306,7 @@ impl GcsStore {
         .await
     }
 
-    async fn remove(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
         let name = self.object_name(key)?;
         match precondition {
             Precondition::None => match self.delete_request(key, &name, None).await? {
@@ -311,7 +315,7 @@ impl GcsStore {
             },
             // "Delete only if it does not exist" deletes nothing: it only reports whether the
             // object is there, like the file store.
-            Precondition::DoesNotExist => match self.read(key).await? {
+            Precondition::DoesNotExist => match self.get(key).await? {
                 None => Ok(()),
                 Some(_) => Err(self.precondition_failed(key)),
             },
@@ -321,7 +325,7 @@ impl GcsStore {
                 };
                 // See the module documentation: this read is what the emulator can check; the
                 // `ifGenerationMatch` below is what makes the delete atomic on the service.
-                match self.read(key).await? {
+                match self.get(key).await? {
                     Some(current) if parse_generation(&current.generation) == Some(generation) => {}
                     _ => return Err(self.precondition_failed(key)),
                 }
@@ -335,249 +339,9 @@ impl GcsStore {
         }
     }
 
-    /// `DELETE /storage/v1/b/<bucket>/o/<object>[?ifGenerationMatch=N]` through the JSON API.
-    async fn delete_request(
-        &self,
-        key: &str,
-        name: &str,
-        if_generation_match: Option<i64>,
-    ) -> Result<DeleteOutcome, StoreError> {
-        let mut url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| self.err(key, format!("endpoint {:?}: {e}", self.endpoint)))?;
-        url.path_segments_mut()
-            .map_err(|()| {
-                self.err(
-                    key,
-                    format!("endpoint {:?} cannot be a base", self.endpoint),
-                )
-            })?
-            .pop_if_empty()
-            // Each segment is percent-encoded, so the object name's `/` becomes `%2F`.
-            .extend(["storage", "v1", "b", &self.bucket, "o", name]);
-        if let Some(g) = if_generation_match {
-            url.set_query(Some(&format!("ifGenerationMatch={g}")));
-        }
-        self.bounded(key, "delete", async {
-            let mut attempt = 1;
-            loop {
-                let retry = match self.delete_attempt(url.clone()).await {
-                    Ok((status, body)) => match delete_outcome(status) {
-                        Some(outcome) => return Ok(outcome),
-                        None if attempt < ATTEMPTS && is_retryable_status(status) => {
-                            format!("HTTP {status}")
-                        }
-                        None => {
-                            return Err(self.err(
-                                key,
-                                format!(
-                                    "delete: {}",
-                                    with_detail(format!("HTTP {status}"), &error_message(&body))
-                                ),
-                            ))
-                        }
-                    },
-                    Err(Attempt::Transient(message)) if attempt < ATTEMPTS => message,
-                    Err(Attempt::Transient(message) | Attempt::Fatal(message)) => {
-                        return Err(self.err(key, format!("delete: {message}")))
-                    }
-                };
-                tracing::debug!(
-                    location = %self.location,
-                    key,
-                    attempt,
-                    error = %retry,
-                    "retrying Cloud Storage delete"
-                );
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-                attempt += 1;
-            }
-        })
-        .await
-    }
-
-    /// Every object under `prefix` (the store's key prefix added), through the JSON API's
-    /// `GET /storage/v1/b/<bucket>/o?prefix=…` page by page.
-    async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        let full = if self.prefix.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{}/{prefix}", self.prefix)
-        };
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let mut url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| self.err(prefix, format!("endpoint {:?}: {e}", self.endpoint)))?;
-        url.path_segments_mut()
-            .map_err(|()| {
-                self.err(
-                    prefix,
-                    format!("endpoint {:?} cannot be a base", self.endpoint),
-                )
-            })?
-            .pop_if_empty()
-            .extend(["storage", "v1", "b", &self.bucket, "o"]);
-        let mut found = Vec::new();
-        let mut page: Option<String> = None;
-        // A bound on pages, so a misbehaving server cannot keep a pass here forever.
-        for _ in 0..100 {
-            let mut this = url.clone();
-            {
-                let mut q = this.query_pairs_mut();
-                q.append_pair("prefix", &full);
-                q.append_pair("fields", "items(name,updated),nextPageToken");
-                if let Some(token) = &page {
-                    q.append_pair("pageToken", token);
-                }
-            }
-            let (status, body) = self
-                .bounded(prefix, "list", async {
-                    self.send_attempt(reqwest::Method::GET, this).await.map_err(
-                        |(Attempt::Transient(m) | Attempt::Fatal(m))| {
-                            self.err(prefix, format!("list: {m}"))
-                        },
-                    )
-                })
-                .await?;
-            if status != 200 {
-                return Err(self.err(
-                    prefix,
-                    format!(
-                        "list: {}",
-                        with_detail(format!("HTTP {status}"), &error_message(&body))
-                    ),
-                ));
-            }
-            let listing: ListPage = serde_json::from_slice(&body)
-                .map_err(|e| self.err(prefix, format!("list: unexpected answer: {e}")))?;
-            for item in listing.items {
-                let Some(key) = item.name.strip_prefix(&strip) else {
-                    continue;
-                };
-                let updated = item
-                    .updated
-                    .as_deref()
-                    .and_then(|t| {
-                        time::OffsetDateTime::parse(
-                            t,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .ok()
-                    })
-                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                found.push(Listed {
-                    key: key.to_string(),
-                    updated,
-                });
-            }
-            match listing.next_page_token {
-                Some(t) if !t.is_empty() => page = Some(t),
-                _ => return Ok(found),
-            }
-        }
-        Err(self.err(prefix, "list: more than 100 pages"))
-    }
-
-    async fn delete_attempt(&self, url: reqwest::Url) -> Result<(u16, bytes::Bytes), Attempt> {
-        self.send_attempt(reqwest::Method::DELETE, url).await
-    }
-
-    async fn send_attempt(
-        &self,
-        method: reqwest::Method,
-        url: reqwest::Url,
-    ) -> Result<(u16, bytes::Bytes), Attempt> {
-        let headers = match self.credentials.headers(http::Extensions::new()).await {
-            Ok(CacheableResource::New { data, .. }) => data,
-            Ok(CacheableResource::NotModified) => {
-                return Err(Attempt::Fatal(
-                    "credentials returned no headers (NotModified without an entity tag)".into(),
-                ))
-            }
-            Err(e) if e.is_transient() => {
-                return Err(Attempt::Transient(format!("credentials: {}", one_line(&e))))
-            }
-            Err(e) => return Err(Attempt::Fatal(format!("credentials: {}", one_line(&e)))),
-        };
-        let response = self
-            .http
-            .request(method, url)
-            .headers(headers)
-            .send()
-            .await
-            .map_err(|e| {
-                let message = one_line(&e);
-                // Connection failures and timeouts are worth another attempt.
-                if e.is_connect() || e.is_timeout() || e.is_request() {
-                    Attempt::Transient(message)
-                } else {
-                    Attempt::Fatal(message)
-                }
-            })?;
-        let status = response.status().as_u16();
-        // The body only matters for errors (a JSON error document); a failure to read it is
-        // not a reason to fail the operation.
-        let body = response.bytes().await.unwrap_or_default();
-        Ok((status, body))
-    }
-}
-
-#[async_trait]
-impl ObjectStore for GcsStore {
-    fn location(&self) -> &str {
-        &self.location
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
-        self.read(key).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        data: &[u8],
-        precondition: Precondition,
-        sensitivity: Sensitivity,
-    ) -> Result<Generation, StoreError> {
-        self.write(key, data, precondition, sensitivity).await
-    }
-
-    async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), StoreError> {
-        self.remove(key, precondition).await
-    }
-
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         self.list_objects(prefix).await
     }
-}
-
-/// What a `DELETE` answer means for the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DeleteOutcome {
-    Deleted,
-    Missing,
-    PreconditionFailed,
-}
-
-/// The outcome of a `DELETE` answer, `None` for an error.
-fn delete_outcome(status: u16) -> Option<DeleteOutcome> {
-    match status {
-        200..=299 => Some(DeleteOutcome::Deleted),
-        404 => Some(DeleteOutcome::Missing),
-        412 => Some(DeleteOutcome::PreconditionFailed),
-        _ => None,
-    }
-}
-
-fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
-}
-
-enum Attempt {
-    Transient(String),
-    Fatal(String),
 }
 
 /// The endpoint to use, if any: `explicit`, else the emulator variable's value. A bare
@@ -601,6 +365,7 @@ fn parse_generation(g: &Generation) -> Option<i64> {
     g.0.parse::<i64>().ok().filter(|g| *g > 0)
 }
 
+/// The `Content-Type` an object is stored with, by the extension of its key's last segment.
 fn content_type(key: &str) -> &'static str {
     let name = key.rsplit('/').next().unwrap_or(key);
     match name.rsplit_once('.').map(|(_, ext)| ext) {
@@ -608,79 +373,6 @@ fn content_type(key: &str) -> &'static str {
         Some("pem") => "application/x-pem-file",
         _ => "text/plain",
     }
-}
-
-/// A one-line description of a client library error: the HTTP status and the service's
-/// message when there was an answer, else the error and its causes.
-fn describe(e: &google_cloud_storage::Error) -> String {
-    match (e.http_status_code(), e.status()) {
-        (Some(code), Some(status)) => with_detail(format!("HTTP {code}"), &status.message),
-        (Some(code), None) => with_detail(
-            format!("HTTP {code}"),
-            &e.http_payload()
-                .map(|p| error_message(p))
-                .unwrap_or_default(),
-        ),
-        (None, Some(status)) => with_detail(status.code.name().to_string(), &status.message),
-        (None, None) => one_line(e),
-    }
-}
-
-/// `head: detail` on one line, or `head` when there is no detail.
-fn with_detail(head: String, detail: &str) -> String {
-    let detail = truncate_line(detail);
-    if detail.is_empty() {
-        head
-    } else {
-        format!("{head}: {detail}")
-    }
-}
-
-/// The `error.message` of a JSON API error document, else the start of the body as text.
-fn error_message(body: &[u8]) -> String {
-    let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let message = parsed
-        .as_ref()
-        .and_then(|v| v.pointer("/error/message"))
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    truncate_line(&message)
-}
-
-/// An error and its causes on one line (causes already in the text are not repeated).
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    truncate_line(&text)
-}
-
-/// Control characters (newlines) become spaces, runs of spaces one, at most 300 characters.
-fn truncate_line(s: &str) -> String {
-    const MAX: usize = 300;
-    let mut out = String::with_capacity(s.len().min(MAX));
-    let mut count = 0;
-    for c in s.trim().chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if c == ' ' && out.ends_with(' ') {
-            continue;
-        }
-        if count == MAX {
-            out.push('…');
-            break;
-        }
-        out.push(c);
-        count += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -726,46 +418,4 @@ mod tests {
         assert_eq!(content_type("locks/app"), "text/plain");
         assert_eq!(content_type("a.json/b"), "text/plain");
     }
-
-    #[test]
-    fn delete_answers_are_classified() {
-        assert_eq!(delete_outcome(204), Some(DeleteOutcome::Deleted));
-        assert_eq!(delete_outcome(200), Some(DeleteOutcome::Deleted));
-        assert_eq!(delete_outcome(404), Some(DeleteOutcome::Missing));
-        assert_eq!(delete_outcome(412), Some(DeleteOutcome::PreconditionFailed));
-        assert_eq!(delete_outcome(403), None);
-        assert_eq!(delete_outcome(503), None);
-        assert!(is_retryable_status(503) && is_retryable_status(429));
-        assert!(!is_retryable_status(403) && !is_retryable_status(412));
-    }
-
-    #[test]
-    fn error_messages_are_one_short_line() {
-        let body = br#"{"error":{"code":412,"message":"At least one of the pre-conditions you specified did not hold.","errors":[]}}"#;
-        assert_eq!(
-            error_message(body),
-            "At least one of the pre-conditions you specified did not hold."
-        );
-        assert_eq!(error_message(b"Not Found\n"), "Not Found");
-        let long = "x\n".repeat(1000);
-        let line = truncate_line(&long);
-        assert!(!line.contains('\n'));
-        assert!(line.chars().count() <= 301);
-    }
-}
-
-/// One page of `objects.list`.
-#[derive(serde::Deserialize)]
-struct ListPage {
-    #[serde(default)]
-    items: Vec<ListItem>,
-    #[serde(default, rename = "nextPageToken")]
-    next_page_token: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct ListItem {
-    name: String,
-    #[serde(default)]
-    updated: Option<String>,
 }
