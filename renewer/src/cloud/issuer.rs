@@ -66,26 +66,16 @@ impl AcmeIssuer {
     }
 
     /// The CA refused `gone` as unknown: register a new account (once, however many
-    /// certificates of this pass hit it) and say so loudly.
+    /// certificates of this pass hit it).
     async fn replace_account(&self, gone: &Arc<Acme>) -> Result<Arc<Acme>, AcmeError> {
         let mut slot = self.account.lock().await;
         if let Some(current) = slot.as_ref().filter(|a| !Arc::ptr_eq(a, gone)) {
             return Ok(current.clone()); // another certificate of this pass replaced it
         }
-        let (acme, info, backup) =
+        // replace_gone_account logs the replacement (old and new account, the backup, the
+        // new thumbprint) for every caller.
+        let (acme, _, _) =
             Acme::replace_gone_account(&self.config, &self.store, gone.account_url()).await?;
-        tracing::error!(
-            old_account = gone.account_url(),
-            new_account = info.account_url,
-            backup = backup
-                .as_deref()
-                .unwrap_or("(already replaced by another renewer)"),
-            thumbprint = info.thumbprint,
-            "the CA no longer knows the stored ACME account (deactivated, or the CA was reset); \
-             registered a new one and kept the old credentials as a backup. The account \
-             thumbprint changed: update ACME_THUMBPRINT wherever the filter answers challenges \
-             from it"
-        );
         let acme = Arc::new(acme);
         *slot = Some(acme.clone());
         Ok(acme)

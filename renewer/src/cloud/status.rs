@@ -4,11 +4,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::shared::bundle::BundleStore;
-use crate::shared::certinfo::days_left;
 use crate::cloud::policy::{self, Inputs};
 use crate::cloud::run::Renewer;
 use crate::cloud::state;
+use crate::shared::bundle::BundleStore;
+use crate::shared::certinfo::days_left;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {

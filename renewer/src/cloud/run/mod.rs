@@ -84,20 +84,17 @@ impl Renewer {
             None => None,
         };
         let issuer = Arc::new(AcmeIssuer::new(config.clone(), store.clone()));
-        Ok(Renewer {
-            primary: ObjectBundles::new(store.clone()),
+        Ok(Renewer::with_parts(
+            config,
             store,
             mirror,
-            config,
-            owner: lock::owner_id(),
             issuer,
-            clock: Arc::new(SystemClock),
-            remembered: Default::default(),
-        })
+            Arc::new(SystemClock),
+        ))
     }
 
-    /// A renewer over given parts: what the unit tests use (a fake issuer, a clock they set).
-    #[cfg(test)]
+    /// A renewer over given parts: [`Renewer::new`] gives it the real CA and clock; the unit
+    /// tests a fake issuer and a clock they set.
     pub(crate) fn with_parts(
         config: Config,
         store: SharedStore,
