@@ -7,9 +7,9 @@
 #   bash scripts/bench.sh --help
 #
 # The benchmarks are binaries of the tests crate, built here in release mode:
-#   filter  tests/src/bin/edge-bench.rs  Envoy: no filter vs the edge filter vs a Lua equivalent
-#   ws      tests/src/bin/ws-bench.rs    sticky routing spread and movement; 10,000 held WebSockets
-#   acme    tests/src/bin/acme-bench.rs  renewer vs lego vs certbot on Pebble; cold start; sizes
+#   filter  tests/src/bin/edge-bench/  Envoy: no filter vs the edge filter vs a Lua equivalent
+#   ws      tests/src/bin/ws-bench/    sticky routing spread and movement; 10,000 held WebSockets
+#   acme    tests/src/bin/acme-bench/  renewer vs lego vs certbot on Pebble; cold start; sizes
 # Each writes one Markdown section to target/bench/<name>.md; this script puts them under a
 # header (machine, date, commit, commands) and a summary of the targets.
 #

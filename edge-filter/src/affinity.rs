@@ -11,7 +11,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::{AffinityConfig, CookieConfig, IssuePolicy, KeySource};
-use crate::request::{split_once_byte, Request};
+use crate::grammar::{self, split_once_byte};
+use crate::request::Request;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -218,7 +219,7 @@ pub fn sign(secret: &[u8], key: &str) -> String {
 /// The key inside a cookie value, if its MAC verifies (constant-time comparison).
 pub fn verify(secret: &[u8], value: &[u8]) -> Option<String> {
     let (key, tag) = split_once_byte(value, b'.')?;
-    if key.len() != 22 || !crate::challenge::is_base64url(key) || tag.len() != 43 {
+    if key.len() != 22 || !grammar::is_base64url(key) || tag.len() != 43 {
         return None;
     }
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;

@@ -4,13 +4,14 @@
 //! control bytes, an overlong string) is a 404 that never reaches a store or a backend.
 
 use crate::config::{AcmeConfig, StoreConfig};
+use crate::grammar::{self, MAX_TOKEN_LEN};
 
 /// Path prefix of HTTP-01 challenges (RFC 8555 §8.3).
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// The token rule (22–128 base64url characters), shared with `renewer serve`.
-pub use syntax::token::{is_base64url, MAX_LEN as MAX_TOKEN_LEN, MIN_LEN as MIN_TOKEN_LEN};
-/// Longest key authorization we serve from a store: token, '.', 43-character thumbprint.
+/// Longest key authorization we serve from a store: a token, '.', and at most 64 characters
+/// of thumbprint (a SHA-256 JWK thumbprint has 43). A longer store answer is not one, and is
+/// not even read.
 pub const MAX_KEY_AUTHORIZATION_LEN: usize = MAX_TOKEN_LEN + 1 + 64;
 
 /// If `path` is a challenge path, the token in it (checked or not).
@@ -23,9 +24,10 @@ pub fn token_in_path(path: &[u8]) -> Option<&[u8]> {
 pub struct Token(String);
 
 impl Token {
-    /// Check a token taken from the path; `None` for anything that is not a plausible token.
+    /// Check a token taken from the path; `None` for anything that is not a plausible token
+    /// (22–128 base64url characters: the rule `renewer serve` applies too).
     pub fn parse(raw: &[u8]) -> Option<Self> {
-        if !syntax::token::is_token(raw) {
+        if !grammar::is_token(raw) {
             return None;
         }
         // Only ASCII is left after the check above.
@@ -113,7 +115,7 @@ pub fn judge_store_response(token: &Token, status: Option<u16>, body: &[u8]) -> 
                 Some(t)
                     if !t.is_empty()
                         && body.len() <= MAX_KEY_AUTHORIZATION_LEN
-                        && is_base64url(t) =>
+                        && grammar::is_base64url(t) =>
                 {
                     // Checked ASCII above.
                     String::from_utf8(body.to_vec())

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::config::RedirectConfig;
-use crate::request::split_once_byte;
+use crate::grammar;
 
 /// Why a request cannot be redirected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,80 +31,6 @@ impl RedirectError {
     }
 }
 
-/// A host name or IP literal, lower-cased, without port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host(String);
-
-impl Host {
-    /// The host text (IPv6 literals keep their brackets).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Split and check an authority (`host[:port]`), returning the host.
-///
-/// Accepted: DNS names (letters, digits, `-`, `.`, `_`), IPv4, bracketed IPv6. Refused:
-/// userinfo (`user@host`), empty labels, control bytes, spaces, non-ASCII (IDNs arrive as
-/// punycode), ports that are not 1-65535.
-pub fn parse_host(authority: &[u8]) -> Result<Host, RedirectError> {
-    if authority.is_empty() || authority.len() > 260 {
-        return Err(RedirectError::BadHost);
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix(b"[") {
-        let (inner, rest) = split_once_byte(bracketed, b']').ok_or(RedirectError::BadHost)?;
-        if inner.is_empty()
-            || !inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-            || !inner.contains(&b':')
-        {
-            return Err(RedirectError::BadHost);
-        }
-        let port = match rest {
-            [] => None,
-            [b':', port @ ..] => Some(port),
-            _ => return Err(RedirectError::BadHost),
-        };
-        (authority.get(..inner.len() + 2).unwrap_or(authority), port)
-    } else {
-        match split_once_byte(authority, b':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if let Some(port) = port {
-        let valid = !port.is_empty()
-            && port.len() <= 5
-            && port.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(port)
-                .ok()
-                .and_then(|p| p.parse::<u16>().ok())
-                .is_some_and(|p| p != 0);
-        if !valid {
-            return Err(RedirectError::BadHost);
-        }
-    }
-    if host.first() != Some(&b'[') {
-        let host = host.strip_suffix(b".").unwrap_or(host);
-        let labels_ok = !host.is_empty()
-            && host.len() <= 253
-            && host.split(|&b| b == b'.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .iter()
-                        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !labels_ok {
-            return Err(RedirectError::BadHost);
-        }
-    }
-    // Checked ASCII above.
-    let text = String::from_utf8(host.to_ascii_lowercase()).map_err(|_| RedirectError::BadHost)?;
-    Ok(Host(text.trim_end_matches('.').to_owned()))
-}
-
 /// The `Location` for a plain-HTTP request: `https://<host>[:port]<path>?<query>`.
 pub fn location(
     authority: Option<&[u8]>,
@@ -114,7 +40,7 @@ pub fn location(
     let authority = authority
         .filter(|a| !a.is_empty())
         .ok_or(RedirectError::MissingHost)?;
-    let host = parse_host(authority)?;
+    let host = grammar::parse_host(authority).ok_or(RedirectError::BadHost)?;
     if !config.allowed_hosts.is_empty()
         && !config.allowed_hosts.iter().any(|allowed| {
             allowed

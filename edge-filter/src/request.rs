@@ -3,6 +3,8 @@
 //! Header values are bytes, never `String`: a client can send any octet in a header value, and
 //! the decisions must refuse such input rather than fail on it.
 
+use crate::grammar::split_once_byte;
+
 /// A request as seen by the filter: header names in lower case (Envoy's form), pseudo-headers
 /// (`:method`, `:path`, `:authority`, `:protocol`) included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,7 +19,8 @@ pub struct Request {
 }
 
 impl Request {
-    /// Build a request from `(name, value)` pairs (tests and the proxy-wasm glue).
+    /// Build a request from `(name, value)` pairs, with no peer address or protocol (how the
+    /// tests build requests; the glue fills in every field from Envoy).
     pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Self
     where
         N: Into<String>,
@@ -87,13 +90,6 @@ impl Request {
     pub fn is_multiplexed(&self) -> bool {
         matches!(self.http_version.as_deref(), Some("HTTP/2" | "HTTP/3"))
     }
-}
-
-/// Split at the first `sep`: `a?b` → (`a`, `b`). Written without indexing so that no input,
-/// however odd, can make it panic.
-pub fn split_once_byte(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
-    let mut parts = bytes.splitn(2, |&b| b == sep);
-    Some((parts.next()?, parts.next()?))
 }
 
 /// A header that must appear at most once appeared several times.

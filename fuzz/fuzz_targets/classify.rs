@@ -1,5 +1,5 @@
 //! The edge filter's decision entry point on a whole request and configuration
-//! (`edge_filter::fuzzing` has the input format and the properties checked).
+//! (`edge-filter/src/fuzzing.rs` has the input format and the properties checked).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| edge_filter::fuzzing::classify_bytes(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| edge_filter::classify_bytes(data));

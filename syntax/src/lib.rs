@@ -2,6 +2,8 @@
 //! agree on, in one place. Pure functions on bytes: no I/O and no dependencies, so the filter
 //! can use them in its wasm32 build and both sides are tested against the same cases.
 #![warn(missing_docs)]
+// The edge filter links this crate into its wasm module, where a panic traps the plugin's VM:
+// the same rule as the filter's own code (edge-filter/src/lib.rs).
 #![cfg_attr(
     not(test),
     deny(

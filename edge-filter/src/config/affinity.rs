@@ -1,0 +1,237 @@
+//! `affinity`: where the sticky-routing key comes from, and the signed cookie.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::grammar;
+
+/// Sticky routing: which request property picks the backend.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityConfig {
+    /// Internal header carrying the key to Envoy's `hash_policy`. Any client-sent copy is
+    /// removed first.
+    #[serde(default = "default_affinity_header")]
+    pub header: String,
+    /// Key sources, tried in this order; the first that yields a key wins.
+    pub sources: Vec<KeySource>,
+    /// The signed cookie, required when `sources` contains `"cookie"`.
+    #[serde(default)]
+    pub cookie: Option<CookieConfig>,
+    /// Have Envoy match the route again after the header is set. Only routes that match on
+    /// the affinity header need it (the hash policy reads the header later anyway); it costs
+    /// a host call and a second route match per request, so it is off unless asked for.
+    #[serde(default)]
+    pub clear_route_cache: bool,
+}
+
+fn default_affinity_header() -> String {
+    "x-edge-affinity".to_owned()
+}
+
+/// One place an affinity key can come from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeySource {
+    /// A query parameter, e.g. `{"query": "room"}`: every client of a room meets on one backend.
+    Query(String),
+    /// A request header, e.g. `{"header": "x-session-id"}`.
+    Header(String),
+    /// The signed affinity cookie; browsers without one get a new one.
+    Cookie,
+    /// The client's IP address (the network LB passes it through unchanged).
+    ClientAddress,
+}
+
+/// The signed affinity cookie.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CookieConfig {
+    /// Cookie name.
+    #[serde(default = "default_cookie_name")]
+    pub name: String,
+    /// HMAC-SHA256 key, at least 32 bytes. Never logged.
+    pub secret: String,
+    /// `Max-Age` in seconds.
+    #[serde(default = "default_cookie_max_age")]
+    pub max_age_s: u64,
+    /// `SameSite` attribute: `Lax`, `Strict` or `None`.
+    #[serde(default = "default_same_site")]
+    pub same_site: String,
+    /// Add `Secure` (set to false only for plain-HTTP test setups).
+    #[serde(default = "default_true")]
+    pub secure: bool,
+    /// Who gets a new cookie: `browsers` (requests with an `Origin` header, which browsers
+    /// always send on WebSocket handshakes), `always`, or `never`. A client that is not
+    /// given one falls through to the next key source.
+    #[serde(default)]
+    pub issue: IssuePolicy,
+}
+
+impl std::fmt::Debug for CookieConfig {
+    // Hand-written so that the secret never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieConfig")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .field("max_age_s", &self.max_age_s)
+            .field("same_site", &self.same_site)
+            .field("secure", &self.secure)
+            .field("issue", &self.issue)
+            .finish()
+    }
+}
+
+/// Who receives a new affinity cookie.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuePolicy {
+    /// Clients that send `Origin` (browsers).
+    #[default]
+    Browsers,
+    /// Every client.
+    Always,
+    /// Nobody: only verify cookies issued elsewhere.
+    Never,
+}
+
+fn default_cookie_name() -> String {
+    "edge_affinity".to_owned()
+}
+
+fn default_cookie_max_age() -> u64 {
+    86_400
+}
+
+fn default_same_site() -> String {
+    "Lax".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Minimum HMAC key length: RFC 2104 §3 recommends at least the hash output length.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl AffinityConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        header_name("affinity.header", &self.header)?;
+        if self.sources.is_empty() {
+            return Err(ConfigError::new(
+                "affinity.sources",
+                "must list at least one key source",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let field = format!("affinity.sources[{i}]");
+            if !seen.insert(source) {
+                return Err(ConfigError::new(field, "is listed twice"));
+            }
+            match source {
+                KeySource::Query(name) => {
+                    if !grammar::is_query_name(name) {
+                        return Err(ConfigError::new(
+                            format!("{field}.query"),
+                            "must be a plain query parameter name",
+                        ));
+                    }
+                }
+                KeySource::Header(name) => {
+                    header_name(&format!("{field}.header"), name)?;
+                    if name.eq_ignore_ascii_case(&self.header) {
+                        return Err(ConfigError::new(
+                            format!("{field}.header"),
+                            "cannot be the internal affinity header itself",
+                        ));
+                    }
+                }
+                KeySource::Cookie => {
+                    if self.cookie.is_none() {
+                        return Err(ConfigError::new(
+                            "affinity.cookie",
+                            "is required when sources contains \"cookie\"",
+                        ));
+                    }
+                }
+                KeySource::ClientAddress => {}
+            }
+        }
+        if let Some(cookie) = &self.cookie {
+            cookie.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl CookieConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !grammar::is_http_token(&self.name) {
+            return Err(ConfigError::new(
+                "affinity.cookie.name",
+                "must be a token (letters, digits, and !#$%&'*+-.^_`|~)",
+            ));
+        }
+        if self.secret.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::new(
+                "affinity.cookie.secret",
+                format!(
+                    "must be at least {MIN_SECRET_LEN} bytes (got {})",
+                    self.secret.len()
+                ),
+            ));
+        }
+        if self.max_age_s == 0 {
+            return Err(ConfigError::new(
+                "affinity.cookie.max_age_s",
+                "must be greater than 0",
+            ));
+        }
+        match self.same_site.as_str() {
+            "Lax" | "Strict" => {}
+            "None" if self.secure => {}
+            "None" => {
+                return Err(ConfigError::new(
+                    "affinity.cookie.same_site",
+                    "None requires secure: true (browsers drop it otherwise)",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "affinity.cookie.same_site",
+                    "must be Lax, Strict or None",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if !grammar::is_lowercase_header_name(name) {
+        return Err(ConfigError::new(
+            field,
+            "must be a lower-case header name (Envoy stores header names in lower case)",
+        ));
+    }
+    const RESERVED: [&str; 8] = [
+        "host",
+        "cookie",
+        "connection",
+        "upgrade",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "authorization",
+    ];
+    if RESERVED.contains(&name) || name.starts_with("sec-websocket-") {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is a protocol header and cannot carry an affinity key"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `edge-bench`: what the edge filter costs, against the same Envoy without a filter and with
+//! the Lua filter an Envoy user would otherwise write (`tests/bench/edge_filter.lua`).
+//!
+//! Run by `make bench` through `scripts/bench.sh`; `edge-bench --help` lists the options.
+//! This is a measurement, not a test: it prints numbers and PASS/MISS against the targets and
+//! exits 0 either way. It fails (non-zero) only if something could not run (Envoy refused the
+//! config, wrk is missing, no request got through, a filter did not do its work).
+//!
+//! Why it is built the way it is:
+//!
+//! * All three variants are the shipped config from `deploy/envoy/render.sh`, rendered with the
+//!   same settings except `EDGE_FILTER` (`0` none, `1` the edge filter, `lua` the Lua
+//!   equivalent), run by the same Envoy binary, in front of the same three backends. The
+//!   difference between them is the filter, nothing else.
+//! * Two plain-request routes: `/` is the app route of the shipped config, where the filter
+//!   is skipped per route (it would only set the key Envoy can hash itself); `/sticky` is in
+//!   `STICKY_PATHS`, so the filter runs on every request there (affinity from the client
+//!   address). The first is what a deployment pays, the second what the filter's own work
+//!   costs per request.
+//! * The machines this runs on are small (CI: 2 cores), and Envoy, wrk, the backends and the
+//!   WebSocket client all share those cores, so a single run is noisy. The Envoys are started
+//!   once and kept for the whole run (restarting them per round would add JIT and connection
+//!   warm-up to every sample), each metric is measured for all variants back to back, the
+//!   order rotates every round so slow drift of the machine does not always favour the
+//!   variant that runs first, and the report uses medians of per-round ratios.
+//! * Envoy gets one worker by default (see [`report::envoy_concurrency_note`]): Envoy is then the
+//!   bottleneck on a 2-core machine, which is what a proxy benchmark should measure.
+//! * Plain HTTPS load comes from `wrk` (a well-known C load generator, far cheaper per request
+//!   than anything we would write); the WebSocket loads are in-process (wrk cannot speak
+//!   WebSocket), one connection per simulated client (see [`harness::bench::ws_open`] for why
+//!   not the harness's `ws_connect`).
+//! * The harness's `EchoBackend` records every request it serves (tests assert on them), so
+//!   this process grows by roughly 1 KB per plain request: a few GB over a default run.
+//!   Harmless for a run of minutes on this machine, and the same for every variant.
+//!
+//! The modules: [`args`] (the command line), [`wrapper`] (Envoy's worker count), [`nodes`]
+//! (the variants and their Envoys), [`wrk`] and [`ws_load`] (the loads), [`measure`] (warm-up
+//! and the rotating rounds), [`metrics`] (what is compared, and how) and [`report`] (the
+//! Markdown section).
+
+mod args;
+mod measure;
+mod metrics;
+mod nodes;
+mod report;
+mod wrapper;
+mod wrk;
+mod ws_load;
+
+use std::path::Path;
+
+use anyhow::{ensure, Result};
+use harness::bench::{self, ws_tls_config, CpuTime};
+use harness::node::HOST;
+use harness::{envoy_bin, wasm_path, EchoBackend, TlsFiles};
+
+use crate::args::{Options, USAGE};
+use crate::measure::Envoys;
+use crate::nodes::{check_node, envoy_concurrency, start_node, Variant, N_BACKENDS, VARIANTS};
+use crate::report::{render_report, Setup};
+use crate::wrapper::envoy_wrapper;
+
+fn main() {
+    bench::main("edge-bench", USAGE, |opts: Options| {
+        // The real binary, for the report, before $ENVOY may point at the wrapper.
+        let envoy = envoy_bin();
+        // Set before the runtime (and its threads) exist: the harness reads $ENVOY when it
+        // spawns.
+        let wrapper = envoy_wrapper(opts.envoy_concurrency, &envoy)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("build the tokio runtime");
+        let result = runtime.block_on(run(&opts, &envoy));
+        // Envoys and backends are dropped (stopped) inside `run`; the wrapper dir goes last.
+        drop(runtime);
+        drop(wrapper);
+        result
+    });
+}
+
+/// Starts the backends and the three Envoys, checks each runs what it should, measures, and
+/// writes the report once everything is stopped.
+async fn run(opts: &Options, envoy: &Path) -> Result<()> {
+    let wasm = wasm_path();
+    ensure!(
+        wasm.is_file(),
+        "{} is missing: run `make wasm` first",
+        wasm.display()
+    );
+    let began = std::time::Instant::now();
+    let loadavg = bench::loadavg();
+    eprintln!(
+        "edge-bench: starting {N_BACKENDS} backends and three Envoys (no filter, edge filter, Lua)"
+    );
+    let mut backends = Vec::new();
+    for i in 0..N_BACKENDS {
+        backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
+    }
+    let tls = TlsFiles::self_signed(&[HOST])?;
+    let client_tls = &ws_tls_config(&tls.ca_pem)?;
+    let mut nodes = Vec::new();
+    for v in VARIANTS {
+        let node = start_node(v, &tls, &backends, &wasm).await?;
+        check_node(v, &node, client_tls).await?;
+        let workers = envoy_concurrency(&node.envoy).await?;
+        ensure!(
+            workers == opts.envoy_concurrency,
+            "Envoy runs {workers} workers, not the {} asked for",
+            opts.envoy_concurrency
+        );
+        nodes.push(node);
+    }
+    let envoys = Envoys {
+        opts,
+        ports: VARIANTS.map(|v| nodes[v.index()].https),
+        cpus: VARIANTS.map(|v| CpuTime::of(nodes[v.index()].envoy.pid())),
+        tls: client_tls,
+    };
+    let ctx = Setup {
+        ports: envoys.ports,
+        envoy: envoy.to_path_buf(),
+        envoy_version: bench::envoy_version(envoy),
+        loadavg,
+        filter_counters: String::new(),
+    };
+    envoys.warm_up().await?;
+    let rounds = envoys.rounds().await?;
+
+    // The filter really ran on the handshakes, down the path the report describes (a refusal
+    // would have shown as an error of the handshake loop).
+    let wasm_envoy = &nodes[Variant::Wasm.index()].envoy;
+    let counter = |name: &'static str| async move {
+        let full = format!("edge_https.{name}");
+        Ok::<_, anyhow::Error>(wasm_envoy.wasm_counter(&full).await?.unwrap_or(0))
+    };
+    let accepted = counter("upgrade.accepted").await?;
+    let cookies = counter("affinity.cookie_issued").await?;
+    ensure!(
+        (accepted > 0 && cookies > 0) || !opts.loads.handshakes,
+        "the filter counted {accepted} accepted upgrades and {cookies} issued cookies: it did \
+         not run on the benchmark's WebSocket handshakes"
+    );
+    let ctx = Setup {
+        filter_counters: format!(
+            "{accepted} upgrades accepted, {cookies} affinity cookies issued (`edge_https.*` \
+             counters, warm-up included)"
+        ),
+        ..ctx
+    };
+
+    // Stop everything before writing: the report should not wait on anything still running.
+    drop(envoys);
+    drop(nodes);
+    drop(backends);
+    let report = render_report(opts, &ctx, &rounds, began.elapsed());
+    bench::emit_report(&report, opts.out.as_deref())
+}

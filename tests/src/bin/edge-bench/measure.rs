@@ -1,0 +1,194 @@
+//! The measurement: an unrecorded warm-up, then rounds in which every load runs against every
+//! variant back to back, in an order that rotates every round.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+use harness::bench::{self, CpuTime};
+
+use crate::args::Options;
+use crate::nodes::{Variant, APP_PATH, STICKY_PATH, VARIANTS};
+use crate::wrk::{run_wrk, WrkResult};
+use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
+
+/// One variant's numbers in one round.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// `GET /`: the app route, filter skipped.
+    pub plain: WrkResult,
+    /// `GET /sticky`: the filter runs.
+    pub sticky: WrkResult,
+    pub echo: RateResult,
+    pub handshakes: RateResult,
+    /// Envoy's CPU time per operation of each load, µs: see [`with_cpu`].
+    pub cpu: CpuPerOp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CpuPerOp {
+    pub plain: f64,
+    pub sticky: f64,
+    pub echo: f64,
+    pub handshake: f64,
+}
+
+/// Runs `load`, returning its result and Envoy's CPU µs per operation (`ops` of the result).
+///
+/// Envoy's CPU time is user + system, all threads, from `/proc/<pid>/stat`. Throughput on a
+/// shared 2-core machine moves with whatever else runs; the CPU time Envoy spends per request
+/// does much less, so it shows a filter's cost even when the machine is busy (e.g. CI).
+/// Resolution is one clock tick (10 ms) over runs of seconds.
+async fn with_cpu<T>(
+    cpu: &CpuTime,
+    load: impl std::future::Future<Output = Result<T>>,
+    ops: impl Fn(&T) -> u64,
+) -> Result<(T, f64)> {
+    let before = cpu.seconds()?;
+    let result = load.await?;
+    let used = cpu.seconds()? - before;
+    let n = ops(&result).max(1) as f64;
+    Ok((result, used * 1e6 / n))
+}
+
+/// All variants' samples of one round (indexed by [`Variant::index`]) and the order they ran in.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    pub order: Vec<Variant>,
+    pub samples: [Sample; 3],
+}
+
+impl Round {
+    pub fn get(&self, v: Variant) -> &Sample {
+        &self.samples[v.index()]
+    }
+}
+
+/// Order of the variants in round `i`: rotated by one every round, so each runs first, second
+/// and third equally often.
+pub fn order(i: usize) -> Vec<Variant> {
+    bench::rotated(VARIANTS, i).to_vec()
+}
+
+/// The three Envoys under load (indexed by [`Variant::index`]): their TLS ports and CPU clocks.
+pub struct Envoys<'a> {
+    pub opts: &'a Options,
+    pub ports: [u16; 3],
+    pub cpus: [CpuTime; 3],
+    pub tls: &'a Arc<rustls::ClientConfig>,
+}
+
+impl Envoys<'_> {
+    fn port(&self, v: Variant) -> u16 {
+        self.ports[v.index()]
+    }
+
+    /// Warm-up: V8 compiles the module per worker and tiers up hot functions, LuaJIT traces;
+    /// connections, TLS session state and allocator pools fill up. None of that is measured.
+    pub async fn warm_up(&self) -> Result<()> {
+        let opts = self.opts;
+        if opts.warmup.is_zero() {
+            return Ok(());
+        }
+        for v in VARIANTS {
+            eprintln!("edge-bench: warm-up {}", v.label());
+            let port = self.port(v);
+            if opts.loads.app {
+                run_wrk(opts, opts.warmup, port, APP_PATH).await?;
+            }
+            if opts.loads.sticky {
+                run_wrk(opts, opts.warmup, port, STICKY_PATH).await?;
+            }
+            if opts.loads.echo {
+                ws_echo_load(port, self.tls, opts.ws_connections, opts.warmup).await?;
+            }
+            if opts.loads.handshakes {
+                handshake_load(port, self.tls, opts.handshake_concurrency, opts.warmup).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--rounds` rounds; a round fails when no WebSocket traffic got through.
+    pub async fn rounds(&self) -> Result<Vec<Round>> {
+        let opts = self.opts;
+        let mut rounds = Vec::with_capacity(opts.rounds);
+        for i in 0..opts.rounds {
+            let mut round = Round {
+                order: order(i),
+                ..Round::default()
+            };
+            let tag = |v: Variant| format!("round {}/{} {:>11}", i + 1, opts.rounds, v.label());
+            for v in order(i).into_iter().filter(|_| opts.loads.app) {
+                let s = &mut round.samples[v.index()];
+                (s.plain, s.cpu.plain) = self.wrk(v, APP_PATH, "app route", &tag(v)).await?;
+            }
+            for v in order(i).into_iter().filter(|_| opts.loads.sticky) {
+                let s = &mut round.samples[v.index()];
+                (s.sticky, s.cpu.sticky) =
+                    self.wrk(v, STICKY_PATH, "sticky route", &tag(v)).await?;
+            }
+            for v in order(i).into_iter().filter(|_| opts.loads.echo) {
+                let load = ws_echo_load(self.port(v), self.tls, opts.ws_connections, opts.duration);
+                let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.done).await?;
+                eprintln!(
+                    "edge-bench: {}: ws echo {:.0} msg/s, Envoy {us:.1} µs CPU/echo",
+                    tag(v),
+                    r.per_s
+                );
+                let s = &mut round.samples[v.index()];
+                (s.echo, s.cpu.echo) = (r, us);
+            }
+            for v in order(i).into_iter().filter(|_| opts.loads.handshakes) {
+                let concurrency = opts.handshake_concurrency;
+                let load = handshake_load(self.port(v), self.tls, concurrency, opts.duration);
+                let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.done).await?;
+                let per_s = r.per_s;
+                eprintln!(
+                    "edge-bench: {}: handshakes {per_s:.0}/s, Envoy {us:.0} µs CPU/handshake",
+                    tag(v)
+                );
+                let s = &mut round.samples[v.index()];
+                (s.handshakes, s.cpu.handshake) = (r, us);
+            }
+            for s in &round.samples {
+                ensure!(
+                    (s.echo.done > 0 || !opts.loads.echo)
+                        && (s.handshakes.done > 0 || !opts.loads.handshakes),
+                    "no WebSocket traffic got through (last errors: {:?} / {:?})",
+                    s.echo.last_error,
+                    s.handshakes.last_error
+                );
+            }
+            rounds.push(round);
+        }
+        Ok(rounds)
+    }
+
+    /// One measured wrk run on `path` (`what` names the route in the progress line), with
+    /// Envoy's CPU µs per request.
+    async fn wrk(&self, v: Variant, path: &str, what: &str, tag: &str) -> Result<(WrkResult, f64)> {
+        let load = run_wrk(self.opts, self.opts.duration, self.port(v), path);
+        let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.requests).await?;
+        eprintln!(
+            "edge-bench: {tag}: {what} {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, Envoy {us:.1} µs CPU/req",
+            r.requests_per_s,
+            r.p50_ms,
+            r.p99_ms
+        );
+        Ok((r, us))
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn rounds_rotate_the_order() {
+        use Variant::*;
+        assert_eq!(order(0), [Baseline, Wasm, Lua]);
+        assert_eq!(order(1), [Wasm, Lua, Baseline]);
+        assert_eq!(order(2), [Lua, Baseline, Wasm]);
+        assert_eq!(order(3), order(0));
+    }
+}

@@ -1,0 +1,158 @@
+//! What the report compares: the metrics of a sample, and ratios between variants over the
+//! rounds.
+
+use harness::bench::{self, median};
+
+use crate::measure::{Round, Sample};
+use crate::nodes::Variant;
+
+/// One reported metric: how to get it from a sample, and how to print it.
+pub struct Metric {
+    pub name: &'static str,
+    pub get: fn(&Sample) -> f64,
+    pub decimals: usize,
+    /// Counted failures in the run that produced it, shown next to the raw numbers.
+    pub errors: fn(&Sample) -> u64,
+}
+
+pub const APP_RPS: usize = 0;
+pub const STICKY_RPS: usize = 3;
+pub const ECHO: usize = 6;
+pub const HANDSHAKES: usize = 7;
+
+pub const METRICS: [Metric; 12] = [
+    Metric {
+        name: "app route `/` requests/s",
+        get: |s| s.plain.requests_per_s,
+        decimals: 0,
+        errors: |s| s.plain.socket_errors,
+    },
+    Metric {
+        name: "app route `/` latency p50 (ms)",
+        get: |s| s.plain.p50_ms,
+        decimals: 2,
+        errors: |s| s.plain.socket_errors,
+    },
+    Metric {
+        name: "app route `/` latency p99 (ms)",
+        get: |s| s.plain.p99_ms,
+        decimals: 2,
+        errors: |s| s.plain.socket_errors,
+    },
+    Metric {
+        name: "sticky route `/sticky` requests/s",
+        get: |s| s.sticky.requests_per_s,
+        decimals: 0,
+        errors: |s| s.sticky.socket_errors,
+    },
+    Metric {
+        name: "sticky route `/sticky` latency p50 (ms)",
+        get: |s| s.sticky.p50_ms,
+        decimals: 2,
+        errors: |s| s.sticky.socket_errors,
+    },
+    Metric {
+        name: "sticky route `/sticky` latency p99 (ms)",
+        get: |s| s.sticky.p99_ms,
+        decimals: 2,
+        errors: |s| s.sticky.socket_errors,
+    },
+    Metric {
+        name: "WebSocket echo messages/s",
+        get: |s| s.echo.per_s,
+        decimals: 0,
+        errors: |s| s.echo.errors,
+    },
+    Metric {
+        name: "WebSocket handshakes/s",
+        get: |s| s.handshakes.per_s,
+        decimals: 0,
+        errors: |s| s.handshakes.errors,
+    },
+    Metric {
+        name: "Envoy CPU µs per request, app route",
+        get: |s| s.cpu.plain,
+        decimals: 1,
+        errors: |s| s.plain.socket_errors,
+    },
+    Metric {
+        name: "Envoy CPU µs per request, sticky route",
+        get: |s| s.cpu.sticky,
+        decimals: 1,
+        errors: |s| s.sticky.socket_errors,
+    },
+    Metric {
+        name: "Envoy CPU µs per echoed message",
+        get: |s| s.cpu.echo,
+        decimals: 1,
+        errors: |s| s.echo.errors,
+    },
+    Metric {
+        name: "Envoy CPU µs per handshake",
+        get: |s| s.cpu.handshake,
+        decimals: 0,
+        errors: |s| s.handshakes.errors,
+    },
+];
+
+/// A ratio between two variants over all rounds: the median of the per-round ratios and their
+/// range. Targets are judged on it: the runs of a round are back to back, so something else
+/// slowing the machine for a while hits all of them and mostly cancels in their ratio, while a
+/// ratio of medians can pair a disturbed round of one variant with a quiet round of another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn ratio(metric: &Metric, rounds: &[Round], num: Variant, den: Variant) -> Ratio {
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| (metric.get)(r.get(num)) / (metric.get)(r.get(den)))
+        .collect();
+    let (min, max) = bench::range(&ratios);
+    Ratio {
+        median: median(ratios),
+        min,
+        max,
+    }
+}
+
+pub fn variant_median(metric: &Metric, rounds: &[Round], v: Variant) -> f64 {
+    median(rounds.iter().map(|r| (metric.get)(r.get(v))).collect())
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::measure::order;
+    use crate::wrk::WrkResult;
+
+    #[test]
+    fn targets_use_paired_ratios() {
+        let sample = |rps| Sample {
+            plain: WrkResult {
+                requests_per_s: rps,
+                ..WrkResult::default()
+            },
+            ..Sample::default()
+        };
+        let round = |none, wasm, lua| Round {
+            order: order(0),
+            samples: [sample(none), sample(wasm), sample(lua)],
+        };
+        // The third round ran while the machine was busy: every variant slowed down.
+        let rounds = [
+            round(100.0, 90.0, 80.0),
+            round(100.0, 92.0, 80.0),
+            round(45.0, 40.0, 20.0),
+        ];
+        let m = &METRICS[APP_RPS];
+        assert_eq!(variant_median(m, &rounds, Variant::Wasm), 90.0);
+        let r = ratio(m, &rounds, Variant::Wasm, Variant::Baseline);
+        assert_eq!(r.median, 0.9);
+        assert_eq!((r.min, r.max), (40.0 / 45.0, 0.92));
+        assert_eq!(ratio(m, &rounds, Variant::Wasm, Variant::Lua).median, 1.15);
+    }
+}

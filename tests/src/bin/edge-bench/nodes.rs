@@ -1,0 +1,140 @@
+//! The variants compared (no filter, the edge filter, Lua) and their Envoys: started from the
+//! shipped config, and checked to run the filter they should.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use harness::bench::{close_ws, envoy_workers, ws_open};
+use harness::node::{loopback_vars, Ports, THUMB};
+use harness::{render_app_node, repo_root, EchoBackend, Envoy, TlsFiles};
+
+/// Echo backends behind every Envoy.
+pub const N_BACKENDS: usize = 3;
+/// The app route (filter skipped) and the sticky route (filter runs) of the plain loads.
+pub const APP_PATH: &str = "/";
+pub const STICKY_PATH: &str = "/sticky";
+/// An Origin outside the allow-list: both filters must refuse it (checked before measuring).
+const FOREIGN_ORIGIN: &str = "https://elsewhere.test";
+/// The Lua equivalent, relative to the repository.
+pub const LUA_SOURCE: &str = "tests/bench/edge_filter.lua";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Baseline,
+    Wasm,
+    Lua,
+}
+
+pub const VARIANTS: [Variant; 3] = [Variant::Baseline, Variant::Wasm, Variant::Lua];
+
+impl Variant {
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Baseline => "no filter",
+            Variant::Wasm => "edge filter",
+            Variant::Lua => "Lua",
+        }
+    }
+
+    /// `EDGE_FILTER` for render.sh.
+    fn setting(self) -> &'static str {
+        match self {
+            Variant::Baseline => "0",
+            Variant::Wasm => "1",
+            Variant::Lua => "lua",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Variant::Baseline => 0,
+            Variant::Wasm => 1,
+            Variant::Lua => 2,
+        }
+    }
+
+    /// The HTTP filter its TLS listener must (or, for the baseline, must not) have.
+    fn filter_name(self) -> Option<&'static str> {
+        match self {
+            Variant::Baseline => None,
+            Variant::Wasm => Some("envoy.filters.http.wasm"),
+            Variant::Lua => Some("envoy.filters.http.lua"),
+        }
+    }
+}
+
+/// One Envoy with its TLS listener port.
+pub struct Node {
+    pub envoy: Envoy,
+    pub https: u16,
+}
+
+pub async fn start_node(
+    variant: Variant,
+    tls: &TlsFiles,
+    backends: &[EchoBackend],
+    wasm: &Path,
+) -> Result<Node> {
+    let ports = Ports::free();
+    let (https, admin) = (ports.https, ports.admin);
+    // Production defaults for everything that shapes the request path (affinity sources, WS
+    // path, cookie policy); only addresses, files, secrets and the sticky route are the
+    // benchmark's own.
+    let mut vars = loopback_vars(&ports, wasm, tls, backends);
+    vars.extend([
+        ("EDGE_FILTER", variant.setting().to_owned()),
+        (
+            "LUA_FILTER",
+            repo_root().join(LUA_SOURCE).display().to_string(),
+        ),
+        ("STICKY_PATHS", STICKY_PATH.to_owned()),
+        ("ACME_THUMBPRINT", THUMB.to_owned()),
+        ("NODE_ID", format!("edge-bench-{}", variant.index())),
+    ]);
+    let config = render_app_node(&vars)?;
+    let envoy = Envoy::start(&config, admin)
+        .await
+        .with_context(|| format!("start Envoy ({})", variant.label()))?;
+    envoy
+        .wait_cluster_healthy("app", backends.len(), Duration::from_secs(30))
+        .await?;
+    Ok(Node { envoy, https })
+}
+
+/// The worker count a running Envoy reports, to be sure the `$ENVOY` wrapper took effect.
+pub async fn envoy_concurrency(envoy: &Envoy) -> Result<u32> {
+    Ok(u32::try_from(envoy_workers(envoy).await?)?)
+}
+
+/// Checks a node runs the filter it should: the listeners have it (the whole config dump
+/// would also list compiled-in extensions), and it refuses a foreign Origin (the baseline lets
+/// it through). Catches a variant silently measuring the wrong thing.
+pub async fn check_node(
+    variant: Variant,
+    node: &Node,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<()> {
+    let listeners = node
+        .envoy
+        .admin_get("/config_dump?resource=static_listeners")
+        .await?;
+    for other in VARIANTS.iter().filter_map(|v| v.filter_name()) {
+        let expected = variant.filter_name() == Some(other);
+        ensure!(
+            listeners.contains(other) == expected,
+            "the {} config {} {other}",
+            variant.label(),
+            if expected { "lacks" } else { "has" }
+        );
+    }
+    let foreign = ws_open(node.https, "/ws", FOREIGN_ORIGIN, tls, None).await;
+    match (variant, foreign) {
+        (Variant::Baseline, Ok(ws)) => close_ws(ws).await,
+        (Variant::Baseline, Err(e)) => Err(e.context("the no-filter Envoy refused a handshake")),
+        (_, Err(e)) if format!("{e:#}").contains("403") => Ok(()),
+        (_, Err(e)) => Err(e.context(format!("{}: expected a 403", variant.label()))),
+        (_, Ok(_)) => bail!("{} let a foreign Origin through", variant.label()),
+    }
+}
