@@ -16,7 +16,7 @@ use tempfile::TempDir;
 
 use crate::acme_responder::{key_auth_lookup, Http01Responder, KeyAuthLookup};
 use crate::pebble::{Pebble, PebbleBuilder};
-use crate::repo_root;
+use crate::workspace::repo_root;
 
 /// Longest a single `renewer` invocation may take in a test before it is killed.
 pub const RENEWER_TIMEOUT: Duration = Duration::from_secs(180);

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -175,4 +175,14 @@ async fn echo(mut socket: WebSocket, id: String, mut shutdown: watch::Receiver<(
             return;
         }
     }
+}
+
+/// Which backend answered: the `x-backend-id` an echo backend puts on its answers (a
+/// WebSocket upgrade's 101 included).
+pub fn backend_id(headers: &axum::http::HeaderMap) -> Result<String> {
+    Ok(headers
+        .get("x-backend-id")
+        .context("no x-backend-id")?
+        .to_str()?
+        .to_owned())
 }

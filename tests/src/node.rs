@@ -3,15 +3,18 @@
 //! Integration tests and the filter benchmark start nodes through this, so both exercise the
 //! same configuration.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::{
-    free_port, raw_http, raw_https, render_app_node, repo_root, wasm_path, ws_connect, ws_echo,
-    EchoBackend, Envoy, RawResponse, TlsFiles,
-};
+use crate::backend::{backend_id, EchoBackend};
+use crate::client::{raw_http, raw_https, ws_connect, ws_echo, RawResponse, WsResponse};
+use crate::envoy::{render_app_node, wasm_path, Envoy};
+use crate::ports::free_port;
+use crate::tls::TlsFiles;
+use crate::workspace::repo_root;
 
 /// A token in Let's Encrypt's shape (RFC 8555 §8.3 example).
 pub const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
@@ -277,14 +280,9 @@ impl Node {
         &self,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> Result<(String, crate::WsResponse)> {
+    ) -> Result<(String, WsResponse)> {
         let (mut ws, resp) = ws_connect(&self.wss(path), headers, Some(&self.tls.ca_pem)).await?;
-        let id = resp
-            .headers()
-            .get("x-backend-id")
-            .context("no x-backend-id on the 101")?
-            .to_str()?
-            .to_owned();
+        let id = backend_id(resp.headers()).context("the 101")?;
         anyhow::ensure!(ws_echo(&mut ws, "hello").await? == "hello", "no echo");
         anyhow::ensure!(
             ws_echo(&mut ws, "whoami").await? == id,
@@ -299,7 +297,7 @@ pub fn challenge_path(token: &str) -> String {
     format!("/.well-known/acme-challenge/{token}")
 }
 
-pub fn set_cookie_value(resp: &crate::WsResponse) -> Option<String> {
+pub fn set_cookie_value(resp: &WsResponse) -> Option<String> {
     let header = resp.headers().get("set-cookie")?.to_str().ok()?;
     Some(header.split(';').next()?.to_owned())
 }
@@ -336,18 +334,7 @@ pub fn deploy_files(settings: &str) -> Result<DeployFiles> {
         .tempdir()?;
     let config = dir.path().join("config.env");
     std::fs::write(&config, settings)?;
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("deploy/deploy.sh"))
-        .arg("--plan")
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("run deploy/deploy.sh --plan")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "deploy.sh --plan failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_deploy_script("deploy.sh", &["--plan".as_ref(), config.as_os_str()], &[])?;
     let node_env =
         std::fs::read_to_string(dir.path().join(".out/node.env")).context("read .out/node.env")?;
     let read = |file: &str| {
@@ -388,19 +375,9 @@ fn startup_env(node_env: &str, args: &[&str]) -> Result<Vec<(String, String)>> {
     if !args.contains(&"SETTINGS") {
         argv.push(&path);
     }
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("deploy/node/startup.sh"))
-        .args(&argv)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("run deploy/node/startup.sh {}", args[0]))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "startup.sh {} failed:\n{}",
-        args[0],
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(env_lines(&String::from_utf8(out.stdout)?))
+    let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+    let out = run_deploy_script("node/startup.sh", &argv, &[])?;
+    Ok(env_lines(&String::from_utf8(out)?))
 }
 
 /// The Envoy config a node's startup script renders from `node_env`
@@ -412,20 +389,34 @@ pub fn render_deployed_node(node_env: &str, vars: &[(&str, String)]) -> Result<S
         .tempdir()?;
     let settings = dir.path().join("node.env");
     std::fs::write(&settings, node_env)?;
-    let root = repo_root();
+    let render = repo_root().join("deploy/envoy/render.sh");
+    let out = run_deploy_script(
+        "node/startup.sh",
+        &["render".as_ref(), settings.as_os_str(), render.as_os_str()],
+        vars,
+    )?;
+    String::from_utf8(out).context("startup.sh render output is not UTF-8")
+}
+
+/// Runs `bash deploy/<script> <args…>` (stdin closed, `vars` added to its environment) and
+/// returns what it printed; a failure carries its stderr. `args[0]` names what it does.
+fn run_deploy_script(script: &str, args: &[&OsStr], vars: &[(&str, String)]) -> Result<Vec<u8>> {
+    let what = format!(
+        "{} {}",
+        script.rsplit('/').next().unwrap_or(script),
+        args[0].to_string_lossy()
+    );
     let out = std::process::Command::new("bash")
-        .arg(root.join("deploy/node/startup.sh"))
-        .arg("render")
-        .arg(&settings)
-        .arg(root.join("deploy/envoy/render.sh"))
+        .arg(repo_root().join("deploy").join(script))
+        .args(args)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .output()
-        .context("run deploy/node/startup.sh render")?;
+        .with_context(|| format!("run deploy/{script} {}", args[0].to_string_lossy()))?;
     anyhow::ensure!(
         out.status.success(),
-        "startup.sh render failed:\n{}",
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).context("startup.sh render output is not UTF-8")
+    Ok(out.stdout)
 }

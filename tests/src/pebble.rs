@@ -327,16 +327,13 @@ impl Pebble {
 
     /// GET on the ACME API (`path` like `/dir`), trusting the API certificate.
     pub async fn api_get(&self, path: &str) -> Result<RawResponse> {
-        https_request(
-            self.api_port,
-            "127.0.0.1",
-            &self.api_cert_pem,
-            "GET",
-            path,
-            &[],
-            b"",
-        )
-        .await
+        self.get(self.api_port, path).await
+    }
+
+    /// GET on one of Pebble's HTTPS ports (the API's or the management interface's), trusting
+    /// the API certificate both present.
+    async fn get(&self, port: u16, path: &str) -> Result<RawResponse> {
+        https_request(port, "127.0.0.1", &self.api_cert_pem, "GET", path, &[], b"").await
     }
 
     /// The root that issued certificates chain to (management `/roots/0`), PEM. Pebble makes a
@@ -352,16 +349,7 @@ impl Pebble {
     }
 
     async fn management_pem(&self, path: &str) -> Result<String> {
-        let resp = https_request(
-            self.management_port,
-            "127.0.0.1",
-            &self.api_cert_pem,
-            "GET",
-            path,
-            &[],
-            b"",
-        )
-        .await?;
+        let resp = self.get(self.management_port, path).await?;
         let resp = expect_200(resp, &format!("management GET {path}"))?;
         let pem = resp.body_text();
         if !pem.contains("-----BEGIN CERTIFICATE-----") {

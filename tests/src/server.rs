@@ -65,19 +65,12 @@ impl RecordedRequest {
 
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::headers::first(&self.headers, name)
     }
 
     /// Every value of a header, to catch a client-sent copy surviving next to the proxy's one.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::headers::all(&self.headers, name)
     }
 }
 

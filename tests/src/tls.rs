@@ -1,4 +1,5 @@
-//! Throwaway certificates in the on-disk layout Envoy's file-based SDS reads.
+//! Throwaway certificates: in the on-disk layout Envoy's file-based SDS reads, and as a bare
+//! self-signed PEM pair.
 //!
 //! Production Envoy reads its certificate through SDS from files that the renewer replaces by
 //! swapping a `current` symlink (an atomic rename, so Envoy never sees a half-written pair).
@@ -151,4 +152,16 @@ impl TlsFiles {
     pub fn privkey_pem(&self) -> Result<String> {
         fs::read_to_string(self.current_dir().join("privkey.pem")).context("read privkey.pem")
     }
+}
+
+/// A self-signed certificate for `names` (its SANs) and its key, both PEM: `(certificate,
+/// key)`, e.g. a bundle that no trusted root vouches for.
+pub fn self_signed_pem(names: &[&str]) -> Result<(String, String)> {
+    let key = KeyPair::generate().context("generate key")?;
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .context("certificate SANs")?
+        .self_signed(&key)
+        .context("self-sign")?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

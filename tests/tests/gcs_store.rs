@@ -502,10 +502,7 @@ async fn bundles_round_trip() {
     let store: SharedStore = Arc::new(gcs_store);
     let bundles = ObjectBundles::new(store);
 
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).expect("rcgen");
-    let chain = certified.cert.pem();
-    let key = certified.signing_key.serialize_pem();
+    let (chain, key) = harness::tls::self_signed_pem(&["app.example.com"]).expect("self-signed");
     let leaf = renewer::certinfo::inspect(&chain).expect("inspect");
     let bundle = Bundle::from_pem(
         "app",

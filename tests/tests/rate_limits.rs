@@ -426,13 +426,11 @@ async fn sync_with_trusted_roots_installs_the_cas_chain_and_refuses_a_self_signe
     let installed = std::fs::read_to_string(tls.join("current/fullchain.pem"))?;
 
     // Someone who can write the store publishes a certificate of their own.
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec!["app.example.test".to_string()])?.self_signed(&key)?;
+    let (cert, key) = harness::tls::self_signed_pem(&["app.example.test"])?;
     let forged = renewer::bundle::Bundle::from_pem(
         "app",
-        cert.pem(),
-        renewer::bundle::Secret::new(key.serialize_pem()),
+        cert,
+        renewer::bundle::Secret::new(key),
         time::OffsetDateTime::now_utc(),
     )?;
     renewer::bundle::ObjectBundles::new(s.stack.store.clone())

@@ -2,6 +2,7 @@
 //! Secret Manager of the harness, through the official REST client.
 
 use harness::secret_manager::VersionState;
+use harness::tls::self_signed_pem;
 use harness::FakeSecretManager;
 use renewer::bundle::{Bundle, BundleError, BundleStore, Secret};
 use renewer::config::SecretManagerConfig;
@@ -12,18 +13,8 @@ const PROJECT: &str = "acme-edge-test";
 const SECRET: &str = "acme-edge-app";
 
 fn bundle(name: &str, domain: &str) -> Bundle {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("self-signed");
-    Bundle::from_pem(
-        name,
-        cert.pem(),
-        Secret::new(key.serialize_pem()),
-        OffsetDateTime::now_utc(),
-    )
-    .expect("bundle")
+    let (cert, key) = self_signed_pem(&[domain]).expect("self-signed");
+    Bundle::from_pem(name, cert, Secret::new(key), OffsetDateTime::now_utc()).expect("bundle")
 }
 
 async fn mirror(fake: &FakeSecretManager, keep_versions: u32) -> SecretManagerMirror {
