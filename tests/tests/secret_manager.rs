@@ -4,9 +4,9 @@
 use harness::secret_manager::VersionState;
 use harness::tls::self_signed_pem;
 use harness::FakeSecretManager;
+use renewer::bundle::secret_manager::SecretManagerMirror;
 use renewer::bundle::{Bundle, BundleError, BundleStore, Secret};
 use renewer::config::SecretManagerConfig;
-use renewer::bundle::secret_manager::SecretManagerMirror;
 use time::OffsetDateTime;
 
 const PROJECT: &str = "acme-edge-test";

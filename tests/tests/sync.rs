@@ -189,12 +189,20 @@ async fn watch_mode_installs_renewals_retries_faults_and_stops_on_sigterm() -> R
         .await?;
         serials.push(serial);
     }
-    // keep_versions = 2: the current version and the one before it.
-    let versions: Vec<String> = std::fs::read_dir(&tls_dir)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains('T') && !n.starts_with('.'))
-        .collect();
+    // keep_versions = 2: the current version and the one before it. The watcher switches
+    // `current` first and prunes after, so the listing may lag the switch by a moment.
+    let versions = || -> std::io::Result<Vec<String>> {
+        Ok(std::fs::read_dir(&tls_dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains('T') && !n.starts_with('.'))
+            .collect())
+    };
+    wait_for("old versions pruned", Duration::from_secs(30), || async {
+        Ok((versions()?.len() <= 2).then_some(()))
+    })
+    .await?;
+    let versions = versions()?;
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert!(!versions.iter().any(|v| v.ends_with(&serials[0][..16])));
 

@@ -162,6 +162,18 @@ pub(super) fn problem_text(p: &Problem) -> String {
     s
 }
 
+/// Whether an ACME problem is worth another attempt (RFC 8555 §6.7): rate limited, the CA's
+/// own fault, or a stale nonce; anything else is the CA refusing.
+pub(super) fn is_transient(status: u16, kind: &str) -> bool {
+    status == 429
+        || status >= 500
+        || kind.ends_with(":rateLimited")
+        || kind.ends_with(":serverInternal")
+        || kind.ends_with(":badNonce")
+}
+
+/// An instant-acme error as ours (transient, rejected, account gone, other), with the status
+/// and `Retry-After` that [`CaHttp`] recorded for it.
 pub(super) fn classify(
     e: instant_acme::Error,
     last_error: &Mutex<Option<ResponseHint>>,
@@ -172,11 +184,7 @@ pub(super) fn classify(
         instant_acme::Error::Api(problem) => {
             let status = problem.status.or(hint.map(|h| h.status)).unwrap_or(0);
             let kind = problem.r#type.as_deref().unwrap_or("");
-            let transient = status == 429
-                || status >= 500
-                || kind.ends_with(":rateLimited")
-                || kind.ends_with(":serverInternal")
-                || kind.ends_with(":badNonce");
+            let transient = is_transient(status, kind);
             let message = format!("the CA answered: {}", problem_text(&problem));
             if kind.ends_with(":accountDoesNotExist") {
                 AcmeError::AccountGone(message)

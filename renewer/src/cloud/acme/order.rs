@@ -15,7 +15,7 @@ use crate::cloud::inflight::{self, InFlight};
 use crate::shared::bundle::Secret;
 use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore};
 
-use super::ca_http::{problem_text, with_own_hints};
+use super::ca_http::{is_transient, problem_text, with_own_hints};
 use super::keygen::{csr_with_key, generate_key};
 use super::{Acme, AcmeError, OrderSpec};
 
@@ -227,7 +227,14 @@ impl Acme {
             self.answer_challenges(order, store, name, record).await?;
             status = match order.poll_ready(&retries).await {
                 Ok(status) => status,
-                Err(instant_acme::Error::Api(problem)) => {
+                // A problem about the request itself (a rejected nonce, a 5xx while polling)
+                // says nothing about the names: classify it, so it is retried.
+                Err(instant_acme::Error::Api(problem))
+                    if !is_transient(
+                        problem.status.unwrap_or(0),
+                        problem.r#type.as_deref().unwrap_or(""),
+                    ) =>
+                {
                     return Err(self.validation_failure(order, Some(problem)).await)
                 }
                 Err(e) => return Err(self.classify(e)),
