@@ -9,7 +9,7 @@
 //!
 //! * it ignores preconditions on `DELETE`: a stale conditional delete is refused by the store's
 //!   own check (tested here), and the classification of the service's 412 answer is unit-tested
-//!   in `renewer/src/store/gcs.rs`;
+//!   in `renewer/src/shared/store/gcs/`;
 //! * it takes a multipart upload's content type from the media part, not from the metadata part
 //!   where the client library puts it (and where Cloud Storage reads it), so its object metadata
 //!   has no `contentType`: `what_goes_on_the_wire` checks the requests themselves through a relay.

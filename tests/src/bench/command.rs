@@ -25,7 +25,7 @@ pub fn command_output(program: &str, args: &[&str], fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_owned())
 }
 
-/// `envoy --version` prints "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
+/// `envoy --version` prints "`<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`".
 pub fn envoy_version(envoy: &Path) -> String {
     let text = command_output(&envoy.to_string_lossy(), &["--version"], "unknown");
     text.split_once("version:")

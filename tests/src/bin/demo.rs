@@ -46,7 +46,7 @@ fn say(line: &str) {
 
 const TOTAL: usize = 8;
 
-/// A client address: 127.0.2.<n>, another "user" to the load balancer.
+/// A client address: `127.0.2.<n>`, another "user" to the load balancer.
 fn client(n: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(
         127,

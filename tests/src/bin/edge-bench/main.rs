@@ -23,7 +23,7 @@
 //!   warm-up to every sample), each metric is measured for all variants back to back, the
 //!   order rotates every round so slow drift of the machine does not always favour the
 //!   variant that runs first, and the report uses medians of per-round ratios.
-//! * Envoy gets one worker by default (see [`report::envoy_concurrency_note`]): Envoy is then the
+//! * Envoy gets one worker by default (see `report::envoy_concurrency_note`): Envoy is then the
 //!   bottleneck on a 2-core machine, which is what a proxy benchmark should measure.
 //! * Plain HTTPS load comes from `wrk` (a well-known C load generator, far cheaper per request
 //!   than anything we would write); the WebSocket loads are in-process (wrk cannot speak

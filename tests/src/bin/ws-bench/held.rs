@@ -26,7 +26,7 @@ pub const HARNESS_ENVOY_CONCURRENCY: u64 = 2;
 /// Envoy's memory at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Memory {
-    /// VmRSS from /proc/<pid>/status, KiB.
+    /// VmRSS from `/proc/<pid>/status`, KiB.
     pub rss_kib: u64,
     /// Admin `/memory`: bytes allocated by Envoy (tcmalloc's in-use bytes), and the heap.
     pub allocated: u64,
