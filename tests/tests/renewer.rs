@@ -319,6 +319,48 @@ async fn corrupt_current_json_is_named_not_a_panic() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_short_lived_certificate_renews_at_half_its_life() -> Result<()> {
+    // Pebble 2.4 has no profiles, but issues certificates of the lifetime it is told: that of
+    // Let's Encrypt's `shortlived` profile, 160 hours.
+    let lifetime = Duration::from_secs(160 * 3600);
+    let stack =
+        AcmeStack::start_with(Pebble::builder().certificate_validity(lifetime), None).await?;
+    let config = stack.write_config("renewer.toml", &stack.config_text("", APP))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    let out = stack.renewer(&config, &["status", "--json"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let rows: Value = serde_json::from_str(&out.stdout)?;
+    let row = &rows[0];
+    let hours = row["lifetime_hours"].as_i64().unwrap_or(0);
+    assert!((159..=160).contains(&hours), "{row}");
+    assert_eq!(row["renew_with_fraction_left"], 0.5, "{row}");
+    assert_eq!(row["renewal_rule"], "1/2 left (short-lived)", "{row}");
+    // Due at half its life (80 hours before it expires), not at a third (53 hours).
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let at = |field: &str| time::OffsetDateTime::parse(row[field].as_str().unwrap_or(""), rfc3339);
+    let margin = at("not_after")? - at("next_renewal")?;
+    assert!(
+        (margin.whole_minutes() - 80 * 60).abs() <= 1,
+        "renews {margin} before it expires: {row}"
+    );
+    let out = stack.renewer(&config, &["status"]).await?;
+    assert!(
+        out.stdout.contains("1/2 left (short-lived)"),
+        "{}",
+        out.all()
+    );
+
+    // Not due yet: the next run leaves it alone.
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("unchanged (not due)"), "{}", out.all());
+    assert_eq!(stack.orders_placed(), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn nonce_rejections_are_retried() -> Result<()> {
     // Pebble's default: 5% of good nonces rejected with badNonce.
     let stack = AcmeStack::start_with(Pebble::builder().nonce_reject(true), None).await?;

@@ -153,7 +153,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         });
     }
 
-    let lifetime_due = lifetime_due_at(current, i.fraction_left);
+    let lifetime_due = lifetime_due_at(current, effective_fraction(current, i.fraction_left));
     let ari_due = i.ari.map(|w| ari_point(w, current));
     // ARI can only bring a renewal forward of the lifetime rule's time, never delay it past it:
     // a CA that suggests a late window must not let a certificate run out.
@@ -185,6 +185,26 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
     }
     renew(due_reason)
+}
+
+/// Certificates whose lifetime is this or shorter are short-lived: Let's Encrypt's
+/// `shortlived` profile issues 6-day certificates (160 hours); 47-day ones are not.
+pub const SHORT_LIVED: Duration = Duration::days(10);
+
+/// The share of its lifetime a short-lived certificate has left, at the least, when it
+/// renews without ARI: half. A 6-day certificate renews every 3 days — Let's Encrypt advises
+/// renewing short-lived certificates every 2 to 3 days — which leaves 3 days, not 2, to notice
+/// and fix a CA that keeps failing. A larger `renewal.fraction_left` still wins.
+pub const SHORT_LIVED_FRACTION_LEFT: f64 = 0.5;
+
+/// The fraction of its lifetime `current` has left when the lifetime rule renews it: the
+/// configured one, raised to [`SHORT_LIVED_FRACTION_LEFT`] for a short-lived certificate.
+pub fn effective_fraction(current: &CertMeta, configured: f64) -> f64 {
+    if current.not_after - current.not_before <= SHORT_LIVED {
+        configured.max(SHORT_LIVED_FRACTION_LEFT)
+    } else {
+        configured
+    }
 }
 
 /// When the lifetime rule makes the certificate due: `not_after - lifetime * fraction_left`.
@@ -264,6 +284,7 @@ mod tests {
             ari_id: Some("aki.serial".into()),
             chain_sha256: String::new(),
             issued_at: datetime!(2026-01-01 0:00 UTC),
+            profile: None,
         }
     }
 
@@ -405,5 +426,33 @@ mod tests {
         assert!(decide(&i).renew);
         assert_eq!(backoff(1), Duration::minutes(5));
         assert_eq!(backoff(30), Duration::hours(6));
+    }
+
+    #[test]
+    fn short_lived_certificates_renew_at_half_their_life() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        // Let's Encrypt's shortlived profile: 160 hours.
+        let mut m = meta(&["a.example.com"]);
+        m.not_after = m.not_before + Duration::hours(160);
+        assert_eq!(effective_fraction(&m, 1.0 / 3.0), SHORT_LIVED_FRACTION_LEFT);
+        assert_eq!(lifetime_due_at(&m, 0.5), m.not_before + Duration::hours(80));
+        // Not due at 81 hours left, due at 79: half the life, not a third (53 h).
+        let before = inputs(m.not_before + Duration::hours(79), &c, Some(&m));
+        assert_eq!(decide(&before).reason, Reason::NotDue);
+        assert_eq!(
+            decide(&before).next_renewal,
+            Some(m.not_before + Duration::hours(80))
+        );
+        let after = inputs(m.not_before + Duration::hours(81), &c, Some(&m));
+        assert!(decide(&after).renew, "{:?}", decide(&after));
+        // A larger configured share wins; a 90-day certificate keeps the configured one.
+        assert_eq!(effective_fraction(&m, 0.6), 0.6);
+        let long = meta(&["a.example.com"]);
+        assert_eq!(effective_fraction(&long, 0.2), 0.2);
+        // The boundary: 10 days is short-lived, 47 days is not.
+        m.not_after = m.not_before + SHORT_LIVED;
+        assert_eq!(effective_fraction(&m, 0.2), 0.5);
+        m.not_after = m.not_before + Duration::days(47);
+        assert_eq!(effective_fraction(&m, 0.2), 0.2);
     }
 }

@@ -22,6 +22,16 @@ pub struct StatusRow {
     pub days_left: Option<i64>,
     /// "now (reason)" or an RFC 3339 time.
     pub next_renewal: String,
+    /// The ACME profile the certificate in service was ordered with.
+    pub profile: Option<String>,
+    /// Its lifetime (notAfter − notBefore), in hours: 144 for a 6-day certificate.
+    pub lifetime_hours: Option<i64>,
+    /// The share of its lifetime left at which the lifetime rule renews it: the configured
+    /// `renewal.fraction_left`, or more for a short-lived certificate.
+    pub renew_with_fraction_left: Option<f64>,
+    /// The rule in words, for the table: "1/3 left", "1/2 left (short-lived)", with "ARI or"
+    /// in front when the CA's renewal window is known.
+    pub renewal_rule: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -51,6 +61,18 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
             failures: st.failures(),
             force: false,
         });
+        let configured = renewer.config.renewal.fraction_left;
+        let rule = current.as_ref().map(|c| {
+            let f = policy::effective_fraction(c, configured);
+            let short = c.not_after - c.not_before <= policy::SHORT_LIVED;
+            let text = format!(
+                "{}{} left{}",
+                if ari.is_some() { "ARI or " } else { "" },
+                fraction_text(f),
+                if short { " (short-lived)" } else { "" }
+            );
+            (f, text)
+        });
         let next_renewal = if read_error.is_some() {
             "unknown (unreadable current certificate)".to_string()
         } else if decision.renew {
@@ -72,10 +94,24 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
             not_after: current.as_ref().map(|c| c.not_after),
             days_left: current.as_ref().map(|c| days_left(c.not_after, now)),
             next_renewal,
+            profile: current.as_ref().and_then(|c| c.profile.clone()),
+            lifetime_hours: current
+                .as_ref()
+                .map(|c| (c.not_after - c.not_before).whole_hours()),
+            renew_with_fraction_left: rule.as_ref().map(|(f, _)| *f),
+            renewal_rule: rule.map(|(_, text)| text),
             last_error: read_error.or(state_error).or(st.last_error),
         });
     }
     rows
+}
+
+/// 1/2, 1/3, 1/4 as fractions; anything else as a percentage.
+fn fraction_text(f: f64) -> String {
+    (2..=4)
+        .find(|d| (f - 1.0 / f64::from(*d)).abs() < 1e-9)
+        .map(|d| format!("1/{d}"))
+        .unwrap_or_else(|| format!("{:.0}%", f * 100.0))
 }
 
 /// A plain-text table, one certificate per row.
@@ -87,10 +123,12 @@ pub fn render(rows: &[StatusRow]) -> String {
         "NOT AFTER",
         "DAYS LEFT",
         "NEXT RENEWAL",
+        "RULE",
+        "PROFILE",
         "LAST ERROR",
     ];
     let dash = || "-".to_string();
-    let table: Vec<[String; 7]> = rows
+    let table: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -100,6 +138,8 @@ pub fn render(rows: &[StatusRow]) -> String {
                 r.not_after.map(policy::rfc3339).unwrap_or_else(dash),
                 r.days_left.map(|d| d.to_string()).unwrap_or_else(dash),
                 r.next_renewal.clone(),
+                r.renewal_rule.clone().unwrap_or_else(dash),
+                r.profile.clone().unwrap_or_else(dash),
                 r.last_error.clone().unwrap_or_else(dash),
             ]
         })
@@ -128,4 +168,45 @@ pub fn render(rows: &[StatusRow]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_read_as_people_write_them() {
+        assert_eq!(fraction_text(0.5), "1/2");
+        assert_eq!(fraction_text(1.0 / 3.0), "1/3");
+        assert_eq!(fraction_text(0.25), "1/4");
+        assert_eq!(fraction_text(0.2), "20%");
+    }
+
+    #[test]
+    fn the_table_shows_the_rule_and_the_profile() {
+        let row = StatusRow {
+            name: "app".into(),
+            domains: vec!["a.example.com".into()],
+            issuer: Some("CN=R10".into()),
+            serial: Some("0a".into()),
+            not_after: None,
+            days_left: Some(5),
+            next_renewal: "2026-12-02T00:00:00Z".into(),
+            profile: Some("shortlived".into()),
+            lifetime_hours: Some(160),
+            renew_with_fraction_left: Some(0.5),
+            renewal_rule: Some("1/2 left (short-lived)".into()),
+            last_error: None,
+        };
+        let table = render(&[row]);
+        let mut lines = table.lines();
+        let header = lines.next().unwrap_or("");
+        assert!(
+            header.contains("RULE") && header.contains("PROFILE"),
+            "{table}"
+        );
+        let line = lines.next().unwrap_or("");
+        assert!(line.contains("1/2 left (short-lived)"), "{table}");
+        assert!(line.contains("shortlived"), "{table}");
+    }
 }

@@ -82,8 +82,9 @@ impl Renewer {
         chain: String,
         key: crate::shared::bundle::Secret,
     ) -> Result<Bundle, PassError> {
-        let bundle = Bundle::from_pem(&cert.name, chain, key, self.clock.now())
+        let mut bundle = Bundle::from_pem(&cert.name, chain, key, self.clock.now())
             .map_err(PassError::Unusable)?;
+        bundle.meta.profile = cert.profile.clone();
         let wanted = cert.normalized_domains();
         if bundle.meta.domains != wanted {
             return Err(PassError::WrongNames {

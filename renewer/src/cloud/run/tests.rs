@@ -127,13 +127,23 @@ mod pass {
             wait_seconds: u64,
             mirror: Option<Arc<dyn BundleStore>>,
         ) -> Setup {
+            Setup::with_certificate(issuer, wait_seconds, mirror, "")
+        }
+
+        /// `certificate` is added to the `[[certificates]]` table (e.g. a profile).
+        fn with_certificate(
+            issuer: FakeIssuer,
+            wait_seconds: u64,
+            mirror: Option<Arc<dyn BundleStore>>,
+            certificate: &str,
+        ) -> Setup {
             let dir = tempfile::tempdir().expect("tempdir");
             let text = format!(
                 "[acme]\ndirectory = \"https://ca.test/directory\"\nattempts = 3\n\
                  [renewal]\nari = false\n\
                  [lock]\nttl_seconds = 60\nwait_seconds = {wait_seconds}\n\
                  [store]\nurl = \"file://{}\"\n\
-                 [[certificates]]\nname = \"{NAME}\"\ndomains = [\"{DOMAIN}\"]\n",
+                 [[certificates]]\nname = \"{NAME}\"\ndomains = [\"{DOMAIN}\"]\n{certificate}",
                 dir.path().display()
             );
             let config = Config::parse(&text, "test", &[]).expect("config");
@@ -360,5 +370,18 @@ mod pass {
         s.clock.advance(time::Duration::minutes(5));
         assert_renewed(&s.pass().await);
         assert_eq!(s.issuer.orders(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_ordered_profile_is_recorded_with_the_certificate() {
+        let s =
+            Setup::with_certificate(FakeIssuer::default(), 0, None, "profile = \"shortlived\"\n");
+        assert_renewed(&s.pass().await);
+        let meta = ObjectBundles::new(s.store.clone())
+            .current_meta(NAME)
+            .await
+            .expect("current")
+            .expect("issued");
+        assert_eq!(meta.profile.as_deref(), Some("shortlived"));
     }
 }

@@ -41,8 +41,11 @@ impl fmt::Debug for Secret {
 /// What is known about an issued certificate without reading its key. This is the content of
 /// `certs/<name>/current.json` (with the object keys of the PEM files added), and what the
 /// renewal policy and `status` work from.
+///
+/// Unknown fields are ignored, so that a field added later (as `profile` was) does not stop
+/// an older reader, such as a node's `renewer sync` during a rollout; a change older readers
+/// must not misread bumps [`CurrentPointer::version`] instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CertMeta {
     /// The certificate's configured name.
     pub name: String,
@@ -68,6 +71,10 @@ pub struct CertMeta {
     /// When the renewer stored it.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
+    /// The ACME profile it was ordered with (`certificates[].profile`), if any: what the
+    /// renewer asked for, whether or not the CA knows profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// A certificate chain with its private key and metadata.
@@ -106,6 +113,7 @@ impl Bundle {
                 ari_id: leaf.ari_id,
                 chain_sha256: leaf.chain_sha256,
                 issued_at,
+                profile: None,
             },
             fullchain_pem,
             privkey_pem,
@@ -163,9 +171,9 @@ pub trait BundleStore: Send + Sync + fmt::Debug {
     async fn current_meta(&self, name: &str) -> Result<Option<CertMeta>, BundleError>;
 }
 
-/// `certs/<name>/current.json`: the pointer that makes an issuance current.
+/// `certs/<name>/current.json`: the pointer that makes an issuance current. Additive fields
+/// are ignored by readers that do not know them (see [`CertMeta`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CurrentPointer {
     /// Format version of this file; readers refuse versions they do not know.
     pub version: u32,
@@ -434,5 +442,35 @@ mod tests {
         assert!(e.to_string().contains("certs/app/current.json"), "{e}");
         assert!(format!("{:?}", b.privkey_pem).contains("redacted"));
         assert!(!format!("{b:?}").contains("PRIVATE KEY"));
+    }
+
+    #[tokio::test]
+    async fn a_pointer_with_a_field_added_later_is_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: SharedStore = Arc::new(FsStore::new(dir.path()).expect("store"));
+        let bundles = ObjectBundles::new(store.clone());
+        let mut bundle = crate::shared::testing::bundle("app", &["a.example.com"], 90);
+        bundle.meta.profile = Some("shortlived".into());
+        bundles.publish(&bundle).await.expect("publish");
+        let key = keys::current("app");
+        let stored = store.get(&key).await.expect("get").expect("current.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&stored.data).expect("json");
+        assert_eq!(json["profile"], "shortlived");
+        json["added_by_a_later_version"] = serde_json::json!({"x": 1});
+        store
+            .put(
+                &key,
+                &serde_json::to_vec(&json).expect("json"),
+                Precondition::None,
+                Sensitivity::Public,
+            )
+            .await
+            .expect("put");
+        let meta = bundles
+            .current_meta("app")
+            .await
+            .expect("read")
+            .expect("meta");
+        assert_eq!(meta, bundle.meta);
     }
 }
