@@ -38,6 +38,10 @@ pub struct InFlight {
     /// The certificate key (PEM), written before the order is finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pem: Option<String>,
+    /// The directory URL of the CA the order was placed with (absent in records written
+    /// before CA fallback existed: those belong to the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -49,13 +53,21 @@ impl std::fmt::Debug for InFlight {
             .field("key_type", &self.key_type)
             .field("placed_at", &self.placed_at)
             .field("tokens", &self.tokens)
+            .field("directory", &self.directory)
             .field("key", &self.key_pem.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
 
 impl InFlight {
-    pub fn new(url: &str, domains: &[String], key_type: KeyType, now: OffsetDateTime) -> Self {
+    /// A record of the order at `url`, placed with the CA at `directory` at `now`.
+    pub fn new(
+        url: &str,
+        domains: &[String],
+        key_type: KeyType,
+        now: OffsetDateTime,
+        directory: &str,
+    ) -> Self {
         InFlight {
             url: url.to_string(),
             domains: domains.to_vec(),
@@ -63,12 +75,16 @@ impl InFlight {
             placed_at: now,
             tokens: Vec::new(),
             key_pem: None,
+            directory: Some(directory.to_string()),
         }
     }
 
-    /// Whether this record is an order for exactly what is wanted now.
-    pub fn matches(&self, domains: &[String], key_type: KeyType) -> bool {
-        self.domains == domains && self.key_type == key_type
+    /// Whether this record is an order for exactly what is wanted now, at this CA (an order
+    /// at another CA is not this CA's to resume: its URL means nothing here).
+    pub fn matches(&self, domains: &[String], key_type: KeyType, directory: &str) -> bool {
+        self.domains == domains
+            && self.key_type == key_type
+            && self.directory.as_deref().is_none_or(|d| d == directory)
     }
 
     pub fn key(&self) -> Option<Secret> {
@@ -142,15 +158,28 @@ mod tests {
             &["a.example.com".into()],
             KeyType::EcdsaP256,
             OffsetDateTime::UNIX_EPOCH,
+            "https://ca/dir",
         );
         rec.key_pem = Some("-----BEGIN PRIVATE KEY-----secret".into());
         rec.tokens.push("tok".into());
         save(&store, "app", &rec).await.expect("save");
         let back = load(&store, "app").await.expect("load").expect("some");
         assert_eq!(back, rec);
-        assert!(back.matches(&["a.example.com".into()], KeyType::EcdsaP256));
-        assert!(!back.matches(&["b.example.com".into()], KeyType::EcdsaP256));
-        assert!(!back.matches(&["a.example.com".into()], KeyType::Rsa2048));
+        let a = ["a.example.com".to_string()];
+        assert!(back.matches(&a, KeyType::EcdsaP256, "https://ca/dir"));
+        assert!(!back.matches(
+            &["b.example.com".into()],
+            KeyType::EcdsaP256,
+            "https://ca/dir"
+        ));
+        assert!(!back.matches(&a, KeyType::Rsa2048, "https://ca/dir"));
+        assert!(!back.matches(&a, KeyType::EcdsaP256, "https://other-ca/dir"));
+        // A record from before fallback existed has no CA: the primary resumes it.
+        let legacy = InFlight {
+            directory: None,
+            ..back.clone()
+        };
+        assert!(legacy.matches(&a, KeyType::EcdsaP256, "https://other-ca/dir"));
         assert!(!format!("{back:?}").contains("secret"));
         store
             .put(

@@ -17,6 +17,9 @@ use crate::shared::store::SharedStore;
 /// Where certificates come from.
 #[async_trait]
 pub trait Issuer: Send + Sync {
+    /// The CA's directory URL: which CA this is, in logs, `status` and the stored metadata.
+    fn directory(&self) -> &str;
+
     /// Order (or resume the order in flight for) one certificate; the full chain in PEM and
     /// its private key. The error says whether another attempt may help
     /// ([`AcmeError::Transient`]).
@@ -38,15 +41,18 @@ pub trait Issuer: Send + Sync {
 /// (and registered if needed) on first use, and replaced at most once per pass if the CA no
 /// longer knows it.
 pub struct AcmeIssuer {
+    directory: String,
     config: Config,
     store: SharedStore,
     account: tokio::sync::Mutex<Option<Arc<Acme>>>,
 }
 
 impl AcmeIssuer {
-    /// An issuer for `config`'s CA; nothing is sent until the first order.
+    /// An issuer for `config`'s CA (its primary: see [`Config::per_ca`]); nothing is sent
+    /// until the first order.
     pub fn new(config: Config, store: SharedStore) -> AcmeIssuer {
         AcmeIssuer {
+            directory: config.directory_url().to_string(),
             config,
             store,
             account: tokio::sync::Mutex::new(None),
@@ -84,6 +90,10 @@ impl AcmeIssuer {
 
 #[async_trait]
 impl Issuer for AcmeIssuer {
+    fn directory(&self) -> &str {
+        &self.directory
+    }
+
     async fn issue(
         &self,
         order: &OrderSpec<'_>,

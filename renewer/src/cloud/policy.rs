@@ -285,6 +285,7 @@ mod tests {
             chain_sha256: String::new(),
             issued_at: datetime!(2026-01-01 0:00 UTC),
             profile: None,
+            ca: None,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct StatusRow {
     pub next_renewal: String,
     /// The ACME profile the certificate in service was ordered with.
     pub profile: Option<String>,
+    /// Directory URL of the CA that issued it (the primary or an `[[acme.fallback]]`).
+    pub ca: Option<String>,
     /// Its lifetime (notAfter − notBefore), in hours: 144 for a 6-day certificate.
     pub lifetime_hours: Option<i64>,
     /// The share of its lifetime left at which the lifetime rule renews it: the configured
@@ -95,6 +97,7 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
             days_left: current.as_ref().map(|c| days_left(c.not_after, now)),
             next_renewal,
             profile: current.as_ref().and_then(|c| c.profile.clone()),
+            ca: current.as_ref().and_then(|c| c.ca.clone()),
             lifetime_hours: current
                 .as_ref()
                 .map(|c| (c.not_after - c.not_before).whole_hours()),
@@ -104,6 +107,13 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
         });
     }
     rows
+}
+
+/// The host of a directory URL (`acme-v02.api.letsencrypt.org`), to keep the table narrow;
+/// `--json` has the whole URL.
+fn ca_host(directory: &str) -> String {
+    let rest = directory.split_once("://").map_or(directory, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
 }
 
 /// 1/2, 1/3, 1/4 as fractions; anything else as a percentage.
@@ -120,6 +130,7 @@ pub fn render(rows: &[StatusRow]) -> String {
         "NAME",
         "NAMES",
         "ISSUER",
+        "CA",
         "NOT AFTER",
         "DAYS LEFT",
         "NEXT RENEWAL",
@@ -128,13 +139,14 @@ pub fn render(rows: &[StatusRow]) -> String {
         "LAST ERROR",
     ];
     let dash = || "-".to_string();
-    let table: Vec<[String; 9]> = rows
+    let table: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
                 r.name.clone(),
                 r.domains.join(","),
                 r.issuer.clone().unwrap_or_else(dash),
+                r.ca.as_deref().map(ca_host).unwrap_or_else(dash),
                 r.not_after.map(policy::rfc3339).unwrap_or_else(dash),
                 r.days_left.map(|d| d.to_string()).unwrap_or_else(dash),
                 r.next_renewal.clone(),
@@ -193,6 +205,7 @@ mod tests {
             days_left: Some(5),
             next_renewal: "2026-12-02T00:00:00Z".into(),
             profile: Some("shortlived".into()),
+            ca: Some("https://acme-v02.api.letsencrypt.org/directory".into()),
             lifetime_hours: Some(160),
             renew_with_fraction_left: Some(0.5),
             renewal_rule: Some("1/2 left (short-lived)".into()),
@@ -208,5 +221,6 @@ mod tests {
         let line = lines.next().unwrap_or("");
         assert!(line.contains("1/2 left (short-lived)"), "{table}");
         assert!(line.contains("shortlived"), "{table}");
+        assert!(line.contains(" acme-v02.api.letsencrypt.org "), "{table}");
     }
 }

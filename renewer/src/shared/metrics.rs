@@ -25,6 +25,8 @@ pub struct CertSample {
     pub last_success: Option<OffsetDateTime>,
     /// Consecutive failed renewals recorded in the store's state.
     pub consecutive_failures: u32,
+    /// Directory URL of the CA that issued the certificate in service, if known.
+    pub ca: Option<String>,
 }
 
 /// Counters of this process since it started.
@@ -139,6 +141,22 @@ pub fn render(s: &Snapshot) -> String {
             )
         },
     );
+    family(
+        &mut out,
+        "acme_edge_certificate_info",
+        "gauge",
+        "Always 1: which CA (directory URL) issued the certificate in service.",
+    );
+    for (name, sample) in certs {
+        if let Some(ca) = sample.as_ref().and_then(|c| c.ca.as_deref()) {
+            let _ = writeln!(
+                out,
+                "acme_edge_certificate_info{{certificate=\"{}\",ca=\"{}\"}} 1",
+                label(name),
+                label(ca)
+            );
+        }
+    }
     per_cert(
         &mut out,
         "acme_edge_renewals_total",
@@ -232,6 +250,7 @@ mod tests {
                 not_after: Some(datetime!(2026-12-01 00:00 UTC)),
                 last_success: Some(datetime!(2026-11-01 00:00 UTC)),
                 consecutive_failures: 2,
+                ca: Some("https://ca.test/dir".into()),
             }),
         );
         snapshot.certificates.insert("new".into(), None);
@@ -246,6 +265,7 @@ mod tests {
             "acme_edge_certificate_not_after_timestamp_seconds{certificate=\"app\"} 1796083200",
             "acme_edge_certificate_last_success_timestamp_seconds{certificate=\"app\"} 1793491200",
             "acme_edge_certificate_consecutive_failures{certificate=\"app\"} 2",
+            "acme_edge_certificate_info{certificate=\"app\",ca=\"https://ca.test/dir\"} 1",
             "acme_edge_renewal_failures_total{certificate=\"app\"} 3",
             "acme_edge_renewal_failures_total{certificate=\"new\"} 0",
             "acme_edge_renewals_total{certificate=\"new\"} 1",

@@ -112,7 +112,7 @@ impl Acme {
             replaces,
         } = *spec;
         match inflight::load(store, name).await? {
-            Some(rec) if rec.matches(domains, key_type) => {
+            Some(rec) if rec.matches(domains, key_type, &self.directory_url) => {
                 let fetched = self
                     .account
                     .order(rec.url.clone())
@@ -147,7 +147,7 @@ impl Acme {
             Some(rec) => tracing::info!(
                 certificate = name,
                 order = rec.url,
-                "the order in flight was for other names or another key type; placing a new one"
+                "the order in flight was for other names, another key type or another CA; placing a new one"
             ),
             None => {}
         }
@@ -160,6 +160,7 @@ impl Acme {
             domains,
             key_type,
             time::OffsetDateTime::now_utc(),
+            &self.directory_url,
         );
         // Unrecorded, a lost answer later on could cost a second issuance: stop here (the
         // order is not finalized, so it costs nothing but pending authorizations).

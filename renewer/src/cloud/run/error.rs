@@ -82,4 +82,25 @@ pub enum PassError {
     /// The current certificate disappeared between two reads.
     #[error("current certificate vanished")]
     Vanished,
+    /// The primary CA and every `[[acme.fallback]]` failed: each one's last error.
+    #[error("every CA failed: {}", .0.iter().map(|(ca, e)| format!("{ca}: {e}")).collect::<Vec<_>>().join("; "))]
+    EveryCaFailed(Vec<(String, PassError)>),
+}
+
+impl PassError {
+    /// Whether the CA is to blame (unreachable, refusing, returning something unusable), so
+    /// that another CA may do better; not a cancellation, a lease, or the store.
+    pub fn is_ca_fault(&self) -> bool {
+        match self {
+            PassError::Ca { error, .. } => !matches!(
+                error,
+                crate::cloud::acme::AcmeError::Store(_) | crate::cloud::acme::AcmeError::Cancelled
+            ),
+            PassError::RetryTooLate(_)
+            | PassError::Unusable(_)
+            | PassError::WrongNames { .. }
+            | PassError::Expired => true,
+            _ => false,
+        }
+    }
 }

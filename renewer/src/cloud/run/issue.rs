@@ -1,5 +1,6 @@
-//! Getting a certificate from the issuer: bounded retries of transient errors, checks of what
-//! came back, publishing (primary first, then the mirror), and the ARI window.
+//! Getting a certificate: from the primary CA, then each `[[acme.fallback]]` in order, each
+//! with bounded retries of transient errors; checks of what came back; publishing (primary
+//! store first, then the mirror); and the ARI window.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +11,7 @@ use super::error::{PassError, MAX_RETRY_AFTER};
 use super::Renewer;
 use crate::cloud::acme::{AcmeError, OrderSpec};
 use crate::cloud::inflight;
+use crate::cloud::issuer::Issuer;
 use crate::cloud::policy;
 use crate::cloud::state::{AriCache, CertState};
 use crate::shared::bundle::{Bundle, BundleStore, CertMeta};
@@ -17,10 +19,53 @@ use crate::shared::clock::rfc3339;
 use crate::shared::config::CertificateConfig;
 
 impl Renewer {
-    /// Order `cert`, retrying transient CA errors up to `acme.attempts` times, with the CA's
-    /// `Retry-After` or an exponential pause.
-    pub(super) async fn issue_with_retries(
+    /// Order `cert` from the CAs in order until one issues it. A CA is left for the next one
+    /// only after its own retries, and not for a cancellation or a store failure (which the
+    /// next CA would meet too). Every pass starts with the primary again.
+    pub(super) async fn issue(
         &self,
+        cert: &CertificateConfig,
+        current: Option<&CertMeta>,
+        cancel: &CancellationToken,
+    ) -> Result<Bundle, PassError> {
+        let mut failed: Vec<(String, PassError)> = Vec::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let directory = issuer.directory();
+            // `replaces` (RFC 9773) names a certificate of this CA only.
+            let replaces = current
+                .filter(|c| c.ca.as_deref().unwrap_or(self.primary_directory()) == directory)
+                .and_then(|c| c.ari_id.as_deref());
+            if i > 0 {
+                tracing::warn!(ca = directory, "trying the next CA ([[acme.fallback]] {i})");
+            }
+            match self
+                .issue_with_retries(issuer.as_ref(), cert, replaces, cancel)
+                .await
+            {
+                Ok(mut bundle) => {
+                    bundle.meta.ca = Some(directory.to_string());
+                    return Ok(bundle);
+                }
+                Err(e) if !e.is_ca_fault() || self.issuers.len() == 1 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(ca = directory, error = %e, "this CA failed");
+                    failed.push((directory.to_string(), e));
+                }
+            }
+        }
+        Err(PassError::EveryCaFailed(failed))
+    }
+
+    /// The primary CA's directory URL.
+    pub(super) fn primary_directory(&self) -> &str {
+        self.issuers.first().map_or("", |i| i.directory())
+    }
+
+    /// Order `cert` from `issuer`, retrying transient CA errors up to `acme.attempts` times,
+    /// with the CA's `Retry-After` or an exponential pause.
+    async fn issue_with_retries(
+        &self,
+        issuer: &dyn Issuer,
         cert: &CertificateConfig,
         replaces: Option<&str>,
         cancel: &CancellationToken,
@@ -36,7 +81,7 @@ impl Renewer {
                 profile: cert.profile.as_deref(),
                 replaces,
             };
-            let err = match self.issuer.issue(&order, cancel).await {
+            let err = match issuer.issue(&order, cancel).await {
                 Ok((chain, key)) => {
                     let checked = self.check_issued(cert, chain, key);
                     if checked.is_err() {
@@ -109,6 +154,7 @@ impl Renewer {
             store = %self.primary.location(),
             serial = %bundle.meta.serial,
             not_after = %rfc3339(bundle.meta.not_after),
+            ca = bundle.meta.ca.as_deref().unwrap_or("-"),
             "new certificate is current"
         );
         // The order has delivered: nothing of it is left to resume.
@@ -166,7 +212,10 @@ impl Renewer {
                 return st.ari_window(&current.serial);
             }
         }
-        match self.issuer.renewal_info(ari_id).await {
+        // Ask the CA that issued it: another CA knows nothing of this certificate.
+        let issued_by = current.ca.as_deref().unwrap_or(self.primary_directory());
+        let issuer = self.issuers.iter().find(|i| i.directory() == issued_by)?;
+        match issuer.renewal_info(ari_id).await {
             Ok(Some((window, next_check))) => {
                 tracing::info!(
                     start = %rfc3339(window.start),

@@ -60,7 +60,8 @@ pub struct Renewer {
     pub primary: ObjectBundles,
     pub mirror: Option<Arc<dyn BundleStore>>,
     owner: String,
-    issuer: Arc<dyn Issuer>,
+    /// The CAs in the order they are tried: the primary, then `[[acme.fallback]]`.
+    issuers: Vec<Arc<dyn Issuer>>,
     clock: Arc<dyn Clock>,
     /// The last state each certificate's pass recorded, kept in memory too: when the state
     /// object cannot be written, a long-lived `renewer serve` still backs off.
@@ -83,12 +84,16 @@ impl Renewer {
             )),
             None => None,
         };
-        let issuer = Arc::new(AcmeIssuer::new(config.clone(), store.clone()));
+        let issuers = config
+            .per_ca()
+            .into_iter()
+            .map(|ca| Arc::new(AcmeIssuer::new(ca, store.clone())) as Arc<dyn Issuer>)
+            .collect();
         Ok(Renewer::with_parts(
             config,
             store,
             mirror,
-            issuer,
+            issuers,
             Arc::new(SystemClock),
         ))
     }
@@ -99,7 +104,7 @@ impl Renewer {
         config: Config,
         store: SharedStore,
         mirror: Option<Arc<dyn BundleStore>>,
-        issuer: Arc<dyn Issuer>,
+        issuers: Vec<Arc<dyn Issuer>>,
         clock: Arc<dyn Clock>,
     ) -> Renewer {
         Renewer {
@@ -108,7 +113,7 @@ impl Renewer {
             mirror,
             config,
             owner: lock::owner_id(),
-            issuer,
+            issuers,
             clock,
             remembered: Default::default(),
         }

@@ -210,10 +210,7 @@ impl Renewer {
             return failed(name, current.as_ref(), PassError::AttemptNotRecorded(e));
         }
 
-        let replaces = current.as_ref().and_then(|c| c.ari_id.clone());
-        let result = self
-            .issue_with_retries(cert, replaces.as_deref(), cancel)
-            .await;
+        let result = self.issue(cert, current.as_ref(), cancel).await;
         let now = self.clock.now();
         let outcome = match result {
             Ok(bundle) => match self.publish(&bundle).await {

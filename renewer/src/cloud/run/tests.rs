@@ -69,18 +69,36 @@ mod pass {
         }
     }
 
+    const PRIMARY: &str = "https://ca.test/directory";
+    const FALLBACK: &str = "https://fallback.test/directory";
+
     /// A CA that answers from a script (then issues), and counts the orders it was given.
-    #[derive(Default)]
     struct FakeIssuer {
+        directory: &'static str,
         script: Mutex<VecDeque<AcmeError>>,
         orders: AtomicUsize,
+    }
+
+    impl Default for FakeIssuer {
+        fn default() -> FakeIssuer {
+            FakeIssuer::failing_with([])
+        }
     }
 
     impl FakeIssuer {
         fn failing_with(errors: impl IntoIterator<Item = AcmeError>) -> FakeIssuer {
             FakeIssuer {
+                directory: PRIMARY,
                 script: Mutex::new(errors.into_iter().collect()),
                 orders: AtomicUsize::new(0),
+            }
+        }
+
+        /// The same, as the CA of the first `[[acme.fallback]]`.
+        fn fallback(self) -> FakeIssuer {
+            FakeIssuer {
+                directory: FALLBACK,
+                ..self
             }
         }
 
@@ -91,6 +109,10 @@ mod pass {
 
     #[async_trait]
     impl Issuer for FakeIssuer {
+        fn directory(&self) -> &str {
+            self.directory
+        }
+
         async fn issue(
             &self,
             order: &OrderSpec<'_>,
@@ -121,6 +143,16 @@ mod pass {
         renewer: Renewer,
     }
 
+    /// Transient errors enough to use up the `attempts = 3` of one CA.
+    fn unreachable_ca() -> Vec<AcmeError> {
+        (0..3)
+            .map(|_| AcmeError::Transient {
+                message: "cannot reach the CA".into(),
+                retry_after: Some(SystemTime::now()),
+            })
+            .collect()
+    }
+
     impl Setup {
         fn new(
             issuer: FakeIssuer,
@@ -130,12 +162,27 @@ mod pass {
             Setup::with_certificate(issuer, wait_seconds, mirror, "")
         }
 
+        /// The primary `issuer`, then `fallback` as the one `[[acme.fallback]]`.
+        fn with_fallback(issuer: FakeIssuer, fallback: Arc<FakeIssuer>) -> Setup {
+            Setup::build(issuer, 0, None, "", Some(fallback))
+        }
+
         /// `certificate` is added to the `[[certificates]]` table (e.g. a profile).
         fn with_certificate(
             issuer: FakeIssuer,
             wait_seconds: u64,
             mirror: Option<Arc<dyn BundleStore>>,
             certificate: &str,
+        ) -> Setup {
+            Setup::build(issuer, wait_seconds, mirror, certificate, None)
+        }
+
+        fn build(
+            issuer: FakeIssuer,
+            wait_seconds: u64,
+            mirror: Option<Arc<dyn BundleStore>>,
+            certificate: &str,
+            fallback: Option<Arc<FakeIssuer>>,
         ) -> Setup {
             let dir = tempfile::tempdir().expect("tempdir");
             let text = format!(
@@ -150,8 +197,10 @@ mod pass {
             let store: SharedStore = Arc::new(FsStore::new(dir.path()).expect("store"));
             let clock = Arc::new(TestClock(Mutex::new(OffsetDateTime::now_utc())));
             let issuer = Arc::new(issuer);
+            let mut issuers: Vec<Arc<dyn Issuer>> = vec![issuer.clone()];
+            issuers.extend(fallback.map(|f| f as Arc<dyn Issuer>));
             let renewer =
-                Renewer::with_parts(config, store.clone(), mirror, issuer.clone(), clock.clone());
+                Renewer::with_parts(config, store.clone(), mirror, issuers, clock.clone());
             Setup {
                 _dir: dir,
                 store,
@@ -169,7 +218,11 @@ mod pass {
         }
 
         async fn pass(&self) -> Outcome {
-            let report: RunReport = self.renewer.run(&RunOptions::default()).await;
+            self.pass_with(&RunOptions::default()).await
+        }
+
+        async fn pass_with(&self, options: &RunOptions) -> Outcome {
+            let report: RunReport = self.renewer.run(options).await;
             report
                 .certificates
                 .into_iter()
@@ -383,5 +436,79 @@ mod pass {
             .expect("current")
             .expect("issued");
         assert_eq!(meta.profile.as_deref(), Some("shortlived"));
+    }
+
+    async fn current_ca(s: &Setup) -> Option<String> {
+        let meta = ObjectBundles::new(s.store.clone())
+            .current_meta(NAME)
+            .await
+            .expect("current");
+        meta.and_then(|m| m.ca)
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_keeps_failing_hands_over_to_the_fallback() {
+        let fallback = Arc::new(FakeIssuer::default().fallback());
+        let s = Setup::with_fallback(FakeIssuer::failing_with(unreachable_ca()), fallback.clone());
+        assert_renewed(&s.pass().await);
+        // The primary had its 3 attempts first.
+        assert_eq!(s.issuer.orders(), 3);
+        assert_eq!(fallback.orders(), 1);
+        assert_eq!(current_ca(&s).await.as_deref(), Some(FALLBACK));
+
+        // The next pass starts with the primary again (healthy now).
+        let forced = RunOptions {
+            force: true,
+            ..RunOptions::default()
+        };
+        assert_renewed(&s.pass_with(&forced).await);
+        assert_eq!(s.issuer.orders(), 4);
+        assert_eq!(fallback.orders(), 1);
+        assert_eq!(current_ca(&s).await.as_deref(), Some(PRIMARY));
+    }
+
+    #[tokio::test]
+    async fn an_order_the_primary_refuses_goes_to_the_fallback_at_once() {
+        let fallback = Arc::new(FakeIssuer::default().fallback());
+        let refused = AcmeError::Rejected("the CA answered: policy forbids this name".into());
+        let s = Setup::with_fallback(FakeIssuer::failing_with([refused]), fallback.clone());
+        assert_renewed(&s.pass().await);
+        assert_eq!((s.issuer.orders(), fallback.orders()), (1, 1));
+        assert_eq!(current_ca(&s).await.as_deref(), Some(FALLBACK));
+    }
+
+    #[tokio::test]
+    async fn when_every_ca_fails_the_error_names_each() {
+        let fallback = Arc::new(
+            FakeIssuer::failing_with([AcmeError::Rejected("the CA answered: no".into())])
+                .fallback(),
+        );
+        let s = Setup::with_fallback(FakeIssuer::failing_with(unreachable_ca()), fallback.clone());
+        let outcome = s.pass().await;
+        let Outcome::Failed { error } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(error.starts_with("every CA failed: "), "{error}");
+        assert!(
+            error.contains(&format!(
+                "{PRIMARY}: cannot reach the CA (gave up after 3 attempts)"
+            )),
+            "{error}"
+        );
+        assert!(
+            error.contains(&format!("{FALLBACK}: the CA answered: no")),
+            "{error}"
+        );
+        assert_eq!(s.current_serial().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_single_ca_reports_its_own_error_unchanged() {
+        let s = Setup::new(FakeIssuer::failing_with(unreachable_ca()), 0, None);
+        let outcome = s.pass().await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { error } if error == "cannot reach the CA (gave up after 3 attempts)"),
+            "{outcome:?}"
+        );
     }
 }

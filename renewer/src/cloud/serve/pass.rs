@@ -281,9 +281,10 @@ impl Service {
                 Ok(meta) => {
                     let st = crate::cloud::state::load(&self.renewer.store, &cert.name).await;
                     Some(CertSample {
-                        not_after: meta.map(|m| m.not_after),
+                        not_after: meta.as_ref().map(|m| m.not_after),
                         last_success: st.last_success,
                         consecutive_failures: st.consecutive_failures,
+                        ca: meta.and_then(|m| m.ca),
                     })
                 }
                 Err(e) => {

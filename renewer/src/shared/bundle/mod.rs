@@ -75,6 +75,9 @@ pub struct CertMeta {
     /// renewer asked for, whether or not the CA knows profiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The directory URL of the CA that issued it (the primary or an `[[acme.fallback]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// A certificate chain with its private key and metadata.
@@ -114,6 +117,7 @@ impl Bundle {
                 chain_sha256: leaf.chain_sha256,
                 issued_at,
                 profile: None,
+                ca: None,
             },
             fullchain_pem,
             privkey_pem,

@@ -41,6 +41,26 @@ pub struct AcmeConfig {
     /// back off 2 s, 4 s, 8 s… Default: 3.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// `[[acme.fallback]]`: other CAs, tried in order when this one still fails after its
+    /// `attempts` (unreachable, 5xx, rate limited, or an order it refuses). Each has its own
+    /// account (and EAB); every pass starts with the primary again. Default: none.
+    #[serde(default)]
+    pub fallback: Vec<FallbackConfig>,
+}
+
+/// `[[acme.fallback]]`: one more CA to try when the ones before it failed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// `letsencrypt`, `letsencrypt-staging`, or the https URL of an ACME directory (e.g.
+    /// Google Trust Services, `https://dv.acme-v02.api.pki.goog/directory`). Required.
+    pub directory: String,
+    /// PEM file with extra root certificates to trust for this CA's API. Default: none.
+    #[serde(default)]
+    pub extra_root_ca: Option<PathBuf>,
+    /// External account binding for this CA, if it requires one. Default: none.
+    #[serde(default)]
+    pub eab: Option<EabConfig>,
 }
 
 impl Default for AcmeConfig {
@@ -53,6 +73,7 @@ impl Default for AcmeConfig {
             poll_timeout_seconds: default_poll_timeout(),
             request_timeout_seconds: default_request_timeout(),
             attempts: default_attempts(),
+            fallback: Vec::new(),
         }
     }
 }
@@ -203,20 +224,50 @@ impl CertificateConfig {
     }
 }
 
-impl AcmeConfig {
-    pub(super) fn validate(&self) -> Result<(), FieldError> {
-        let dir = self.directory.as_str();
-        if !dir.is_empty()
-            && !matches!(dir, "letsencrypt" | "letsencrypt-staging")
-            && !dir.starts_with("https://")
-        {
+/// `letsencrypt`, `letsencrypt-staging` or an `https://` URL (empty: not set).
+fn check_directory(field: &str, dir: &str) -> Result<(), FieldError> {
+    if !dir.is_empty()
+        && !matches!(dir, "letsencrypt" | "letsencrypt-staging")
+        && !dir.starts_with("https://")
+    {
+        return Err(FieldError::new(
+            field,
+            format!("{dir:?} is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+/// The directory URL a `directory` setting names (the aliases resolved).
+pub fn resolve_directory(dir: &str) -> &str {
+    match dir {
+        "letsencrypt" => super::LETSENCRYPT,
+        "letsencrypt-staging" => super::LETSENCRYPT_STAGING,
+        url => url,
+    }
+}
+
+impl EabConfig {
+    fn validate(&self, field: &str) -> Result<(), FieldError> {
+        if self.key_id.trim().is_empty() {
             return Err(FieldError::new(
-                "acme.directory",
-                format!(
-                    "{dir:?} is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"
-                ),
+                format!("{field}.key_id"),
+                "must not be empty",
             ));
         }
+        if self.hmac_key_env.is_some() == self.hmac_key_file.is_some() {
+            return Err(FieldError::new(
+                field,
+                "set exactly one of hmac_key_env and hmac_key_file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AcmeConfig {
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
+        check_directory("acme.directory", &self.directory)?;
         for (i, c) in self.contact.iter().enumerate() {
             let addr = c.strip_prefix("mailto:").unwrap_or(c);
             let ok = matches!(addr.split_once('@'), Some((user, host))
@@ -229,14 +280,28 @@ impl AcmeConfig {
             }
         }
         if let Some(eab) = &self.eab {
-            if eab.key_id.trim().is_empty() {
-                return Err(FieldError::new("acme.eab.key_id", "must not be empty"));
-            }
-            if eab.hmac_key_env.is_some() == eab.hmac_key_file.is_some() {
+            eab.validate("acme.eab")?;
+        }
+        let mut directories = vec![resolve_directory(&self.directory)];
+        for (i, f) in self.fallback.iter().enumerate() {
+            let field = format!("acme.fallback[{i}]");
+            if f.directory.is_empty() {
                 return Err(FieldError::new(
-                    "acme.eab",
-                    "set exactly one of hmac_key_env and hmac_key_file",
+                    format!("{field}.directory"),
+                    "required: letsencrypt, letsencrypt-staging or an https:// directory URL",
                 ));
+            }
+            check_directory(&format!("{field}.directory"), &f.directory)?;
+            let url = resolve_directory(&f.directory);
+            if directories.contains(&url) {
+                return Err(FieldError::new(
+                    format!("{field}.directory"),
+                    format!("{url} is already tried before (a CA is listed once)"),
+                ));
+            }
+            directories.push(url);
+            if let Some(eab) = &f.eab {
+                eab.validate(&format!("{field}.eab"))?;
             }
         }
         if self.poll_timeout_seconds == 0 {

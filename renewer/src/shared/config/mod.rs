@@ -21,8 +21,8 @@ mod storage;
 pub mod syntax;
 
 pub use acme::{
-    AcmeConfig, CertificateConfig, ChallengeKind, EabConfig, KeyType, RenewalConfig,
-    MAX_CONCURRENCY,
+    resolve_directory, AcmeConfig, CertificateConfig, ChallengeKind, EabConfig, FallbackConfig,
+    KeyType, RenewalConfig, MAX_CONCURRENCY,
 };
 pub use node::{MembersConfig, SyncConfig, SyncSource};
 pub use serve::ServeConfig;
@@ -171,11 +171,24 @@ impl Config {
 
     /// The ACME directory URL, with aliases resolved.
     pub fn directory_url(&self) -> &str {
-        match self.acme.directory.as_str() {
-            "letsencrypt" => LETSENCRYPT,
-            "letsencrypt-staging" => LETSENCRYPT_STAGING,
-            url => url,
+        acme::resolve_directory(&self.acme.directory)
+    }
+
+    /// One config per CA, in the order they are tried: this one (the primary), then one per
+    /// `[[acme.fallback]]` with its directory, extra roots and EAB in `[acme]` (and no
+    /// fallbacks of its own). The account, timeouts and attempts are shared.
+    pub fn per_ca(&self) -> Vec<Config> {
+        let mut primary = self.clone();
+        primary.acme.fallback.clear();
+        let mut all = vec![primary.clone()];
+        for f in &self.acme.fallback {
+            let mut c = primary.clone();
+            c.acme.directory = f.directory.clone();
+            c.acme.extra_root_ca = f.extra_root_ca.clone();
+            c.acme.eab = f.eab.clone();
+            all.push(c);
         }
+        all
     }
 
     /// Contacts as ACME wants them (`mailto:` URLs).

@@ -1,6 +1,6 @@
 //! Tests of the config: defaults, the example file, errors that name the field, overrides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::shared::store::StoreUrl;
@@ -108,6 +108,22 @@ fn members_section_defaults() {
 fn errors_name_the_field() {
     let cases: &[(&str, &str)] = &[
         ("[acme]\ndirectory = \"x\"", "acme.directory"),
+        (
+            "[[acme.fallback]]\ndirectory = \"http://ca\"",
+            "acme.fallback[0].directory",
+        ),
+        // Missing: serde names the table and says "missing field `directory`".
+        ("[[acme.fallback]]\nextra_root_ca = \"/x\"", "acme.fallback[0]"),
+        ("[[acme.fallback]]\ndirectory = \"\"", "acme.fallback[0].directory"),
+        (
+            "[acme]\ndirectory = \"letsencrypt\"\n[[acme.fallback]]\ndirectory = \"https://acme-v02.api.letsencrypt.org/directory\"",
+            "acme.fallback[0].directory",
+        ),
+        (
+            "[[acme.fallback]]\ndirectory = \"https://ca\"\neab = { key_id = \"k\" }",
+            "acme.fallback[0].eab",
+        ),
+        ("[[acme.fallback]]\ndirectory = \"https://ca\"\ncolour = 1", "acme.fallback[0].colour"),
         ("colour = 1", "colour"),
         ("[acme]\ndirektory = 1", "acme.direktory"),
         ("[renewal]\nfraction_left = 1.5", "renewal.fraction_left"),
@@ -300,4 +316,38 @@ fn domains() {
     ] {
         assert!(check_domain(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn each_fallback_ca_gets_its_own_directory_roots_and_eab() {
+    let text = format!(
+        "{GOOD}\n[[acme.fallback]]\ndirectory = \"https://dv.acme-v02.api.pki.goog/directory\"\n\
+         eab = {{ key_id = \"kid\", hmac_key_env = \"GTS_EAB_HMAC\" }}\n\
+         [[acme.fallback]]\ndirectory = \"https://ca.internal/dir\"\nextra_root_ca = \"/etc/ca.pem\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    let cas = c.per_ca();
+    let dirs: Vec<&str> = cas.iter().map(|c| c.directory_url()).collect();
+    assert_eq!(
+        dirs,
+        [
+            LETSENCRYPT_STAGING,
+            "https://dv.acme-v02.api.pki.goog/directory",
+            "https://ca.internal/dir"
+        ]
+    );
+    assert!(cas.iter().all(|c| c.acme.fallback.is_empty()));
+    assert!(cas[0].acme.eab.is_none());
+    assert_eq!(
+        cas[1].acme.eab.as_ref().map(|e| e.key_id.as_str()),
+        Some("kid")
+    );
+    assert_eq!(
+        cas[2].acme.extra_root_ca.as_deref(),
+        Some(Path::new("/etc/ca.pem"))
+    );
+    assert_eq!(
+        cas[2].acme.contact, c.acme.contact,
+        "one contact for every account"
+    );
 }

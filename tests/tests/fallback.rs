@@ -1,0 +1,152 @@
+//! CA fallback (`[[acme.fallback]]`) with two real Pebble instances: the `renewer` binary
+//! orders from the primary, and from the fallback only when the primary still fails after its
+//! attempts; the certificate records which CA issued it, `status` and the logs say so, and the
+//! next pass starts with the primary again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use harness::{wait_for, AcmeStack, AriResponder, Pebble};
+use serde_json::Value;
+
+/// Two certificates, renewed one after the other (`concurrency = 1`), so a CA can fail
+/// between them.
+const CERTS: &str = "[renewal]\nconcurrency = 1\n\
+    [[certificates]]\nname = \"c0\"\ndomains = [\"c0.example.test\"]\n\
+    [[certificates]]\nname = \"c1\"\ndomains = [\"c1.example.test\"]\n";
+
+/// The stack's Pebble is the fallback; the primary is another Pebble validating through the
+/// same challenge responder.
+struct TwoCas {
+    stack: AcmeStack,
+    primary: Pebble,
+}
+
+impl TwoCas {
+    async fn start() -> Result<TwoCas> {
+        let stack = AcmeStack::start().await?;
+        let primary = Pebble::builder()
+            .http_port(stack.responder.port())
+            .start()
+            .await?;
+        Ok(TwoCas { stack, primary })
+    }
+
+    /// A config whose primary is `primary_directory`, with the stack's Pebble as the one
+    /// fallback; both API certificates are trusted.
+    fn config(&self, primary_directory: &str) -> Result<PathBuf> {
+        let roots = self.stack.dir().join("both-cas.pem");
+        std::fs::write(
+            &roots,
+            format!(
+                "{}\n{}",
+                self.primary.api_cert_pem(),
+                self.stack.pebble.api_cert_pem()
+            ),
+        )?;
+        let fallback = format!(
+            "[[acme.fallback]]\ndirectory = \"{}\"\nextra_root_ca = \"{}\"\n",
+            self.stack.pebble.directory_url(),
+            roots.display()
+        );
+        let text = self
+            .stack
+            .config_text_for(primary_directory, "", CERTS)
+            .replace(
+                &format!(
+                    "extra_root_ca = \"{}\"",
+                    self.stack.pebble.api_cert_path().display()
+                ),
+                &format!("extra_root_ca = \"{}\"\nattempts = 2", roots.display()),
+            )
+            .replace("[store]", &format!("{fallback}\n[store]"));
+        self.stack.write_config("renewer.toml", &text)
+    }
+}
+
+/// The `ca` recorded in `certs/<name>/current.json`.
+fn ca_of(stack: &AcmeStack, name: &str) -> Result<String> {
+    let path = stack.store_dir().join(format!("certs/{name}/current.json"));
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let current: Value = serde_json::from_str(&text)?;
+    Ok(current["ca"].as_str().unwrap_or_default().to_string())
+}
+
+fn log_says(out: &harness::RenewerOutput, message: &str) -> bool {
+    out.log_lines()
+        .iter()
+        .any(|l| l["message"].as_str().is_some_and(|m| m.contains(message)))
+}
+
+#[tokio::test]
+async fn a_primary_answering_503_or_429_hands_over_to_the_fallback() -> Result<()> {
+    let cas = TwoCas::start().await?;
+    let proxy = AriResponder::start_proxying(&cas.primary).await?;
+    let config = cas.config(&proxy.directory_url())?;
+    let fallback = cas.stack.pebble.directory_url();
+
+    // Every newOrder at the primary: 503, then 429 with Retry-After.
+    proxy.fail_next("/order-plz", 2, 503, None);
+    let out = cas.stack.renewer(&config, &["run", "--only", "c0"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(proxy.faults_served(), 2, "the primary had its 2 attempts");
+    assert_eq!(ca_of(&cas.stack, "c0")?, fallback);
+    assert!(log_says(&out, "this CA failed"), "{}", out.all());
+    assert!(log_says(&out, "trying the next CA"), "{}", out.all());
+
+    proxy.fail_next("/order-plz", 2, 429, Some(1));
+    let out = cas.stack.renewer(&config, &["run", "--only", "c1"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(proxy.faults_served(), 4);
+    assert_eq!(ca_of(&cas.stack, "c1")?, fallback);
+    assert!(cas.primary.issued_serials().is_empty());
+    assert_eq!(cas.stack.pebble.issued_serials().len(), 2);
+
+    // status names the CA of each; the next pass tries the primary first again, and it is
+    // healthy now.
+    let out = cas.stack.renewer(&config, &["status", "--json"]).await?;
+    let rows: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(rows[0]["ca"], fallback.as_str(), "{rows}");
+    let out = cas
+        .stack
+        .renewer(&config, &["run", "--force", "--only", "c0"])
+        .await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ca_of(&cas.stack, "c0")?, proxy.directory_url());
+    assert_eq!(cas.primary.issued_serials().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_primary_stopped_mid_pass_hands_over_to_the_fallback() -> Result<()> {
+    let cas = TwoCas::start().await?;
+    let primary_directory = cas.primary.directory_url();
+    let config = cas.config(&primary_directory)?;
+    let c0_current = cas.stack.store_dir().join("certs/c0/current.json");
+    let primary = std::sync::Arc::new(std::sync::Mutex::new(cas.primary));
+
+    // As soon as the first certificate is stored, the primary CA goes away: the second one's
+    // order meets a CA that no longer answers.
+    let stopper = {
+        let primary = primary.clone();
+        tokio::spawn(async move {
+            wait_for("c0 stored", Duration::from_secs(120), || async {
+                Ok(c0_current.exists().then_some(()))
+            })
+            .await?;
+            if let Ok(mut p) = primary.lock() {
+                p.stop();
+            }
+            anyhow::Ok(())
+        })
+    };
+    let out = cas.stack.renewer(&config, &["run"]).await?;
+    stopper.await??;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ca_of(&cas.stack, "c0")?, primary_directory);
+    assert_eq!(ca_of(&cas.stack, "c1")?, cas.stack.pebble.directory_url());
+    let out = cas.stack.renewer(&config, &["status"]).await?;
+    assert!(out.stdout.contains("127.0.0.1:"), "{}", out.all());
+    Ok(())
+}
