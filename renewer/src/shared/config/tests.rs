@@ -351,3 +351,23 @@ fn each_fallback_ca_gets_its_own_directory_roots_and_eab() {
         "one contact for every account"
     );
 }
+
+#[test]
+fn fallback_cas_can_come_from_the_environment() {
+    let env = vec![(
+        "RENEWER__ACME__FALLBACK".to_string(),
+        "[{directory = \"https://dv.acme-v02.api.pki.goog/directory\", eab = {key_id = \"k\", hmac_key_env = \"GTS_EAB_HMAC_KEY\"}}]".to_string(),
+    )];
+    let c = Config::parse(GOOD, "renewer.toml", &env).expect("valid");
+    assert_eq!(c.acme.fallback.len(), 1);
+    assert_eq!(
+        c.per_ca()[1].directory_url(),
+        "https://dv.acme-v02.api.pki.goog/directory"
+    );
+    let bad = vec![(
+        "RENEWER__ACME__FALLBACK".to_string(),
+        "[{directory = \"http://ca\"}]".to_string(),
+    )];
+    let e = Config::parse(GOOD, "renewer.toml", &bad).expect_err("http is refused");
+    assert_eq!(e.field, "acme.fallback[0].directory");
+}
