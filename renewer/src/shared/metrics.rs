@@ -68,6 +68,11 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A per-certificate counter's value: 0 for a certificate this process has not counted yet.
+fn count(counts: &BTreeMap<String, u64>, name: &str) -> String {
+    counts.get(name).copied().unwrap_or(0).to_string()
+}
+
 /// The `# HELP` and `# TYPE` lines of family `name` (`kind`: `gauge`, `counter`, `summary`).
 pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -130,16 +135,7 @@ pub fn render(s: &Snapshot) -> String {
         "acme_edge_renewal_failures_total",
         "counter",
         "Failed renewals of the certificate in passes of this process.",
-        &|name, _| {
-            Some(
-                s.counters
-                    .failures
-                    .get(name)
-                    .copied()
-                    .unwrap_or(0)
-                    .to_string(),
-            )
-        },
+        &|name, _| Some(count(&s.counters.failures, name)),
     );
     family(
         &mut out,
@@ -162,16 +158,7 @@ pub fn render(s: &Snapshot) -> String {
         "acme_edge_renewals_total",
         "counter",
         "New certificates made current by passes of this process.",
-        &|name, _| {
-            Some(
-                s.counters
-                    .renewals
-                    .get(name)
-                    .copied()
-                    .unwrap_or(0)
-                    .to_string(),
-            )
-        },
+        &|name, _| Some(count(&s.counters.renewals, name)),
     );
     family(
         &mut out,
