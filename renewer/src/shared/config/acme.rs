@@ -204,10 +204,15 @@ impl fmt::Display for KeyType {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ChallengeKind {
     /// `http-01` (RFC 8555 §8.3): the CA fetches a token from
-    /// `http://<name>/.well-known/acme-challenge/` (the default, and the only one so far).
+    /// `http://<name>/.well-known/acme-challenge/` (the default).
     #[default]
     #[serde(rename = "http-01")]
     Http01,
+    /// `dns-01` (RFC 8555 §8.4): the CA looks up a TXT record at `_acme-challenge.<name>`,
+    /// written through Cloud DNS (`[dns]`). Needed for wildcard names, and for names that do
+    /// not point at the cluster yet.
+    #[serde(rename = "dns-01")]
+    Dns01,
 }
 
 impl CertificateConfig {
@@ -343,7 +348,10 @@ impl RenewalConfig {
 }
 
 /// `[[certificates]]`: at least one; unique names; 1 to 100 distinct, valid domains each.
-pub(super) fn validate_certificates(certificates: &[CertificateConfig]) -> Result<(), FieldError> {
+pub(super) fn validate_certificates(
+    certificates: &[CertificateConfig],
+    has_dns: bool,
+) -> Result<(), FieldError> {
     if certificates.is_empty() {
         return Err(FieldError::new(
             "certificates",
@@ -368,6 +376,12 @@ pub(super) fn validate_certificates(certificates: &[CertificateConfig]) -> Resul
             return Err(FieldError::new(
                 format!("certificates[{i}].name"),
                 format!("duplicate certificate name {n:?}"),
+            ));
+        }
+        if cert.challenge == ChallengeKind::Dns01 && !has_dns {
+            return Err(FieldError::new(
+                format!("certificates[{i}].challenge"),
+                "\"dns-01\" needs a [dns] section (the Cloud DNS project, and the zone)",
             ));
         }
         cert.validate_domains(i)?;
@@ -400,13 +414,19 @@ impl CertificateConfig {
         let mut seen = BTreeSet::new();
         for (j, d) in self.domains.iter().enumerate() {
             let field = format!("certificates[{i}].domains[{j}]");
-            if d.starts_with("*.") {
-                return Err(FieldError::new(
-                    field,
-                    format!("{d:?}: wildcard names need the dns-01 challenge, and only http-01 is supported"),
-                ));
-            }
-            check_domain(d).map_err(|m| FieldError::new(field.clone(), format!("{d:?}: {m}")))?;
+            // RFC 8555 §7.1.3: a wildcard is `*.` and a name; only DNS-01 can prove it (§8.4).
+            let name = match d.strip_prefix("*.") {
+                Some(_) if self.challenge != ChallengeKind::Dns01 => {
+                    return Err(FieldError::new(
+                        field,
+                        format!("{d:?}: wildcard names need challenge = \"dns-01\""),
+                    ));
+                }
+                Some(base) => base,
+                None => d.as_str(),
+            };
+            check_domain(name)
+                .map_err(|m| FieldError::new(field.clone(), format!("{d:?}: {m}")))?;
             if !seen.insert(d.to_ascii_lowercase()) {
                 return Err(FieldError::new(field, format!("duplicate domain {d:?}")));
             }

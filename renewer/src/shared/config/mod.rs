@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod acme;
+mod dns;
 mod env;
 mod node;
 mod serve;
@@ -24,6 +25,7 @@ pub use acme::{
     resolve_directory, AcmeConfig, CertificateConfig, ChallengeKind, EabConfig, FallbackConfig,
     KeyType, RenewalConfig, MAX_CONCURRENCY,
 };
+pub use dns::DnsConfig;
 pub use node::{MembersConfig, SyncConfig, SyncSource};
 pub use serve::ServeConfig;
 pub use storage::{LockConfig, SecretManagerConfig, StoreConfig};
@@ -105,6 +107,9 @@ pub struct Config {
     /// `renewer members` (the cluster membership Envoy routes over, on an app node).
     #[serde(default)]
     pub members: Option<MembersConfig>,
+    /// Cloud DNS, for the certificates validated with `dns-01`. Required by those only.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
     /// The certificates to keep issued. At least one.
     #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
@@ -247,7 +252,10 @@ impl Config {
         if let Some(members) = &self.members {
             members.validate()?;
         }
-        acme::validate_certificates(&self.certificates)
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
+        }
+        acme::validate_certificates(&self.certificates, self.dns.is_some())
     }
 }
 

@@ -371,3 +371,51 @@ fn fallback_cas_can_come_from_the_environment() {
     let e = Config::parse(GOOD, "renewer.toml", &bad).expect_err("http is refused");
     assert_eq!(e.field, "acme.fallback[0].directory");
 }
+
+#[test]
+fn dns_01_certificates_need_a_dns_section_and_may_be_wildcards() {
+    let wildcard =
+        "[[certificates]]\nname = \"w\"\ndomains = [\"*.example.com\", \"example.com\"]\n";
+    let base = GOOD.replace("[[certificates]]", "[[oldcertificates]]");
+    let base = &base[..base.find("[[oldcertificates]]").unwrap_or(base.len())];
+    // Without dns-01, a wildcard is refused, naming the field.
+    let e = parse(&format!("{base}{wildcard}")).expect_err("http-01 wildcard");
+    assert_eq!(e.field, "certificates[0].domains[0]");
+    assert!(e.message.contains("dns-01"), "{e}");
+    // dns-01 without [dns].
+    let dns01 = wildcard.replace("domains", "challenge = \"dns-01\"\ndomains");
+    let e = parse(&format!("{base}{dns01}")).expect_err("no [dns]");
+    assert_eq!(e.field, "certificates[0].challenge");
+    // With [dns]: accepted.
+    let c = parse(&format!(
+        "{base}[dns]\nproject = \"my-project\"\nzone = \"example-com\"\n{dns01}"
+    ))
+    .expect("valid");
+    assert_eq!(c.certificates[0].challenge, ChallengeKind::Dns01);
+    assert_eq!(
+        c.dns.as_ref().map(|d| d.propagation_timeout_seconds),
+        Some(300)
+    );
+    for (dns, field) in [
+        ("project = \"x\"", "dns.project"),
+        (
+            "project = \"my-project\"\nzone = \"Example.com\"",
+            "dns.zone",
+        ),
+        (
+            "project = \"my-project\"\ncheck_servers = [\"127.0.0.1\"]",
+            "dns.check_servers[0]",
+        ),
+        (
+            "project = \"my-project\"\npropagation_timeout_seconds = 0",
+            "dns.propagation_timeout_seconds",
+        ),
+        (
+            "project = \"my-project\"\nendpoint = \"ftp://x\"",
+            "dns.endpoint",
+        ),
+    ] {
+        let e = parse(&format!("{base}[dns]\n{dns}\n{dns01}")).expect_err(dns);
+        assert_eq!(e.field, field, "{dns}: {e}");
+    }
+}
