@@ -38,6 +38,10 @@ pub struct InFlight {
     /// The certificate key (PEM), written before the order is finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pem: Option<String>,
+    /// DNS-01 TXT values published for this order (record name → values), so they are
+    /// removed whatever ends the order, also by a later pass after a killed run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dns_records: crate::cloud::dns01::ChallengeRecords,
     /// The directory URL of the CA the order was placed with (absent in records written
     /// before CA fallback existed: those belong to the primary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +57,7 @@ impl std::fmt::Debug for InFlight {
             .field("key_type", &self.key_type)
             .field("placed_at", &self.placed_at)
             .field("tokens", &self.tokens)
+            .field("dns_records", &self.dns_records)
             .field("directory", &self.directory)
             .field("key", &self.key_pem.as_ref().map(|_| "[redacted]"))
             .finish()
@@ -75,6 +80,7 @@ impl InFlight {
             placed_at: now,
             tokens: Vec::new(),
             key_pem: None,
+            dns_records: Default::default(),
             directory: Some(directory.to_string()),
         }
     }

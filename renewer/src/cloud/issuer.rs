@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::acme::{Acme, AcmeError, OrderSpec};
+use crate::cloud::dns01::cloud_dns::CloudDns;
+use crate::cloud::dns01::TxtRecords;
 use crate::cloud::policy::AriWindow;
 use crate::shared::bundle::Secret;
-use crate::shared::config::Config;
+use crate::shared::config::{ChallengeKind, Config};
 use crate::shared::store::SharedStore;
 
 /// Where certificates come from.
@@ -45,6 +47,8 @@ pub struct AcmeIssuer {
     config: Config,
     store: SharedStore,
     account: tokio::sync::Mutex<Option<Arc<Acme>>>,
+    /// Cloud DNS for `dns-01` certificates, opened on first use.
+    dns: tokio::sync::Mutex<Option<Arc<CloudDns>>>,
 }
 
 impl AcmeIssuer {
@@ -56,7 +60,22 @@ impl AcmeIssuer {
             config,
             store,
             account: tokio::sync::Mutex::new(None),
+            dns: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Cloud DNS of `[dns]`, opened on first use.
+    async fn dns(&self) -> Result<Arc<CloudDns>, AcmeError> {
+        let mut slot = self.dns.lock().await;
+        if let Some(dns) = slot.as_ref() {
+            return Ok(dns.clone());
+        }
+        let config = self.config.dns.as_ref().ok_or_else(|| {
+            AcmeError::Other("dns-01 needs the [dns] section; none is configured".into())
+        })?;
+        let dns = Arc::new(CloudDns::new(config).await?);
+        *slot = Some(dns.clone());
+        Ok(dns)
     }
 
     /// The ACME account, opened (and created if needed) on first use.
@@ -99,15 +118,20 @@ impl Issuer for AcmeIssuer {
         order: &OrderSpec<'_>,
         cancel: &CancellationToken,
     ) -> Result<(String, Secret), AcmeError> {
+        let dns = match order.challenge {
+            ChallengeKind::Dns01 => Some(self.dns().await?),
+            ChallengeKind::Http01 => None,
+        };
+        let dns = dns.as_deref().map(|d| d as &dyn TxtRecords);
         let acme = self.account().await?;
-        match acme.issue(&self.store, order, cancel).await {
+        match acme.issue(&self.store, order, dns, cancel).await {
             // RFC 8555 §7.3.1: only a new account helps. Registering it is not an attempt of
             // this order: the order is tried again at once, with the new account.
             Err(AcmeError::AccountGone(why)) => {
                 let acme = self.replace_account(&acme).await.map_err(|e| {
                     AcmeError::Other(format!("{why}; registering a new account failed too: {e}"))
                 })?;
-                acme.issue(&self.store, order, cancel).await
+                acme.issue(&self.store, order, dns, cancel).await
             }
             other => other,
         }

@@ -10,6 +10,7 @@
 //! * [`status`]: the `renewer status` table.
 
 pub mod acme;
+pub mod dns01;
 pub mod function;
 pub mod housekeeping;
 pub mod inflight;

@@ -14,10 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, AccountCredentials, NewAccount};
 
-use crate::shared::config::{Config, KeyType};
+use crate::shared::config::{ChallengeKind, Config, KeyType};
 use crate::shared::store::{Precondition, Sensitivity, SharedStore, StoreError};
 
 mod ca_http;
+mod dns01;
 mod keygen;
 mod order;
 #[cfg(test)]
@@ -48,6 +49,10 @@ pub enum AcmeError {
     /// was abandoned, its challenge answers removed.
     #[error("cancelled: the renewer is shutting down")]
     Cancelled,
+    /// The DNS-01 records could not be written or were not served (no zone, no permission,
+    /// a refused change, records that never appeared): another CA would meet the same.
+    #[error("{0}")]
+    Dns(String),
     /// The CA does not know the stored account any more (deactivated, or the CA was reset):
     /// RFC 8555 §7.3.1 `accountDoesNotExist`. Only a new account helps.
     #[error("{0}")]
@@ -71,6 +76,8 @@ pub struct OrderSpec<'a> {
     pub profile: Option<&'a str>,
     /// RFC 9773 identifier of the certificate this one replaces.
     pub replaces: Option<&'a str>,
+    /// How the CA validates the names: `http-01` answers from the store, `dns-01` TXT records.
+    pub challenge: ChallengeKind,
 }
 
 /// A connection to the CA with a loaded account.
@@ -292,6 +299,18 @@ impl Acme {
     fn take_hint(&self) {
         if let Ok(mut slot) = hint_slot(&self.last_error).lock() {
             *slot = None;
+        }
+    }
+}
+
+impl From<crate::cloud::dns01::Dns01Error> for AcmeError {
+    fn from(e: crate::cloud::dns01::Dns01Error) -> AcmeError {
+        match e {
+            crate::cloud::dns01::Dns01Error::Transient(_) => AcmeError::Transient {
+                message: e.to_string(),
+                retry_after: None,
+            },
+            crate::cloud::dns01::Dns01Error::Failed(_) => AcmeError::Dns(e.to_string()),
         }
     }
 }

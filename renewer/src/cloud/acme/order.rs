@@ -11,8 +11,10 @@ use instant_acme::{
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cloud::dns01::TxtRecords;
 use crate::cloud::inflight::{self, InFlight};
 use crate::shared::bundle::Secret;
+use crate::shared::config::ChallengeKind;
 use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore};
 
 use super::ca_http::{is_transient, problem_text, with_own_hints};
@@ -53,19 +55,22 @@ impl Acme {
     }
 
     /// Run one order and return the chain and the new private key.
+    /// `dns` writes the TXT records of a `dns-01` order (required for one).
     pub async fn issue(
         &self,
         store: &SharedStore,
         order: &OrderSpec<'_>,
+        dns: Option<&dyn TxtRecords>,
         cancel: &CancellationToken,
     ) -> Result<(String, Secret), AcmeError> {
-        with_own_hints(self.issue_inner(store, order, cancel)).await
+        with_own_hints(self.issue_inner(store, order, dns, cancel)).await
     }
 
     async fn issue_inner(
         &self,
         store: &SharedStore,
         order: &OrderSpec<'_>,
+        dns: Option<&dyn TxtRecords>,
         cancel: &CancellationToken,
     ) -> Result<(String, Secret), AcmeError> {
         let name = order.name;
@@ -75,11 +80,14 @@ impl Acme {
         // On cancellation the order is dropped where it stands; its record stays, so the
         // next pass resumes it rather than ordering again. The cleanup below still runs.
         let result = tokio::select! {
-            r = self.complete(&mut acme_order, store, order, &mut record) => r,
+            r = self.complete(&mut acme_order, store, order, dns, &mut record) => r,
             _ = cancel.cancelled() => Err(AcmeError::Cancelled),
         };
         // Challenge answers are only useful while the CA validates: remove them whatever
         // happened (a resumed order publishes them again). A failure to clean up is logged.
+        if !record.dns_records.is_empty() {
+            self.remove_dns_records(store, name, dns, &mut record).await;
+        }
         if !record.tokens.is_empty() {
             inflight::remove_answers(store, &mut record).await;
             if result.is_err() {
@@ -110,6 +118,7 @@ impl Acme {
             key_type,
             profile,
             replaces,
+            ..
         } = *spec;
         match inflight::load(store, name).await? {
             Some(rec) if rec.matches(domains, key_type, &self.directory_url) => {
@@ -208,6 +217,7 @@ impl Acme {
         order: &mut instant_acme::Order,
         store: &SharedStore,
         spec: &OrderSpec<'_>,
+        dns: Option<&dyn TxtRecords>,
         record: &mut InFlight,
     ) -> Result<(String, Secret), AcmeError> {
         let name = spec.name;
@@ -225,7 +235,19 @@ impl Acme {
             );
         }
         if status == OrderStatus::Pending {
-            self.answer_challenges(order, store, name, record).await?;
+            match (spec.challenge, dns) {
+                (ChallengeKind::Http01, _) => {
+                    self.answer_challenges(order, store, name, record).await?
+                }
+                (ChallengeKind::Dns01, Some(dns)) => {
+                    self.answer_dns01(order, store, name, dns, record).await?
+                }
+                (ChallengeKind::Dns01, None) => {
+                    return Err(AcmeError::Other(
+                        "dns-01 needs the [dns] section; none is configured".into(),
+                    ))
+                }
+            }
             status = match order.poll_ready(&retries).await {
                 Ok(status) => status,
                 // A problem about the request itself (a rejected nonce, a 5xx while polling)

@@ -94,7 +94,9 @@ impl PassError {
         match self {
             PassError::Ca { error, .. } => !matches!(
                 error,
-                crate::cloud::acme::AcmeError::Store(_) | crate::cloud::acme::AcmeError::Cancelled
+                crate::cloud::acme::AcmeError::Store(_)
+                    | crate::cloud::acme::AcmeError::Cancelled
+                    | crate::cloud::acme::AcmeError::Dns(_)
             ),
             PassError::RetryTooLate(_)
             | PassError::Unusable(_)

@@ -80,6 +80,7 @@ impl Renewer {
                 key_type: cert.key_type,
                 profile: cert.profile.as_deref(),
                 replaces,
+                challenge: cert.challenge,
             };
             let err = match issuer.issue(&order, cancel).await {
                 Ok((chain, key)) => {
