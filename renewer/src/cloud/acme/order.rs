@@ -120,7 +120,14 @@ impl Acme {
             replaces,
             ..
         } = *spec;
-        match inflight::load(store, name).await? {
+        let loaded = inflight::load(store, name).await?;
+        // DNS-01 values an earlier attempt published and could not remove: this order
+        // removes them with its own when it ends.
+        let leftover_dns = loaded
+            .as_ref()
+            .map(|r| r.dns_records.clone())
+            .unwrap_or_default();
+        match loaded {
             Some(rec) if rec.matches(domains, key_type, &self.directory_url) => {
                 let fetched = self
                     .account
@@ -164,13 +171,14 @@ impl Acme {
             domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let order = self.new_order(&identifiers, profile, replaces).await?;
         tracing::info!(certificate = name, order = order.url(), "order placed");
-        let rec = InFlight::new(
+        let mut rec = InFlight::new(
             order.url(),
             domains,
             key_type,
             time::OffsetDateTime::now_utc(),
             &self.directory_url,
         );
+        rec.dns_records = leftover_dns;
         // Unrecorded, a lost answer later on could cost a second issuance: stop here (the
         // order is not finalized, so it costs nothing but pending authorizations).
         inflight::save(store, name, &rec).await?;
