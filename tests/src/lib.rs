@@ -24,6 +24,7 @@ pub mod ari;
 pub mod backend;
 pub mod bench;
 pub mod client;
+pub mod cloud_dns;
 pub mod cluster;
 pub mod compute;
 pub mod envoy;
@@ -54,6 +55,7 @@ pub use client::{
     served_serial_at, tls_client_config, tls_peer_certificates, ws_connect, ws_echo,
     ws_try_connect, ws_try_connect_from, HttpsConn, RawResponse, WsResponse, WsStream,
 };
+pub use cloud_dns::FakeCloudDns;
 pub use envoy::{
     envoy_bin, envoy_expect_refusal, envoy_validate, render_app_node, squash_whitespace, wasm_path,
     ClusterHost, Envoy,

@@ -8,6 +8,13 @@
 //! it gets; `::1` would miss servers bound to 127.0.0.1): any name in an order is validated
 //! against 127.0.0.1:`http_port`.
 //!
+//! DNS-01 is validated against the same server: for an authorization of `example.test` or
+//! `*.example.test` (which is offered dns-01 only) the VA asks it once, without retrying, for
+//! the TXT records of `_acme-challenge.example.test.` (so a name and its wildcard share one
+//! name, with two values) and accepts if any string equals the expected digest. Tests set those
+//! records through challtestsrv's management API ([`Pebble::challtestsrv_management_port`]),
+//! usually by way of [`crate::cloud_dns::FakeCloudDns`].
+//!
 //! What Pebble 2.4 does, as read from its source (tag v2.4.0) and seen with instant-acme 0.8:
 //!
 //! * config keys: `listenAddress`, `managementListenAddress`, `certificate`, `privateKey`,
@@ -140,6 +147,7 @@ pub struct Pebble {
     management_port: u16,
     http_port: u16,
     dns_port: u16,
+    challtestsrv_management_port: u16,
     api_cert_pem: String,
     opts: PebbleBuilder,
 }
@@ -167,6 +175,7 @@ impl Pebble {
 
         let (api_port, management_port, dns_port) = (free_port(), free_port(), free_port());
         let http_port = opts.http_port.unwrap_or_else(free_port);
+        let challtestsrv_management_port = free_port();
         let mut config = serde_json::json!({
             "listenAddress": format!("127.0.0.1:{api_port}"),
             "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -198,8 +207,12 @@ impl Pebble {
                 .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
                 .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
                 .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-                // Cannot be disabled in 2.4; keep it on loopback.
-                .args(["-management", &format!("127.0.0.1:{}", free_port())]),
+                // Cannot be disabled in 2.4; on loopback. DNS-01 tests set TXT records
+                // through it (`crate::cloud_dns`).
+                .args([
+                    "-management",
+                    &format!("127.0.0.1:{challtestsrv_management_port}"),
+                ]),
             &dir.path().join("challtestsrv.log"),
         )?;
         let mut cmd = pebble_command(&config_path, dns_port, &opts);
@@ -219,6 +232,7 @@ impl Pebble {
             management_port,
             http_port,
             dns_port,
+            challtestsrv_management_port,
             api_cert_pem,
             opts,
         };
@@ -307,6 +321,21 @@ impl Pebble {
     /// Where Pebble sends HTTP-01 validation requests (on 127.0.0.1).
     pub fn http_port(&self) -> u16 {
         self.http_port
+    }
+
+    /// The DNS server Pebble's VA asks (pebble-challtestsrv, UDP and TCP on 127.0.0.1): A
+    /// queries get 127.0.0.1, TXT queries the DNS-01 values set through
+    /// [`Pebble::challtestsrv_management_port`]. A DNS-01 client's propagation check asks it.
+    pub fn dns_port(&self) -> u16 {
+        self.dns_port
+    }
+
+    /// pebble-challtestsrv's management API (plain HTTP on 127.0.0.1): `POST /set-txt
+    /// {"host":"_acme-challenge.example.test.","value":"…"}` adds a TXT value (the trailing dot
+    /// is needed, the host is matched case-sensitively), `POST /clear-txt {"host":"…"}` drops
+    /// all of a host's values. [`crate::cloud_dns::FakeCloudDns::for_pebble`] writes there.
+    pub fn challtestsrv_management_port(&self) -> u16 {
+        self.challtestsrv_management_port
     }
 
     /// The API's TLS certificate (PEM): a self-signed CA:FALSE leaf for `127.0.0.1` and
