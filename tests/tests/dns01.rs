@@ -1,0 +1,140 @@
+//! DNS-01 end to end: the `renewer` binary orders a wildcard and apex certificate from real
+//! Pebble, writes the TXT records through a fake of the Cloud DNS REST API (the official client
+//! against it), which puts them into `pebble-challtestsrv` — the DNS server Pebble's VA asks.
+//! Failures (a zone that does not exist, a change refused with 403, records that never appear)
+//! end in a clear error and leave no record behind.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use harness::{AcmeStack, FakeCloudDns, RenewerOutput};
+use serde_json::Value;
+
+const PROJECT: &str = "acme-edge-test";
+const ZONE: &str = "example-test";
+
+/// Pebble + the fake Cloud DNS with the zone `example.test.`.
+async fn start() -> Result<(AcmeStack, FakeCloudDns)> {
+    let stack = AcmeStack::start().await?;
+    let dns = FakeCloudDns::for_pebble(PROJECT, &stack.pebble).await?;
+    dns.add_zone(ZONE, "example.test.", &[]);
+    Ok((stack, dns))
+}
+
+/// A config with `[dns]` pointing at the fake (and at Pebble's DNS server for the
+/// propagation check), `dns_extra` added to `[dns]`, and one dns-01 certificate.
+fn config(stack: &AcmeStack, dns: &FakeCloudDns, dns_extra: &str) -> Result<PathBuf> {
+    let extra = format!(
+        "[dns]\nproject = \"{PROJECT}\"\nendpoint = \"{}\"\ncheck_servers = [\"127.0.0.1:{}\"]\n{dns_extra}\n",
+        dns.endpoint(),
+        stack.pebble.dns_port()
+    );
+    let certs = "[[certificates]]\nname = \"wild\"\ndomains = [\"example.test\", \"*.example.test\"]\nchallenge = \"dns-01\"\n";
+    stack.write_config("renewer.toml", &stack.config_text(&extra, certs))
+}
+
+fn current(stack: &AcmeStack) -> Result<Value> {
+    let path = stack.store_dir().join("certs/wild/current.json");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn assert_failed_clean(out: &RenewerOutput, dns: &FakeCloudDns, stack: &AcmeStack, says: &str) {
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains(says), "wanted {says:?}: {}", out.all());
+    assert!(
+        dns.challenge_rrsets().is_empty(),
+        "records left: {:?}",
+        dns.challenge_rrsets()
+    );
+    assert!(!stack.store_dir().join("certs/wild/current.json").exists());
+}
+
+#[tokio::test]
+async fn a_wildcard_and_apex_certificate_is_issued_by_dns_01() -> Result<()> {
+    let (stack, dns) = start().await?;
+    // The zone is found by its DNS name (no dns.zone): the longest suffix of the names.
+    let config = config(&stack, &dns, "")?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let meta = current(&stack)?;
+    assert_eq!(
+        meta["domains"],
+        serde_json::json!(["*.example.test", "example.test"]),
+        "{meta}"
+    );
+
+    // One change put both values (the name and its wildcard) in one record set; another
+    // took them out again.
+    let changes: Vec<Value> = dns
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/changes"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let added = &changes[0]["additions"];
+    assert_eq!(added.as_array().map(Vec::len), Some(1), "{added}");
+    assert_eq!(added[0]["name"], "_acme-challenge.example.test.");
+    assert_eq!(
+        added[0]["rrdatas"].as_array().map(Vec::len),
+        Some(2),
+        "{added}"
+    );
+    assert!(dns.challenge_rrsets().is_empty(), "{:?}", dns.rrsets());
+    assert!(dns.mirror_errors().is_empty(), "{:?}", dns.mirror_errors());
+    let waited = out.log_lines().into_iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("DNS-01 records published and served"))
+    });
+    assert!(waited, "{}", out.all());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_zone_that_does_not_exist_is_named() -> Result<()> {
+    let (stack, dns) = start().await?;
+    let config = config(&stack, &dns, "zone = \"no-such-zone\"")?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_failed_clean(
+        &out,
+        &dns,
+        &stack,
+        "dns.zone: the managed zone no-such-zone does not exist in project acme-edge-test",
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_change_is_reported_and_nothing_is_left() -> Result<()> {
+    let (stack, dns) = start().await?;
+    dns.deny_changes(true);
+    let config = config(&stack, &dns, &format!("zone = \"{ZONE}\""))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_failed_clean(&out, &dns, &stack, "PERMISSION_DENIED");
+    assert!(out.stdout.contains("HTTP 403"), "{}", out.all());
+    Ok(())
+}
+
+#[tokio::test]
+async fn records_that_never_appear_time_out_and_are_removed() -> Result<()> {
+    let (stack, dns) = start().await?;
+    dns.apply_to_dns(false);
+    let config = config(
+        &stack,
+        &dns,
+        &format!("zone = \"{ZONE}\"\npropagation_timeout_seconds = 3"),
+    )?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_failed_clean(&out, &dns, &stack, "were not served within 3 s");
+    // The CA was never asked to look: nothing failed validation (rate limits count those).
+    assert_eq!(stack.orders_placed(), 1);
+    assert!(
+        !stack.pebble.log().contains("ValidationFailed")
+            && !stack.pebble.log().to_lowercase().contains("invalid"),
+        "{}",
+        stack.pebble.log()
+    );
+    Ok(())
+}
