@@ -43,6 +43,9 @@ load_config "$config"
 trap 'resume_hint "make deploy"' EXIT
 command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI (docs/deploy.md)"
 command -v openssl >/dev/null || die "openssl not found (it generates the affinity cookie key)"
+# gcloud edits a managed zone's IAM policy only whole (get-iam-policy, set-iam-policy): jq adds
+# the one binding to the policy as read.
+[ "$PLAN" = 1 ] || [ -z "$DNS_ZONE" ] || command -v jq >/dev/null || die "jq not found (with DNS_ZONE it adds the renewer's binding to the zone's IAM policy)"
 if [ "$PLAN" != 1 ]; then
     # Alert policies and channels exist only in these command groups; find out now, not after
     # half the resources are made.
@@ -64,8 +67,12 @@ toml_list() { # words -> ["a", "b"]
     printf '[%s]' "$out"
 }
 
+# With DNS_ZONE the CA validates the names with DNS-01: the renewer writes the answers as TXT
+# records in that zone (of this project), through Cloud DNS.
+CHALLENGE=''
+[ -z "$DNS_ZONE" ] || CHALLENGE=', challenge = "dns-01"'
+
 # Renewer settings as RENEWER__* variables: the image's config file is empty on purpose.
-# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
 renewer_env() { # KEY=value lines, shared by Cloud Run and the nodes' `renewer sync`
     cat <<EOF
 RENEWER__ACME__DIRECTORY=$ACME_DIRECTORY
@@ -73,10 +80,14 @@ RENEWER__ACME__CONTACT=$(toml_list "$CONTACT_EMAIL")
 RENEWER__STORE__URL=gs://$BUCKET
 RENEWER__SECRET_MANAGER__PROJECT=$PROJECT
 RENEWER__SECRET_MANAGER__SECRET_PREFIX=$NAME-
-RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list $DOMAINS), key_type = "$KEY_TYPE"}]
+RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list "${DOMAIN_LIST[@]}"), key_type = "$KEY_TYPE"$CHALLENGE}]
 RENEWER__SYNC__SOURCE=secret-manager
 RENEWER_LOG_FORMAT=json
 EOF
+    if [ -n "$DNS_ZONE" ]; then
+        echo "RENEWER__DNS__PROJECT=$PROJECT"
+        echo "RENEWER__DNS__ZONE=$DNS_ZONE"
+    fi
 }
 
 # The roots `renewer sync` accepts chains to, shipped in the image (renewer/roots/): a
@@ -93,17 +104,21 @@ trusted_roots() {
 
 # The nodes' agents (`renewer sync`, `renewer members`) need the store, the mirror, the
 # names and the CA's roots, not the CA itself: settings only the renewer reads do not change
-# the nodes' template.
-# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
+# the nodes' template. The challenge is one of those, but the renewer's settings accept a
+# wildcard name only in a dns-01 certificate with a [dns] section: with a wildcard in DOMAINS
+# the nodes get both (the zone stays the renewer's: moving it does not roll the nodes).
 node_renewer_env() {
+    local challenge=''
+    [ "$HAS_WILDCARD" = 0 ] || challenge=$CHALLENGE
     cat <<EOF
 RENEWER__STORE__URL=gs://$BUCKET
 RENEWER__SECRET_MANAGER__PROJECT=$PROJECT
 RENEWER__SECRET_MANAGER__SECRET_PREFIX=$NAME-
-RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list $DOMAINS)}]
+RENEWER__CERTIFICATES=[{name = "$CERT_NAME", domains = $(toml_list "${DOMAIN_LIST[@]}")$challenge}]
 RENEWER__SYNC__SOURCE=secret-manager
 RENEWER_LOG_FORMAT=json
 EOF
+    [ "$HAS_WILDCARD" = 0 ] || echo "RENEWER__DNS__PROJECT=$PROJECT"
     local roots
     roots=$(trusted_roots)
     [ -z "$roots" ] || echo "RENEWER__SYNC__TRUSTED_ROOTS=$roots"
@@ -148,6 +163,8 @@ step "APIs"
 APIS=(run.googleapis.com cloudscheduler.googleapis.com artifactregistry.googleapis.com
     cloudbuild.googleapis.com secretmanager.googleapis.com compute.googleapis.com
     iam.googleapis.com storage.googleapis.com logging.googleapis.com monitoring.googleapis.com)
+# Cloud DNS only for DNS-01 (the renewer writes the challenge records through it).
+[ -z "$DNS_ZONE" ] || APIS+=(dns.googleapis.com)
 missing=("${APIS[@]}")
 if [ "$PLAN" != 1 ]; then
     enabled=$(lookup gcloud services list --enabled "${G[@]}" --format='value(config.name)')
@@ -157,6 +174,26 @@ if [ "$PLAN" != 1 ]; then
     done
 fi
 [ ${#missing[@]} -eq 0 ] || run gcloud services enable "${missing[@]}" "${G[@]}"
+
+if [ -n "$DNS_ZONE" ]; then
+    step "Cloud DNS zone $DNS_ZONE (DNS-01: the renewer writes the challenge records there)"
+    # Deploy never creates, changes or deletes the zone: it must exist, be public (the CA
+    # looks the records up on the internet) and hold every name, wildcards by their base.
+    if [ "$PLAN" = 1 ]; then
+        echo "# must exist, be public and hold every name in DOMAINS: $(show gcloud dns managed-zones describe "$DNS_ZONE" "${G[@]}")"
+    else
+        zone=$(lookup gcloud dns managed-zones describe "$DNS_ZONE" "${G[@]}" --format='value[separator=" "](dnsName,visibility)')
+        [ -n "$zone" ] || bad DNS_ZONE "no such Cloud DNS managed zone in project $PROJECT (deploy does not create zones; gcloud dns managed-zones list --project=$PROJECT lists them)"
+        read -r zone_dns_name zone_visibility <<<"$zone"
+        [ "${zone_visibility:-public}" = public ] ||
+            bad DNS_ZONE "the zone is $zone_visibility; the CA looks the challenge records up in public DNS"
+        for d in "${DOMAIN_LIST[@]}"; do
+            base="${d#'*.'}."
+            [ "$base" = "$zone_dns_name" ] || [[ $base == *".$zone_dns_name" ]] ||
+                bad DOMAINS "$d is not in the zone DNS_ZONE=$DNS_ZONE names ($zone_dns_name): the renewer writes every name's challenge record there"
+        done
+    fi
+fi
 
 step "Artifact Registry repository $REPO"
 if absent gcloud artifacts repositories describe "$REPO" --location="$REGION" "${G[@]}"; then
@@ -257,26 +294,64 @@ ensure_binding "gcloud projects get-iam-policy $PROJECT" \
 # permissions, in a custom role (roles/compute.viewer would expose every compute resource).
 # Listing instances cannot be granted per resource, so the role is bound on the project.
 MEMBERS_PERMISSIONS=compute.instanceGroupManagers.get,compute.instances.list
-role=''
-[ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT" \
-    --format='value[separator="|"](deleted,includedPermissions.list(separator=","))')
-if [ "$PLAN" = 1 ] || [ -z "$role" ]; then
-    [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud iam roles describe "$ROLE_MEMBERS" --project="$PROJECT")"
-    run gcloud iam roles create "$ROLE_MEMBERS" --project="$PROJECT" --quiet \
-        --title="acme-edge node membership ($NAME)" --stage=GA --permissions="$MEMBERS_PERMISSIONS"
-else
-    # A role deleted by `make destroy` stays for 7 days under its id: bring it back.
-    if [ "${role%%|*}" = True ]; then
-        run gcloud iam roles undelete "$ROLE_MEMBERS" --project="$PROJECT" --quiet
+
+# ensure_role ID TITLE PERMISSIONS [DESCRIPTION]: the project's custom role ID holds exactly
+# PERMISSIONS (sorted, comma-separated, as IAM lists them) and DESCRIPTION.
+ensure_role() {
+    local id=$1 title=$2 permissions=$3 description=${4:-} role=''
+    [ "$PLAN" = 1 ] || role=$(lookup gcloud iam roles describe "$id" --project="$PROJECT" \
+        --format='value[separator="|"](deleted,includedPermissions.list(separator=","),description)')
+    local -a about=()
+    [ -z "$description" ] || about=(--description="$description")
+    if [ "$PLAN" = 1 ] || [ -z "$role" ]; then
+        [ "$PLAN" != 1 ] || echo "# if absent: $(show gcloud iam roles describe "$id" --project="$PROJECT")"
+        run gcloud iam roles create "$id" --project="$PROJECT" --quiet \
+            --title="$title" "${about[@]}" --stage=GA --permissions="$permissions"
+    else
+        local deleted=${role%%|*} rest=${role#*|}
+        # A role deleted by `make destroy` stays for 7 days under its id: bring it back.
+        if [ "$deleted" = True ]; then
+            run gcloud iam roles undelete "$id" --project="$PROJECT" --quiet
+        fi
+        if [ "${rest%%|*}" != "$permissions" ]; then
+            run gcloud iam roles update "$id" --project="$PROJECT" --quiet \
+                --permissions="$permissions"
+        fi
+        if [ -n "$description" ] && [ "${rest#*|}" != "$description" ]; then
+            run gcloud iam roles update "$id" --project="$PROJECT" --quiet "${about[@]}"
+        fi
     fi
-    if [ "${role#*|}" != "$MEMBERS_PERMISSIONS" ]; then
-        run gcloud iam roles update "$ROLE_MEMBERS" --project="$PROJECT" --quiet \
-            --permissions="$MEMBERS_PERMISSIONS"
-    fi
-fi
+}
+ensure_role "$ROLE_MEMBERS" "acme-edge node membership ($NAME)" "$MEMBERS_PERMISSIONS"
 ensure_binding "gcloud projects get-iam-policy $PROJECT" \
     "gcloud projects add-iam-policy-binding $PROJECT --quiet" \
     "projects/$PROJECT/roles/$ROLE_MEMBERS" "serviceAccount:$SA_NODE"
+
+# DNS-01: the renewer writes and removes the challenge TXT records in DNS_ZONE, and nowhere
+# else. Its role is bound on that managed zone, not on the project. roles/dns.admin is the
+# only predefined role that can change records, and on the zone it would also let the renewer
+# delete the zone, change its DNSSEC keys and rewrite its IAM policy (grant anyone anything
+# on it): a custom role holds what the renewer calls, and nothing else. Cloud DNS accepts
+# custom roles on a zone (docs: "IAM per resource zones"). The role's description names the
+# zone it is bound on, so that a new DNS_ZONE, or none, takes the grant off the old zone.
+DNS_PERMISSIONS=dns.changes.create,dns.changes.get,dns.managedZones.get,dns.resourceRecordSets.create,dns.resourceRecordSets.delete,dns.resourceRecordSets.list,dns.resourceRecordSets.update
+dns_role=''
+[ "$PLAN" = 1 ] || dns_role=$(lookup gcloud iam roles describe "$ROLE_DNS" --project="$PROJECT" \
+    --format='value[separator="|"](deleted,description)')
+old_zone=$(role_zone "${dns_role#*|}")
+if [ -n "$old_zone" ] && [ "$old_zone" != "$DNS_ZONE" ]; then
+    step "grants: the renewer's DNS-01 role off zone $old_zone (DNS_ZONE is ${DNS_ZONE:-not set} now)"
+    zone_binding remove "$old_zone" "$ROLE_DNS" "serviceAccount:$SA_RENEWER"
+fi
+if [ -n "$DNS_ZONE" ]; then
+    step "grants: the renewer changes records in Cloud DNS zone $DNS_ZONE, nothing else in DNS"
+    ensure_role "$ROLE_DNS" "acme-edge DNS-01 records ($NAME)" "$DNS_PERMISSIONS" \
+        "$(role_description "$DNS_ZONE")"
+    zone_binding add "$DNS_ZONE" "$ROLE_DNS" "serviceAccount:$SA_RENEWER"
+elif [ -n "$dns_role" ] && [ "${dns_role%%|*}" != True ]; then
+    # No DNS_ZONE any more: HTTP-01 again, and the role goes too (as in `make destroy`).
+    run gcloud iam roles delete "$ROLE_DNS" --project="$PROJECT" --quiet
+fi
 
 # build_and_wait CONFIG [SOURCE_DIR]: a Cloud Build from CONFIG, as the build service account
 # (its own narrow grants, logs in Cloud Logging only), submitted `--async` and polled:
@@ -360,6 +435,11 @@ fi
 ENVOY_PINNED="$ENVOY_MIRROR_PATH@$envoy_digest"
 log "nodes run Envoy $ENVOY_PINNED ($ENVOY_IMAGE)"
 
+# The names Envoy redirects from HTTP to HTTPS (others get 421). Its list takes host names
+# only: with a wildcard in DOMAINS it is left empty, which redirects every name (the
+# wildcard's subdomains are not known in advance).
+REDIRECT_HOSTS=$DOMAINS
+[ "$HAS_WILDCARD" = 0 ] || REDIRECT_HOSTS=''
 # What the node startup script reads from instance metadata (deploy/node/startup.sh).
 cat >"$OUT_DIR/node.env" <<EOF
 PROJECT=$PROJECT
@@ -374,7 +454,7 @@ WS_ALLOW_PLAIN_HTTP=$WS_ALLOW_PLAIN_HTTP
 STICKY_PATHS=$STICKY_PATHS
 ALLOWED_ORIGINS=$ALLOWED_ORIGINS
 COOKIE_SAMESITE=$COOKIE_SAMESITE
-DOMAINS=$DOMAINS
+DOMAINS=$REDIRECT_HOSTS
 BUCKET=$BUCKET
 COOKIE_SECRET_NAME=$COOKIE_SECRET
 MEMBERS_GROUP=$MIG
@@ -536,6 +616,15 @@ ensure_policy() {
             gcloud alpha monitoring policies update "$name" "${G[@]}" --policy-from-file="$file"
     fi
 }
+# drop_policy DISPLAY_NAME: delete the alert policy of that name, if there is one.
+drop_policy() {
+    local policies='' p
+    [ "$PLAN" = 1 ] || policies=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
+        --filter="displayName=\"$1\"" --format='value(name)')
+    for p in $policies; do
+        run gcloud alpha monitoring policies delete "$p" "${G[@]}"
+    done
+}
 # Monitoring filters are not Logging filters: a choice of values is one_of(...).
 RENEWER_RESOURCES='resource.type = one_of(\"cloud_run_job\", \"cloud_run_revision\")'
 
@@ -562,12 +651,7 @@ EOF
 if [ -z "$SILENCE_SECONDS" ]; then
     log "no \"$ALERT_SILENT_NAME\" alert: SCHEDULE runs every $SCHEDULE_MINUTES min or less often, and Monitoring cannot watch for a silence longer than 23.5 h (schedule at least twice a day; the certificate expiry alert still fires)"
     # One left from a denser schedule would fire every day.
-    silent=''
-    [ "$PLAN" = 1 ] || silent=$(lookup gcloud alpha monitoring policies list "${G[@]}" \
-        --filter="displayName=\"$ALERT_SILENT_NAME\"" --format='value(name)')
-    for p in $silent; do
-        run gcloud alpha monitoring policies delete "$p" "${G[@]}"
-    done
+    drop_policy "$ALERT_SILENT_NAME"
 else
 ensure_policy "$ALERT_SILENT_NAME" alert-renewer-silent.json "$(
     cat <<EOF
@@ -608,10 +692,11 @@ EOF
 # regions. /.edge/healthz on :443 is the node's readiness (its app answers, Envoy serves the
 # certificate). An uptime check's settings are in its display name (a short hash): gcloud
 # does not send --user-labels on create, so a label could not tell a changed check.
+# A wildcard name (*.example.com, DNS-01 only) is no host a check can connect to: the checks
+# are for the other names (HOST_NAMES), and a certificate with only wildcards has none.
 declare -A WANT_CHECK=()
 WANT_ORDER=()
-# shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
-for d in $DOMAINS; do
+for d in "${HOST_NAMES[@]}"; do
     uptime_flags=(--resource-type=uptime-url --resource-labels="host=$d,project_id=$PROJECT"
         --protocol=https --port=443 --path=/.edge/healthz --validate-ssl=true
         --period=5 --timeout=10)
@@ -643,9 +728,14 @@ for display in "${WANT_ORDER[@]}"; do
         --resource-labels="host=$d,project_id=$PROJECT" --protocol=https --port=443 \
         --path=/.edge/healthz --validate-ssl=true --period=5 --timeout=10 --user-labels=managed-by=acme-edge
 done
-HOSTS_ONE_OF=$(for d in $DOMAINS; do printf '%s\\"%s\\"' "${sep:-}" "$d"; sep=', '; done)
+HOSTS_ONE_OF=$(for d in "${HOST_NAMES[@]}"; do printf '%s\\"%s\\"' "${sep:-}" "$d"; sep=', '; done)
 UPTIME_HOSTS="resource.type = \\\"uptime_url\\\" AND resource.label.host = one_of($HOSTS_ONE_OF)"
 
+if [ "${#HOST_NAMES[@]}" -eq 0 ]; then
+    log "no \"$ALERT_HTTPS_NAME\" and \"$ALERT_EXPIRY_NAME\" alerts: DOMAINS has only wildcard names, which no uptime check can reach (add a name such as ${DOMAIN_LIST[0]#'*.'} to get them)"
+    drop_policy "$ALERT_HTTPS_NAME"
+    drop_policy "$ALERT_EXPIRY_NAME"
+else
 ensure_policy "$ALERT_HTTPS_NAME" alert-https-failing.json "$(
     cat <<EOF
   "displayName": "$ALERT_HTTPS_NAME",
@@ -685,6 +775,7 @@ ensure_policy "$ALERT_EXPIRY_NAME" alert-certificate-expiry.json "$(
   "notificationChannels": [$CHANNELS_JSON]
 EOF
 )"
+fi
 
 # --- 6. network: static IP, egress, firewall ---------------------------------------------------
 
@@ -768,13 +859,13 @@ issued_names() {
 }
 
 # names_missing: the names in DOMAINS that the current certificate lacks ('' when it has them
-# all, or when there is no certificate yet: then every node is bootstrapping alike).
+# all, or when there is no certificate yet: then every node is bootstrapping alike). A
+# wildcard is compared as written: the certificate names *.example.com as such.
 names_missing() {
     local have d lacking=''
     have=$(issued_names)
     [ -n "$have" ] || return 0
-    # shellcheck disable=SC2086 # DOMAINS is a checked, space-separated list
-    for d in $DOMAINS; do grep -qxF "$d" <<<"$have" || lacking+="${lacking:+ }$d"; done
+    for d in "${DOMAIN_LIST[@]}"; do grep -qxF "$d" <<<"$have" || lacking+="${lacking:+ }$d"; done
     printf '%s' "$lacking"
 }
 
@@ -798,6 +889,7 @@ ensure_names_issued() {
     local why="the certificate does not cover $lacking yet"
     local logs="gcloud logging read 'resource.labels.job_name=\"$RENEWER\" OR resource.labels.service_name=\"$RENEWER\"' --project=$PROJECT --limit=50"
     local hint="The nodes were not changed: they keep serving the current certificate. ACME validates each new name over HTTP on the load balancer's address: check that DNS for $lacking points at it, then run make deploy again. Renewer logs: $logs"
+    [ -z "$DNS_ZONE" ] || hint="The nodes were not changed: they keep serving the current certificate. ACME validates each new name with a TXT record the renewer writes in Cloud DNS zone $DNS_ZONE: check that the zone is the one the internet sees for $lacking (its NS records at the parent), then run make deploy again. Renewer logs: $logs"
     log "$why: running a renewal pass, and waiting up to $CERT_WAIT_MINUTES min for it before the nodes are replaced"
     if [ "$MODE" = job ]; then
         run gcloud run jobs execute "$RENEWER" --region="$REGION" "${G[@]}" --wait ||
@@ -890,12 +982,15 @@ if [ "$MODE" = job ]; then
 else
     manual="gcloud scheduler jobs run $SCHEDULER_JOB --location=$REGION --project=$PROJECT"
 fi
+dns="point $DOMAINS at $ip (A records), then run a renewal:"
+# DNS-01 does not need the names to reach the nodes: issue now, move traffic when ready.
+[ -z "$DNS_ZONE" ] || dns="point $DOMAINS at $ip (A records) when traffic should come here; the certificate does not wait for that (DNS-01 in zone $DNS_ZONE):"
 cat <<EOF
 
 acme-edge is deployed in $PROJECT (renewer image $IMAGE).
 
   Static IP:  $ip
-  DNS:        point $DOMAINS at $ip (A records), then run a renewal:
+  DNS:        $dns
   Renew now:  $manual
   Status:     gcloud logging read 'resource.labels.job_name="$RENEWER" OR resource.labels.service_name="$RENEWER"' --project=$PROJECT --limit=20
 

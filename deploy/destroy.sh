@@ -15,7 +15,8 @@ usage() {
 Usage: deploy/destroy.sh [--yes] [--purge] [--plan] [CONFIG]
 
 Deletes the acme-edge resources in the project CONFIG names: load balancer, nodes, network
-rules, renewer (Cloud Run + Scheduler), alerting, service accounts and their project grant.
+rules, renewer (Cloud Run + Scheduler), alerting, service accounts and their project grant,
+and with DNS_ZONE the renewer's grant on that zone (never the zone).
 
   --purge    also delete the bucket (certificates, ACME account), the secrets and the image
              repository: the next deploy starts from nothing
@@ -127,7 +128,7 @@ done
 remove "log metric" gcloud logging metrics describe "$LOG_METRIC" "${G[@]}"
 remove "log metric" gcloud logging metrics describe "$LOG_METRIC_OK" "${G[@]}"
 
-step "service accounts, the project grants and the membership role"
+step "service accounts, their project and zone grants, and the custom roles"
 granted=''
 [ "$PLAN" = 1 ] || granted=$(lookup gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
     --format='csv[no-heading,separator="|"](bindings.role,bindings.members)')
@@ -147,6 +148,21 @@ if [ "$PLAN" = 1 ] || { [ -n "${role%%|*}" ] && [ "${role#*|}" != True ]; }; the
     run gcloud iam roles delete "$ROLE_MEMBERS" --project="$PROJECT" --quiet
 elif [ -n "$role" ]; then
     log "membership role: already deleted"
+fi
+# The renewer's DNS-01 grant (DNS_ZONE): taken off the zone named in the settings and off the
+# one the role says it is bound on, if another; then the role. The zone itself stays.
+dns_role=''
+[ "$PLAN" = 1 ] || dns_role=$(lookup gcloud iam roles describe "$ROLE_DNS" --project="$PROJECT" \
+    --format='value[separator="|"](name,deleted,description)')
+zones=()
+[ -z "$DNS_ZONE" ] || zones+=("$DNS_ZONE")
+bound_on=$(role_zone "${dns_role##*|}")
+[ -z "$bound_on" ] || [ "$bound_on" = "$DNS_ZONE" ] || zones+=("$bound_on")
+for zone in "${zones[@]}"; do
+    zone_binding remove "$zone" "$ROLE_DNS" "serviceAccount:$SA_RENEWER"
+done
+if { [ "$PLAN" = 1 ] && [ -n "$DNS_ZONE" ]; } || { [ -n "${dns_role%%|*}" ] && [ "$(cut -d'|' -f2 <<<"$dns_role")" != True ]; }; then
+    run gcloud iam roles delete "$ROLE_DNS" --project="$PROJECT" --quiet
 fi
 for sa in "$SA_RENEWER" "$SA_SCHEDULER" "$SA_NODE" "$SA_BUILD"; do
     remove "service account" gcloud iam service-accounts describe "$sa" "${G[@]}"

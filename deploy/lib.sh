@@ -18,7 +18,7 @@ REPO_DIR=$(cd "$DEPLOY_DIR/.." && pwd)
 declare -A DEFAULTS=(
     [PROJECT]='' [REGION]='' [NAME]=acme-edge [NETWORK]=default
     [DOMAINS]='' [CONTACT_EMAIL]='' [ACME_DIRECTORY]=letsencrypt [CERT_NAME]=site
-    [KEY_TYPE]=ecdsa-p256 [BUCKET]=''
+    [KEY_TYPE]=ecdsa-p256 [BUCKET]='' [DNS_ZONE]=''
     [MODE]=job [SCHEDULE]='17 */12 * * *' [TIME_ZONE]=Etc/UTC [IMAGE_TAG]='' [ALERT_EMAIL]=''
     [CERT_EXPIRY_ALERT_DAYS]=14 [CERT_WAIT_MINUTES]=15
     [APP_IMAGE]='' [APP_PORT]=8080 [APP_HEALTH_PATH]=/healthz [WS_PATHS]=/ws
@@ -73,12 +73,23 @@ load_config() { # FILE
     done
     CONFIG_FILE=$file
     [ -n "$BUCKET" ] || BUCKET="$PROJECT-$NAME"
-    # The pages allowed to open WebSockets: by default the site itself on each name.
+    # The pages allowed to open WebSockets: by default the site itself on each name (for
+    # *.example.com, https://*.example.com: every subdomain's pages).
+    local d
     if [ -z "$ALLOWED_ORIGINS" ]; then
-        local d
         for d in $DOMAINS; do ALLOWED_ORIGINS+="${ALLOWED_ORIGINS:+ }https://$d"; done
     fi
     check_config
+    # DOMAINS as a list, never globbed (a wildcard name is a glob pattern to the shell), and
+    # the names in it that are a host: a wildcard is no host an uptime check or a client
+    # can reach, so everything that connects to the names uses HOST_NAMES.
+    read -r -a DOMAIN_LIST <<<"$DOMAINS"
+    HOST_NAMES=()
+    for d in "${DOMAIN_LIST[@]}"; do
+        [[ $d == '*.'* ]] || HOST_NAMES+=("$d")
+    done
+    HAS_WILDCARD=0
+    [ "${#HOST_NAMES[@]}" -eq "${#DOMAIN_LIST[@]}" ] || HAS_WILDCARD=1
     derive_names
     schedule_silence
 }
@@ -97,9 +108,21 @@ check_config() {
     [[ $NAME =~ ^[a-z][a-z0-9-]{0,16}[a-z0-9]$ ]] ||
         bad NAME "2-18 of a-z 0-9 -, starting with a letter (service account ids add 9 characters)"
     [[ $NETWORK =~ ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || bad NETWORK "not a network name"
+    # A managed zone name as Cloud DNS allows it. The renewer reads RENEWER__DNS__ZONE as a
+    # TOML value when it is one: these four names would not arrive as a string.
+    if [ -n "$DNS_ZONE" ]; then
+        [[ $DNS_ZONE =~ ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] ||
+            bad DNS_ZONE "not a Cloud DNS managed zone name (1-63 of a-z 0-9 -, starting with a letter), such as example-com"
+        [[ ! $DNS_ZONE =~ ^(true|false|inf|nan)$ ]] ||
+            bad DNS_ZONE "the renewer would read this name as a TOML value; use another zone"
+    fi
+    # A wildcard (*.example.com, RFC 8555 §7.1.3) can only be validated with DNS-01.
     for d in $DOMAINS; do
-        [[ $d =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$ ]] ||
-            bad DOMAINS "$d is not a lowercase DNS name (no wildcards: HTTP-01 cannot validate them)"
+        if [[ $d == '*.'* ]] && [ -z "$DNS_ZONE" ]; then
+            bad DOMAINS "$d is a wildcard: HTTP-01 cannot validate it; set DNS_ZONE to issue with DNS-01 (docs/deploy.md, \"DNS-01\")"
+        fi
+        [[ ${d#'*.'} =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$ ]] ||
+            bad DOMAINS "$d is not a lowercase DNS name (or, with DNS_ZONE, *. and one)"
     done
     [[ $CONTACT_EMAIL =~ ^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$ ]] || bad CONTACT_EMAIL "not an email address"
     if ! [[ $CERT_EXPIRY_ALERT_DAYS =~ ^[0-9]+$ ]] || ((CERT_EXPIRY_ALERT_DAYS < 1 || CERT_EXPIRY_ALERT_DAYS > 60)); then
@@ -169,6 +192,7 @@ derive_names() {
     FW_NODES="$NAME-allow-nodes-app"
     # Custom role ids allow letters, digits, _ and . only.
     ROLE_MEMBERS="acmeEdgeMembers_${NAME//-/_}"
+    ROLE_DNS="acmeEdgeDns_${NAME//-/_}"
     ROUTER="$NAME-router"
     NAT="$NAME-nat"
     NODE_TAG="$NAME-node"
@@ -369,6 +393,73 @@ ensure_binding() { # "GET CMD" "ADD CMD" ROLE MEMBER [TITLE EXPRESSION]
         "${wait[@]}" "${add[@]}" --role="$role" --member="$member" --condition=None
     fi
     [ "$PLAN" = 1 ] || POLICY_CACHE[$1]+=$'\n'"$role|$member|$title"
+}
+
+# --- the renewer's DNS-01 grant on a Cloud DNS managed zone ------------------------------------
+
+# The custom role ROLE_DNS says in its description which zone it is bound on: the one place
+# that remembers it when DNS_ZONE changes or goes.
+role_description() { # ZONE
+    printf 'Bound by acme-edge on Cloud DNS managed zone %s only: the DNS-01 challenge records of %s' "$1" "$NAME"
+}
+role_zone() { # DESCRIPTION -> ZONE ('' when it names none)
+    if [[ $1 =~ managed\ zone\ ([a-z][a-z0-9-]*)\  ]]; then
+        printf '%s' "${BASH_REMATCH[1]}"
+    fi
+}
+
+# zone_binding add|remove ZONE ROLE_ID MEMBER: bind the project's custom role ROLE_ID to
+# MEMBER on the managed zone ZONE, or take it off; nothing when it already is (or is not).
+# gcloud has no add- or remove-iam-policy-binding for managed zones (get-iam-policy and
+# set-iam-policy only), so the policy is read once, the one binding added or removed with jq,
+# and written back whole: its etag makes the write fail, rather than undo a change made in
+# between, and a rerun starts over from the new policy.
+# shellcheck disable=SC2016 # $role and $member are jq's (--arg)
+zone_binding() {
+    local verb=$1 zone=$2 role="projects/$PROJECT/roles/$3" member=$4 policy edit file
+    local -a get=(gcloud dns managed-zones get-iam-policy "$zone" --project="$PROJECT" --format=json)
+    local -a set=(gcloud dns managed-zones set-iam-policy "$zone" --project="$PROJECT" --quiet)
+    local -a args=(--arg role "$role" --arg member "$member")
+    # Unconditional bindings only: a conditional one for the same role is someone else's.
+    local has='any(.bindings[]?; .role == $role and .condition == null and any(.members[]?; . == $member))'
+    if [ "$verb" = add ]; then
+        edit='if any(.bindings[]?; .role == $role and .condition == null)
+            then .bindings |= map(if .role == $role and .condition == null then .members += [$member] else . end)
+            else .bindings += [{role: $role, members: [$member]}] end'
+    else
+        edit='.bindings = [.bindings[]? | if .role == $role and .condition == null
+            then .members -= [$member] else . end | select(.members | length > 0)]'
+    fi
+    edit=$(printf '%s' "$edit" | tr -s ' \n' ' ')
+    mkdir -p "$OUT_DIR"
+    file="$OUT_DIR/dns-zone-policy.json"
+    if [ "$PLAN" = 1 ]; then
+        echo "# unless $member has $role on zone $zone already:"
+        printf '%s | %s >%s\n' "$(show "${get[@]}")" "$(show jq "${args[@]}" "$edit")" "$(show "$file")"
+        show "${set[@]}" --policy-file="$file"
+        return 0
+    fi
+    command -v jq >/dev/null || die "jq not found: it edits the IAM policy of Cloud DNS zone $zone"
+    policy=$(lookup "${get[@]}")
+    if [ -z "$policy" ]; then
+        [ "$verb" = remove ] || die "Cloud DNS zone $zone: no IAM policy to add to"
+        log "zone $zone: gone, and its grant with it"
+        return 0
+    fi
+    # jq -e: 0 when the binding is there, 1 when not, more when the policy did not parse.
+    local absent=0
+    jq -e "${args[@]}" "$has" <<<"$policy" >/dev/null || absent=$?
+    [ "$absent" -le 1 ] || die "the IAM policy of Cloud DNS zone $zone did not parse (jq exit $absent)"
+    case $verb$absent in
+    add0) return 0 ;;
+    remove1)
+        log "zone $zone: $member holds no $role there"
+        return 0
+        ;;
+    esac
+    jq "${args[@]}" "$edit" <<<"$policy" >"$file"
+    # A renewer account created moments ago may not be visible to IAM yet.
+    run_retrying "IAM to see $member" "$TRANSIENT_NEW_ACCOUNT" 300 "${set[@]}" --policy-file="$file"
 }
 
 # A short hash of the arguments: labels and names that change when a spec does.

@@ -1244,6 +1244,277 @@ async fn renewer_settings_do_not_roll_the_nodes_and_new_names_are_issued_before_
     Ok(())
 }
 
+/// `(name, value)` of the renewer job's environment, as stored now.
+fn job_env(fake: &GoogleApis) -> Result<Vec<(String, String)>> {
+    let job = fake
+        .resource(
+            "run",
+            &format!("namespaces/{PROJECT}/jobs/acme-edge-renewer"),
+        )
+        .context("the renewer job")?;
+    Ok(
+        job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .context("env")?
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().into(),
+                    e["value"].as_str().unwrap_or_default().into(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `KEY=value` lines (a node's renewer env) as pairs.
+fn env_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_zone_issues_with_dns_01_and_grants_the_renewer_that_zone_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = GoogleApis::start(PROJECT).await?;
+    fake.settle_at_once();
+    let gcloud_dir = dir.path().join("gcloud");
+    let dns_role = format!("projects/{PROJECT}/roles/acmeEdgeDns_acme_edge");
+    let wildcard = "DOMAINS=\"example.com *.example.com\"\n";
+    let zone_path = |zone: &str| format!("projects/{PROJECT}/managedZones/{zone}");
+    let zone_policy = |zone: &str| {
+        fake.resource("dns", &format!("{}#iam", zone_path(zone)))
+            .unwrap_or(Value::Null)
+    };
+    let mutations = |fake: &GoogleApis| -> Vec<String> {
+        fake.requests()
+            .iter()
+            .filter(|r| r.is_mutation())
+            .map(ApiRequest::line)
+            .collect()
+    };
+
+    // A zone that does not exist: deploy stops, naming DNS_ZONE, before it makes anything
+    // but the Cloud DNS API (enabled with DNS_ZONE only).
+    let config = write_config(dir.path(), &format!("{wildcard}DNS_ZONE=no-such-zone\n"))?;
+    let made = deploy_fails(&fake, &config, &gcloud_dir)?;
+    assert!(
+        made.stderr.contains(
+            "DNS_ZONE='no-such-zone': no such Cloud DNS managed zone in project acme-edge-test"
+        ),
+        "{}",
+        made.stderr
+    );
+    let reqs = fake.requests();
+    let enable = created(&reqs, "serviceusage", ":batchEnable");
+    assert_eq!(enable.len(), 1);
+    assert!(
+        enable[0].body["serviceIds"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|i| i == "dns.googleapis.com")),
+        "{}",
+        enable[0].body
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.api == "dns" && r.method == "GET" && r.path == zone_path("no-such-zone")));
+    assert_eq!(
+        mutations(&fake),
+        vec![format!(
+            "POST serviceusage projects/{PROJECT}/services:batchEnable"
+        )]
+    );
+
+    // A zone that does not hold the names: stopped too, naming DOMAINS.
+    fake.add_dns_zone(PROJECT, "example-org", "example.org.");
+    fake.clear_requests();
+    let config = write_config(dir.path(), &format!("{wildcard}DNS_ZONE=example-org\n"))?;
+    let made = deploy_fails(&fake, &config, &gcloud_dir)?;
+    assert!(
+        made.stderr.contains("DOMAINS=")
+            && made.stderr.contains(
+                "example.com is not in the zone DNS_ZONE=example-org names (example.org.)"
+            ),
+        "{}",
+        made.stderr
+    );
+    assert!(mutations(&fake).is_empty(), "{:#?}", mutations(&fake));
+
+    // The plan says what DNS_ZONE adds, and calls nothing.
+    fake.add_dns_zone(PROJECT, "example-com", "example.com.");
+    let config = write_config(dir.path(), &format!("{wildcard}DNS_ZONE=example-com\n"))?;
+    fake.clear_requests();
+    let plan = make(&["deploy-plan"], &config, &fake.gcloud_env(&gcloud_dir))?;
+    assert!(plan.ok, "{}", plan.stderr);
+    assert!(fake.requests().is_empty());
+    for needle in [
+        " dns.googleapis.com --project=acme-edge-test",
+        "gcloud dns managed-zones describe example-com",
+        "gcloud iam roles create acmeEdgeDns_acme_edge",
+        "gcloud dns managed-zones get-iam-policy example-com --project=acme-edge-test --format=json | jq ",
+        "gcloud dns managed-zones set-iam-policy example-com --project=acme-edge-test --quiet --policy-file=",
+    ] {
+        assert!(plan.stdout.contains(needle), "plan lacks {needle:?}:\n{}", plan.stdout);
+    }
+
+    // The zone exists: the certificate is a dns-01 one, wildcard included.
+    fake.clear_requests();
+    let first = deploy(&fake, &config, &gcloud_dir)?;
+    assert!(
+        first
+            .stdout
+            .contains("the certificate does not wait for that (DNS-01 in zone example-com)"),
+        "{}",
+        first.stdout
+    );
+    let reqs = fake.requests();
+    // The renewer's role is bound on the zone, with exactly what the renewer calls there; its
+    // description remembers the zone.
+    assert_eq!(
+        bindings(&zone_policy("example-com")),
+        vec![b(&dns_role, RENEWER_SA, "")]
+    );
+    let set_policy: Vec<&ApiRequest> = reqs
+        .iter()
+        .filter(|r| r.path.ends_with(":setIamPolicy") && r.body.to_string().contains("acmeEdgeDns"))
+        .collect();
+    assert_eq!(set_policy.len(), 1, "one grant, on the zone");
+    assert_eq!(set_policy[0].api, "dns");
+    assert_eq!(
+        set_policy[0].path,
+        format!("projects/{PROJECT}/locations/global/managedZones/example-com:setIamPolicy")
+    );
+    let role = fake.resource("iam", &dns_role).context("the DNS role")?;
+    assert_eq!(
+        role["includedPermissions"],
+        serde_json::json!([
+            "dns.changes.create",
+            "dns.changes.get",
+            "dns.managedZones.get",
+            "dns.resourceRecordSets.create",
+            "dns.resourceRecordSets.delete",
+            "dns.resourceRecordSets.list",
+            "dns.resourceRecordSets.update"
+        ])
+    );
+    assert!(
+        role["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("managed zone example-com only")),
+        "{role}"
+    );
+    // Nothing in DNS, and nothing for the renewer, at project level: the same grants as
+    // without DNS_ZONE.
+    assert_eq!(
+        bindings(
+            &fake
+                .resource("cloudresourcemanager", &format!("projects/{PROJECT}#iam"))
+                .unwrap_or(Value::Null)
+        ),
+        vec![
+            b(
+                &format!("projects/{PROJECT}/roles/acmeEdgeMembers_acme_edge"),
+                NODE_SA,
+                ""
+            ),
+            b("roles/logging.logWriter", BUILD_SA, ""),
+            b("roles/logging.logWriter", NODE_SA, ""),
+        ]
+    );
+    // The job issues with DNS-01 in that zone, and the renewer accepts its settings.
+    let env = job_env(&fake)?;
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("RENEWER__DNS__PROJECT"), Some(PROJECT));
+    assert_eq!(get("RENEWER__DNS__ZONE"), Some("example-com"));
+    assert_eq!(
+        get("RENEWER__CERTIFICATES"),
+        Some(
+            r#"[{name = "site", domains = ["example.com", "*.example.com"], key_type = "ecdsa-p256", challenge = "dns-01"}]"#
+        )
+    );
+    let settings: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("RENEWER__"))
+        .cloned()
+        .collect();
+    let parsed = renewer::config::Config::parse("", "the job's settings", &settings)
+        .map_err(|e| anyhow::anyhow!("the job's settings do not parse: {e}"))?;
+    assert_eq!(
+        parsed.certificates[0].challenge,
+        renewer::config::ChallengeKind::Dns01
+    );
+    assert_eq!(
+        parsed.dns.as_ref().and_then(|d| d.zone.as_deref()),
+        Some("example-com")
+    );
+    // The nodes' `renewer sync` accepts the wildcard too (it needs the challenge and the
+    // [dns] project for that, not the zone); Envoy redirects every name (its allow-list takes
+    // no wildcard).
+    let template = created(&reqs, "compute", "/global/instanceTemplates");
+    assert_eq!(template.len(), 1);
+    let node_renewer =
+        metadata_item(&template[0].body, "acme-edge-renewer-env").context("renewer env")?;
+    assert!(
+        !node_renewer.contains("RENEWER__DNS__ZONE"),
+        "{node_renewer}"
+    );
+    let node_settings = env_lines(&node_renewer);
+    let parsed = renewer::config::Config::parse("", "the nodes' settings", &node_settings)
+        .map_err(|e| anyhow::anyhow!("the nodes' settings do not parse: {e}"))?;
+    assert_eq!(
+        parsed.certificates[0].domains,
+        vec!["example.com", "*.example.com"]
+    );
+    let node_env = metadata_item(&template[0].body, "acme-edge-settings").context("node.env")?;
+    assert!(node_env.lines().any(|l| l == "DOMAINS="), "{node_env}");
+    assert!(
+        node_env
+            .lines()
+            .any(|l| l == "ALLOWED_ORIGINS=https://example.com https://*.example.com"),
+        "{node_env}"
+    );
+    // A wildcard is no host: the uptime checks are for example.com only.
+    let checks = stored(&fake, "monitoring", "/uptimeCheckConfigs/");
+    let hosts: Vec<&str> = checks
+        .iter()
+        .filter_map(|c| c["monitoredResource"]["labels"]["host"].as_str())
+        .collect();
+    assert_eq!(hosts, vec!["example.com"]);
+
+    // A second run: lookups only (the zone's policy is read, not written).
+    fake.clear_requests();
+    deploy(&fake, &config, &gcloud_dir)?;
+    assert!(mutations(&fake).is_empty(), "{:#?}", mutations(&fake));
+    assert!(fake
+        .requests()
+        .iter()
+        .any(|r| r.api == "dns" && r.path.ends_with("/managedZones/example-com:getIamPolicy")));
+
+    // Teardown takes the grant off the zone, before its account goes (no `deleted:` member
+    // is left behind), and deletes the role; the zones stay. It finds the zone in the role's
+    // description even when the settings no longer name it (DNS_ZONE removed).
+    let config = write_config(dir.path(), "")?;
+    let gone = make(
+        &["destroy", "YES=1"],
+        &config,
+        &fake.gcloud_env(&gcloud_dir),
+    )?;
+    assert!(gone.ok, "{}\n{}", gone.stdout, gone.stderr);
+    let zone_policy_now = zone_policy("example-com");
+    assert!(bindings(&zone_policy_now).is_empty(), "{zone_policy_now}");
+    assert_eq!(
+        fake.resource("iam", &dns_role)
+            .map(|r| r["deleted"].clone()),
+        Some(Value::Bool(true))
+    );
+    for zone in ["example-com", "example-org"] {
+        assert!(fake.resource("dns", &zone_path(zone)).is_some(), "{zone}");
+    }
+    Ok(())
+}
+
 /// The renewer image's tag is a hash of what it is built from: a commit that touches only
 /// tests or docs reuses the image; one that touches the renewer builds a new one.
 #[test]

@@ -21,11 +21,12 @@
 //!
 //! Inside, `state` holds what the fake keeps; `routes` takes a request to the generic resource
 //! store (`resource`) or to the module of the API whose conventions apply (`compute`,
-//! `storage`, `iam`, `cloudbuild`, `monitoring`, `serviceusage`, `secretmanager`, and
+//! `storage`, `iam`, `cloudbuild`, `monitoring`, `serviceusage`, `secretmanager`, `dns`, and
 //! `renewals` for what a run of the renewer job leaves behind); `reply` shapes the answers.
 
 mod cloudbuild;
 mod compute;
+mod dns;
 mod iam;
 mod monitoring;
 mod renewals;
@@ -60,6 +61,7 @@ pub const APIS: &[&str] = &[
     "cloudresourcemanager",
     "cloudscheduler",
     "compute",
+    "dns",
     "iam",
     "logging",
     "monitoring",
@@ -127,6 +129,19 @@ impl GoogleApis {
         resource::decorate(api, path, &mut value, &mut st.counter);
         st.resources
             .insert((api.to_string(), path.to_string()), value);
+    }
+
+    /// A public Cloud DNS managed zone `name` of `project` for `dns_name` (`example.com.`), as
+    /// an operator makes one before a deploy with DNS_ZONE (deploy never creates zones).
+    pub fn add_dns_zone(&self, project: &str, name: &str, dns_name: &str) {
+        self.seed(
+            "dns",
+            &format!("projects/{project}/managedZones/{name}"),
+            json!({"kind": "dns#managedZone", "name": name, "dnsName": dns_name,
+                "visibility": "public", "id": "4917403913461234567",
+                "nameServers": ["ns-cloud-a1.googledomains.com.", "ns-cloud-a2.googledomains.com."],
+                "creationTime": "2026-11-22T00:00:00.000Z", "description": ""}),
+        );
     }
 
     /// The stored resource at `path` of `api`.

@@ -161,7 +161,7 @@ pub(super) fn decorate(api: &str, path: &str, v: &mut Value, counter: &mut u64) 
                     .or_insert(json!(format!("10{id:016}")));
             }
         }
-        "logging" | "cloudresourcemanager" => {
+        "logging" | "cloudresourcemanager" | "dns" => {
             obj.entry("name").or_insert(json!(short));
         }
         _ => {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::reply::{error, ok};
 use super::state::{ApiRequest, State};
-use super::{cloudbuild, compute, iam, monitoring, renewals, resource, secretmanager};
+use super::{cloudbuild, compute, dns, iam, monitoring, renewals, resource, secretmanager};
 use super::{serviceusage, storage};
 use crate::percent::{percent_decode, query_map};
 
@@ -28,6 +28,8 @@ fn resource_path(api: &str, path: &str) -> String {
     let p = path.trim_start_matches('/');
     let prefixes: &[&str] = match api {
         "compute" => &["compute/v1/"],
+        // Zones are v1, their IAM policies v2.
+        "dns" => &["dns/v1/", "dns/v2/"],
         "storage" => &["upload/storage/v1/", "download/storage/v1/", "storage/v1/"],
         "run" => &[
             "apis/run.googleapis.com/v1/",
@@ -141,6 +143,11 @@ fn respond(
             if let Some(v) = st.resources.get(&key) {
                 return ok(v.clone());
             }
+            if api == "dns" {
+                if let Some(response) = dns::missing_zone(st, path) {
+                    return response;
+                }
+            }
             if resource::is_collection(path) {
                 if api == "serviceusage" {
                     return ok(serviceusage::enabled_services(st, path));
@@ -195,6 +202,9 @@ fn respond(
 fn custom_method(st: &mut State, api: &str, resource: &str, verb: &str, body: Value) -> Response {
     match verb {
         "undelete" if api == "iam" => iam::undelete(st, api, resource),
+        "getIamPolicy" | "setIamPolicy" if api == "dns" => {
+            dns::zone_policy(st, resource, verb, &body)
+        }
         "getIamPolicy" => iam::get_policy(st, api, resource),
         "setIamPolicy" => iam::set_policy(st, api, resource, &body),
         "batchEnable" => serviceusage::batch_enable(st, api, resource, &body),
