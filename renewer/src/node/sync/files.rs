@@ -93,17 +93,20 @@ pub fn installed(dir: &Path) -> Option<Installed> {
     Some(meta)
 }
 
-/// Version directory name: sortable by time, then the serial's head for people reading `ls`.
+/// Version directory name: sortable by time (to the millisecond: two installs in one second
+/// must still sort in the order they happened, or pruning could keep the older one), then
+/// the serial's head for people reading `ls`.
 pub fn version_name(now: OffsetDateTime, serial: &str) -> String {
     let head: String = serial.chars().take(16).collect();
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{head}",
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z-{head}",
         now.year(),
         u8::from(now.month()),
         now.day(),
         now.hour(),
         now.minute(),
-        now.second()
+        now.second(),
+        now.millisecond()
     )
 }
 

@@ -243,6 +243,10 @@ fn intervals() {
 fn version_names_sort_by_time() {
     let a = version_name(time::macros::datetime!(2026-01-02 03:04:05 UTC), "0abc");
     let b = version_name(time::macros::datetime!(2026-01-02 03:04:06 UTC), "0000");
-    assert_eq!(a, "20260102T030405Z-0abc");
+    assert_eq!(a, "20260102T030405.000Z-0abc");
+    // Within one second, the later install still sorts last.
+    let c = version_name(time::macros::datetime!(2026-01-02 03:04:05.002 UTC), "ffff");
+    let d = version_name(time::macros::datetime!(2026-01-02 03:04:05.010 UTC), "0000");
+    assert!(c < d, "{c} {d}");
     assert!(a < b);
 }
