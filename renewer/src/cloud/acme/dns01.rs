@@ -8,6 +8,7 @@ use crate::cloud::dns01::{self, ChallengeRecords, TxtRecords};
 use crate::cloud::inflight::{self, InFlight};
 use crate::shared::store::SharedStore;
 
+use super::order::needs_challenge;
 use super::{Acme, AcmeError};
 
 impl Acme {
@@ -26,21 +27,8 @@ impl Acme {
         while let Some(authz) = pending.next().await {
             let mut authz = authz.map_err(|e| self.classify(e))?;
             let domain = authz.identifier().to_string();
-            match authz.status {
-                AuthorizationStatus::Valid => {
-                    tracing::info!(
-                        certificate = name,
-                        domain,
-                        "authorization already valid; no challenge needed"
-                    );
-                    continue;
-                }
-                AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(AcmeError::Rejected(format!(
-                        "{domain}: authorization is {other:?}"
-                    )))
-                }
+            if !needs_challenge(authz.status, name, &domain)? {
+                continue;
             }
             let challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| {
                 AcmeError::Rejected(format!("{domain}: the CA offers no dns-01 challenge"))

@@ -333,21 +333,8 @@ impl Acme {
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| self.classify(e))?;
             let domain = authz.identifier().to_string();
-            match authz.status {
-                AuthorizationStatus::Valid => {
-                    tracing::info!(
-                        certificate = name,
-                        domain,
-                        "authorization already valid; no challenge needed"
-                    );
-                    continue;
-                }
-                AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(AcmeError::Rejected(format!(
-                        "{domain}: authorization is {other:?}"
-                    )))
-                }
+            if !needs_challenge(authz.status, name, &domain)? {
+                continue;
             }
             let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
                 AcmeError::Rejected(format!("{domain}: the CA offers no http-01 challenge"))
@@ -426,4 +413,27 @@ pub(super) fn certificate_identifier(ari_id: &str) -> Option<CertificateIdentifi
         authority_key_identifier: Cow::Owned(aki.to_string()),
         serial: Cow::Owned(serial.to_string()),
     })
+}
+
+/// Whether an authorization still needs its challenge answered: not when it is already valid
+/// (the CA reuses it, logged), an error when it is neither valid nor pending.
+pub(super) fn needs_challenge(
+    status: AuthorizationStatus,
+    name: &str,
+    domain: &str,
+) -> Result<bool, AcmeError> {
+    match status {
+        AuthorizationStatus::Valid => {
+            tracing::info!(
+                certificate = name,
+                domain,
+                "authorization already valid; no challenge needed"
+            );
+            Ok(false)
+        }
+        AuthorizationStatus::Pending => Ok(true),
+        other => Err(AcmeError::Rejected(format!(
+            "{domain}: authorization is {other:?}"
+        ))),
+    }
 }
