@@ -7,7 +7,8 @@
 #   bash scripts/bench.sh --help
 #
 # The benchmarks are binaries of the tests crate, built here in release mode:
-#   filter  tests/src/bin/edge-bench/  Envoy: no filter vs the edge filter vs a Lua equivalent
+#   filter  tests/src/bin/edge-bench/  Envoy: no filter vs an empty wasm filter vs the edge filter
+#                                      vs a Lua equivalent; memory per held WebSocket
 #   ws      tests/src/bin/ws-bench/    sticky routing spread and movement; 10,000 held WebSockets
 #   acme    tests/src/bin/acme-bench/  renewer vs lego vs certbot on Pebble; cold start; sizes
 # Each writes one Markdown section to target/bench/<name>.md; this script puts them under a
@@ -72,6 +73,8 @@ need "${ENVOY:-.venv/bin/envoy}" "run 'make bootstrap'"
 need pebble "run 'make bootstrap'"
 wasm=${EDGE_FILTER_WASM:-target/wasm/edge_filter.wasm}
 [ -f "$wasm" ] || die "$wasm is missing: run 'make wasm' (make bench does)"
+empty=${EMPTY_FILTER_WASM:-$(dirname "$wasm")/empty_filter.wasm}
+[ -f "$empty" ] || die "$empty is missing: run 'make wasm' (make bench does)"
 
 echo "bench: building the renewer and the benchmarks (release)" >&2
 cargo build --release --locked -p renewer --bin renewer
@@ -82,7 +85,7 @@ declare -A args=(
     [filter]="" [ws]="" [acme]=""
 )
 if ((quick)); then
-    args[filter]="--rounds 1 --duration 2 --warmup 1"
+    args[filter]="--rounds 1 --duration 2 --warmup 1 --held-connections 200"
     args[ws]="--keys 1000 --trials 1 --cluster-trials 1 --connections 1000 --rounds 1"
     args[acme]="--reps 1 --certs 5 --cold-starts 5"
 fi

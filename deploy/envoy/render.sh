@@ -64,6 +64,8 @@ Settings (environment variables, default in brackets):
                        (the guard against cross-site WebSocket hijacking, RFC 6455 §10.2)
   AFFINITY_SOURCES     space-separated key sources in order:
                        query:NAME header:NAME cookie client_address     [query:room cookie client_address]
+                       (client_address, if present, last: Envoy hashes the peer IP
+                       itself when no earlier source gave the filter a key)
   AFFINITY_HEADER      internal header Envoy hashes on                  [x-edge-affinity]
   COOKIE_SECRET        HMAC key for affinity cookies, >= 32 chars of
                        [A-Za-z0-9+/=_-] (openssl rand -base64 48)       (required)
@@ -212,8 +214,20 @@ origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?
 # hash_policy for the routes the filter does not run on. A query or header value and the
 # client IP hash natively to the same ring point as the filter's header with that value;
 # a signed cookie can only be checked by the filter.
-sources_json="" sources_lua="" native_hash=""
-for s in "${sources[@]}"; do
+#
+# A client_address source is last (it always yields a key: nothing after it is reached),
+# and on the filter's routes Envoy takes it over too: the filter leaves the header unset when
+# no earlier source gives a key, and the route's hash_policy falls back to the peer IP, the
+# same ring point the filter's header with that IP would reach. The filter then never reads
+# the peer address (a host call and a call back into the VM per request: most of its cost
+# on a plain request, see edge-filter/README.md "What it costs").
+sources_json="" sources_lua="" native_hash="" peer_fallback=""
+n_sources=${#sources[@]}
+for i in "${!sources[@]}"; do
+    s=${sources[$i]}
+    if [ "$s" = client_address ] && [ "$i" -ne $((n_sources - 1)) ]; then
+        die "AFFINITY_SOURCES: client_address must be the last source (it always gives a key, so the sources after it would never be used)"
+    fi
     case "$s" in
     query:*)
         check AFFINITY_SOURCES "${s#query:}" '^[A-Za-z0-9._~-]+$' "a query parameter name"
@@ -234,8 +248,14 @@ for s in "${sources[@]}"; do
         ;;
     *) die "AFFINITY_SOURCES: unknown source ${s@Q} (query:NAME, header:NAME, cookie, client_address)" ;;
     esac
-    sources_json+="${sources_json:+, }$item"
-    sources_lua+="${sources_lua:+, }$lua"
+    if [ "$s" = client_address ] && [ "$n_sources" -gt 1 ]; then
+        # Envoy's hash_policy on the filter's routes (above); alone, it stays the filter's
+        # (an affinity section needs a source).
+        peer_fallback=1
+    else
+        sources_json+="${sources_json:+, }$item"
+        sources_lua+="${sources_lua:+, }$lua"
+    fi
     if [ -n "$native" ]; then
         native_hash+="                  $native"$'\n'"                    terminal: true"$'\n'
     fi
@@ -371,6 +391,13 @@ https_routes() {
                   - header: { header_name: $AFFINITY_HEADER }
                     terminal: true
 ROUTE
+        if [ -n "$peer_fallback" ]; then
+            cat <<ROUTE
+                  # No key from the filter: the client_address source, hashed by Envoy.
+                  - connection_properties: { source_ip: true }
+                    terminal: true
+ROUTE
+        fi
     done
     # Upgrades are enabled on the whole listener (HTTP/1.1 Upgrade and RFC 8441 CONNECT,
     # which Envoy turns into an Upgrade header before routing), so every other request that

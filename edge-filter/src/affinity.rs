@@ -70,7 +70,7 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                 .map(|k| (k, Source::Header, None)),
             KeySource::ClientAddress => request
                 .client_address
-                .as_deref()
+                .get()
                 .and_then(client_ip)
                 .map(|ip| (ip, Source::ClientAddress, None)),
             KeySource::Cookie => match &config.cookie {
@@ -242,6 +242,7 @@ pub fn set_cookie(cookie: &CookieConfig, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Property;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -276,7 +277,7 @@ mod tests {
 
     fn request(pairs: &[(&str, &str)]) -> Request {
         let mut r = Request::from_pairs(pairs.iter().map(|(n, v)| (*n, *v)));
-        r.client_address = Some("203.0.113.7:51234".into());
+        r.client_address = Property::known(Some("203.0.113.7:51234"));
         r
     }
 

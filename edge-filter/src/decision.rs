@@ -59,7 +59,8 @@ impl LocalReply {
 /// Changes to a request that goes on to Envoy's router.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Forward {
-    /// Remove every client-sent copy of this header (the internal affinity header).
+    /// Remove every client-sent copy of this header (the internal affinity header); `None`
+    /// when the client sent none.
     pub remove_header: Option<String>,
     /// Then set these headers (the affinity key, a substitute WebSocket key). The glue has
     /// Envoy match the route again afterwards only if `affinity.clear_route_cache` asks for it.
@@ -127,8 +128,8 @@ impl Verdict {
 /// per-request unique bytes and is called only when a new key must be minted.
 ///
 /// Order matters: a challenge is answered before the redirect (CAs validate over plain
-/// HTTP, RFC 8555 §8.3), and when affinity is on, a request that is forwarded always has the
-/// client's copies of the internal affinity header stripped, whatever else happens to it.
+/// HTTP, RFC 8555 §8.3), and when affinity is on, a request that is forwarded never keeps a
+/// client's copy of the internal affinity header, whatever else happens to it.
 pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Vec<u8>) -> Verdict {
     let path = request.path();
     if let Some(acme) = &config.acme {
@@ -210,7 +211,11 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Ve
 
     if let Some(config) = &config.affinity {
         let decided = affinity::decide(request, config, nonce);
-        forward.remove_header = Some(config.header.clone());
+        // The client's copies of the internal header go, but only a request that has one
+        // costs the host call (setting the header below replaces them anyway).
+        if request.has(&config.header) {
+            forward.remove_header = Some(config.header.clone());
+        }
         if let Some(key) = decided.key {
             forward.set_headers.push((config.header.clone(), key));
         }

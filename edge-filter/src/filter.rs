@@ -12,10 +12,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel, MetricType};
 
 use crate::challenge::{Token, MAX_KEY_AUTHORIZATION_LEN};
-use crate::config::{FilterConfig, KeySource, MetadataTokenConfig, StoreConfig};
+use crate::config::{FilterConfig, MetadataTokenConfig, StoreConfig};
 use crate::decision::{self, classify, Action, Event, LocalReply, Verdict};
 use crate::metadata_token::TokenCache;
-use crate::request::Request;
+use crate::request::{Property, Request};
 use crate::websocket::Refusal;
 
 /// Largest metadata-server answer we read: a token response is well under 4 KiB.
@@ -99,8 +99,6 @@ struct Shared {
     requests: Cell<u64>,
     /// Log "clear_route_cache unavailable" once, not per request.
     route_cache_warned: Cell<bool>,
-    /// Whether any key source is the client address (a property read per request).
-    wants_client_address: bool,
 }
 
 /// Root context: parses the plugin configuration.
@@ -117,10 +115,6 @@ impl RootContext for EdgeRoot {
         match FilterConfig::parse(&bytes) {
             Ok(config) => {
                 let metrics = Metrics::define(&config.stat_prefix);
-                let wants_client_address = config
-                    .affinity
-                    .as_ref()
-                    .is_some_and(|a| a.sources.contains(&KeySource::ClientAddress));
                 log::info!(
                     "edge-filter: configured (acme: {}, redirect: {}, websocket: {}, affinity: {})",
                     describe_acme(&config),
@@ -134,7 +128,6 @@ impl RootContext for EdgeRoot {
                     token: RefCell::new(TokenCache::default()),
                     requests: Cell::new(0),
                     route_cache_warned: Cell::new(false),
-                    wants_client_address,
                 }));
                 true
             }
@@ -160,6 +153,15 @@ impl RootContext for EdgeRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// An Envoy property of the current request as text (a host call, and one back into the VM
+/// for the answer's memory).
+fn property(path: &[&str]) -> Option<String> {
+    hostcalls::get_property(path.to_vec())
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 fn describe_acme(config: &FilterConfig) -> &'static str {
@@ -197,29 +199,15 @@ pub struct EdgeFilter {
 
 impl EdgeFilter {
     fn read_request(&self) -> Request {
-        let text = |path: Vec<&str>| {
-            self.get_property(path)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        };
-        // The `_bytes` getter: the String one panics on non-UTF-8 header values.
-        let headers = self.get_http_request_headers_bytes();
-        // Each property read is a host call; the protocol only matters for upgrades.
-        let is_upgrade = headers.iter().any(|(name, _)| name == "upgrade");
         Request {
-            // Only listeners keyed by client address need it (not the plain listener). Not
-            // the last X-Forwarded-For entry, though it would save this host call: for a
+            // One host call for all headers (the `_bytes` getter: the String one panics on
+            // non-UTF-8 values). Reading only the needed ones would lose duplicates: Envoy
+            // answers a single-header read with the first copy.
+            headers: self.get_http_request_headers_bytes(),
+            // Not the last X-Forwarded-For entry, though it would save this host call: for a
             // loopback peer Envoy appends its own address there, not the peer's.
-            client_address: if self.shared.wants_client_address {
-                text(vec!["source", "address"])
-            } else {
-                None
-            },
-            http_version: if is_upgrade {
-                text(vec!["request", "protocol"])
-            } else {
-                None
-            },
-            headers,
+            client_address: Property::lazy(|| property(&["source", "address"])),
+            http_version: Property::lazy(|| property(&["request", "protocol"])),
         }
     }
 

@@ -16,7 +16,7 @@
 
 use crate::decision::{classify, store_reply, Action, Verdict};
 use crate::websocket;
-use crate::{FilterConfig, Request};
+use crate::{FilterConfig, Property, Request};
 
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 
@@ -102,8 +102,8 @@ pub fn classify_bytes(data: &[u8]) {
         .collect();
     let request = Request {
         headers,
-        client_address,
-        http_version,
+        client_address: Property::known(client_address.as_deref()),
+        http_version: Property::known(http_version.as_deref()),
     };
     let verdict = classify(&request, &config, &|| b"fuzz-nonce".to_vec());
     check(&request, &config, &verdict);
@@ -176,11 +176,13 @@ fn check(request: &Request, config: &FilterConfig, verdict: &Verdict) {
                     );
                 }
             }
-            // The internal header is always the filter's own, never the client's.
+            // The internal header is always the filter's own, never the client's: a client's
+            // copy is removed, and no removal is asked for when there is none.
             if let Some(affinity) = &config.affinity {
+                let sent = request.has(&affinity.header);
                 assert_eq!(
                     forward.remove_header.as_deref(),
-                    Some(affinity.header.as_str())
+                    sent.then_some(affinity.header.as_str())
                 );
             }
         }

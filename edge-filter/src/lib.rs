@@ -57,4 +57,4 @@ pub use config::{ConfigError, FilterConfig};
 pub use decision::{classify, store_reply, Action, Event, Forward, LocalReply, Verdict};
 #[cfg(feature = "fuzzing")]
 pub use fuzzing::classify_bytes;
-pub use request::Request;
+pub use request::{Property, Request};

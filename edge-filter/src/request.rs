@@ -2,8 +2,68 @@
 //!
 //! Header values are bytes, never `String`: a client can send any octet in a header value, and
 //! the decisions must refuse such input rather than fail on it.
+//!
+//! The headers come in one host call. Envoy's properties (the peer address, the protocol) are
+//! [`Property`]s: read on first use, so a request whose decision never needs one costs no
+//! host call for it (each is a call into Envoy and a call back into the VM for the answer).
+
+use std::cell::OnceCell;
 
 use crate::grammar::split_once_byte;
+
+/// An Envoy property of the request, read at most once and only if a decision asks for it.
+#[derive(Clone, Default)]
+pub struct Property {
+    value: OnceCell<Option<String>>,
+    read: Option<fn() -> Option<String>>,
+}
+
+impl Property {
+    /// A value known up front (tests, fuzzing).
+    pub fn known(value: Option<&str>) -> Self {
+        Self {
+            value: OnceCell::from(value.map(str::to_owned)),
+            read: None,
+        }
+    }
+
+    /// A value `read` fetches on first use (the glue's host call).
+    pub fn lazy(read: fn() -> Option<String>) -> Self {
+        Self {
+            value: OnceCell::new(),
+            read: Some(read),
+        }
+    }
+
+    /// The value, read now if it was not yet.
+    pub fn get(&self) -> Option<&str> {
+        self.value
+            .get_or_init(|| self.read.and_then(|read| read()))
+            .as_deref()
+    }
+
+    /// Whether it has been read (or was known).
+    pub fn is_read(&self) -> bool {
+        self.value.get().is_some()
+    }
+}
+
+impl std::fmt::Debug for Property {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.value.get() {
+            Some(value) => value.fmt(f),
+            None => f.write_str("<not read>"),
+        }
+    }
+}
+
+impl PartialEq for Property {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Property {}
 
 /// A request as seen by the filter: header names in lower case (Envoy's form), pseudo-headers
 /// (`:method`, `:path`, `:authority`, `:protocol`) included.
@@ -11,11 +71,12 @@ use crate::grammar::split_once_byte;
 pub struct Request {
     /// All request headers in arrival order; a name may repeat.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Downstream peer address as Envoy reports it (`1.2.3.4:5678` or `[::1]:5678`).
-    pub client_address: Option<String>,
-    /// Envoy's `request.protocol` property: `HTTP/1.1`, `HTTP/2`, `HTTP/3`. Only consulted
-    /// for requests with an `Upgrade` header, so the glue may leave it `None` otherwise.
-    pub http_version: Option<String>,
+    /// Downstream peer address as Envoy reports it (`1.2.3.4:5678` or `[::1]:5678`), Envoy's
+    /// `source.address`: read only when the `client_address` key source is reached.
+    pub client_address: Property,
+    /// Envoy's `request.protocol` property: `HTTP/1.1`, `HTTP/2`, `HTTP/3`: read only for
+    /// requests that ask for an upgrade.
+    pub http_version: Property,
 }
 
 impl Request {
@@ -88,7 +149,12 @@ impl Request {
 
     /// True when the request came over HTTP/2 or HTTP/3 (RFC 8441 / RFC 9220 upgrades).
     pub fn is_multiplexed(&self) -> bool {
-        matches!(self.http_version.as_deref(), Some("HTTP/2" | "HTTP/3"))
+        matches!(self.http_version.get(), Some("HTTP/2" | "HTTP/3"))
+    }
+
+    /// Whether the client sent this header at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.first(name).is_some()
     }
 }
 
@@ -127,6 +193,29 @@ mod tests {
         let r = Request::from_pairs([(":path", "/a")]);
         assert_eq!(r.query(), None);
         assert_eq!(Request::default().path(), b"");
+    }
+
+    #[test]
+    fn properties_are_read_once_and_only_when_asked() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static READS: AtomicUsize = AtomicUsize::new(0);
+        fn read() -> Option<String> {
+            READS.fetch_add(1, Ordering::SeqCst);
+            Some("HTTP/2".to_owned())
+        }
+        let r = Request {
+            http_version: Property::lazy(read),
+            ..Request::default()
+        };
+        assert!(!r.http_version.is_read());
+        assert_eq!(READS.load(Ordering::SeqCst), 0);
+        assert!(r.is_multiplexed());
+        assert!(r.is_multiplexed());
+        assert_eq!(READS.load(Ordering::SeqCst), 1);
+        assert_eq!(format!("{:?}", r.http_version), "Some(\"HTTP/2\")");
+        assert_eq!(format!("{:?}", Property::lazy(read)), "<not read>");
+        assert_eq!(Property::known(None).get(), None);
+        assert_eq!(Property::default().get(), None);
     }
 
     #[test]

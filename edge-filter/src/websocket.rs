@@ -248,6 +248,7 @@ pub const VERSION_HEADER: (&str, &str) = ("sec-websocket-version", "13");
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Property;
 
     // RFC 6455 §1.3 sample handshake key.
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -471,7 +472,7 @@ mod tests {
             ("sec-websocket-version", "13"),
             ("origin", "http://www.example.com"),
         ]);
-        r.http_version = Some("HTTP/2".into());
+        r.http_version = Property::known(Some("HTTP/2"));
         assert_eq!(judge(&r), Ok(Handshake::ExtendedConnect));
         // Wrong protocol or missing version still refused.
         let mut bad = r.clone();
@@ -494,10 +495,10 @@ mod tests {
             ("connection", "upgrade"),
             ("sec-websocket-version", "13"),
         ]);
-        r.http_version = Some("HTTP/2".into());
+        r.http_version = Property::known(Some("HTTP/2"));
         assert_eq!(judge(&r), Ok(Handshake::ExtendedConnect));
         // Over HTTP/1.1 the same request lacks its key.
-        r.http_version = Some("HTTP/1.1".into());
+        r.http_version = Property::known(Some("HTTP/1.1"));
         assert_eq!(judge(&r), Err(Refusal::Key));
     }
 
@@ -510,7 +511,7 @@ mod tests {
         assert_eq!(check(&plain, &c), Ok(Handshake::PlainHttp));
         // Over HTTP/2 as well (no Upgrade header: not mistaken for an RFC 8441 upgrade).
         let mut h2_plain = plain.clone();
-        h2_plain.http_version = Some("HTTP/2".into());
+        h2_plain.http_version = Property::known(Some("HTTP/2"));
         assert_eq!(check(&h2_plain, &c), Ok(Handshake::PlainHttp));
         // A broken upgrade is still refused when plain HTTP is allowed.
         assert_eq!(

@@ -695,8 +695,8 @@ async fn the_app_route_skips_the_filter_and_keeps_the_same_keys() -> Result<()> 
             .await?;
         assert_eq!(backend_of(&resp)?, ws_backend, "room {room}");
     }
-    // No room, no cookie: both keyed by the client address (127.0.0.1), which a client's own
-    // X-Forwarded-For does not change (the filter reads the entry Envoy appended).
+    // No room, no cookie: both keyed by the client address (127.0.0.1; Envoy's source_ip hash
+    // on both routes), which a client's own X-Forwarded-For does not change.
     let (home, _) = node.ws_backend("/ws", &[]).await?;
     for i in 0..5 {
         let spoof = format!("203.0.113.{i}");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::request::Property;
 
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
@@ -29,7 +30,7 @@ fn tls_listener() -> FilterConfig {
 
 fn req(pairs: &[(&str, &str)]) -> Request {
     let mut r = Request::from_pairs(pairs.iter().map(|(n, v)| (*n, *v)));
-    r.client_address = Some("198.51.100.1:4000".into());
+    r.client_address = Property::known(Some("198.51.100.1:4000"));
     r
 }
 
@@ -150,6 +151,67 @@ fn accepted_upgrade_gets_affinity_and_strips_the_client_header() {
 }
 
 #[test]
+fn no_removal_is_asked_for_a_header_the_client_did_not_send() {
+    let v = classify(
+        &req(&[(":method", "GET"), (":path", "/poll?room=blue")]),
+        &tls_listener(),
+        &|| b"".to_vec(),
+    );
+    let Action::Forward(forward) = v.action else {
+        panic!("not forwarded: {v:?}");
+    };
+    assert_eq!(forward.remove_header, None);
+    assert_eq!(
+        forward.set_headers,
+        vec![("x-edge-affinity".into(), "blue".into())]
+    );
+}
+
+#[test]
+fn the_peer_address_and_protocol_are_read_only_when_a_decision_needs_them() {
+    fn peer() -> Option<String> {
+        Some("198.51.100.1:4000".to_owned())
+    }
+    fn protocol() -> Option<String> {
+        Some("HTTP/1.1".to_owned())
+    }
+    let lazy = |pairs: &[(&str, &str)]| {
+        let mut r = Request::from_pairs(pairs.iter().map(|(n, v)| (*n, *v)));
+        r.client_address = Property::lazy(peer);
+        r.http_version = Property::lazy(protocol);
+        r
+    };
+    // A room key: neither is read.
+    let r = lazy(&[(":method", "GET"), (":path", "/poll?room=blue")]);
+    classify(&r, &tls_listener(), &|| b"".to_vec());
+    assert!(!r.client_address.is_read() && !r.http_version.is_read());
+    // No room, no cookie, no Origin: the last source, the peer address, is.
+    let r = lazy(&[(":method", "GET"), (":path", "/poll")]);
+    let v = classify(&r, &tls_listener(), &|| b"".to_vec());
+    assert!(r.client_address.is_read() && !r.http_version.is_read());
+    let Action::Forward(forward) = v.action else {
+        panic!("not forwarded: {v:?}");
+    };
+    assert_eq!(
+        forward.set_headers,
+        vec![("x-edge-affinity".into(), "198.51.100.1".into())]
+    );
+    // An upgrade without a key: the protocol is, to tell Envoy's rewrite of an RFC 8441
+    // CONNECT (HTTP/2, no key) from a bad HTTP/1.1 handshake.
+    let r = lazy(&[
+        (":method", "GET"),
+        (":path", "/ws?room=blue"),
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("origin", "https://a.example"),
+    ]);
+    let v = classify(&r, &tls_listener(), &|| b"".to_vec());
+    assert!(r.http_version.is_read() && !r.client_address.is_read());
+    assert_eq!(v.events, vec![Event::UpgradeRefused(Refusal::Key)]);
+}
+
+#[test]
 fn browser_without_cookie_is_issued_one() {
     let v = classify(
         &req(&[
@@ -206,7 +268,7 @@ fn extended_connect_gets_a_substitute_key_for_http1_backends() {
         ("connection", "upgrade"),
         ("sec-websocket-version", "13"),
     ]);
-    r.http_version = Some("HTTP/2".into());
+    r.http_version = Property::known(Some("HTTP/2"));
     let v = classify(&r, &tls_listener(), &|| b"nonce-1".to_vec());
     let Action::Forward(f) = &v.action else {
         panic!("{v:?}")
@@ -219,7 +281,7 @@ fn extended_connect_gets_a_substitute_key_for_http1_backends() {
         .expect("no substitute key");
     // It is a valid RFC 6455 key: base64 of 16 bytes.
     let mut h1 = r.clone();
-    h1.http_version = Some("HTTP/1.1".into());
+    h1.http_version = Property::known(Some("HTTP/1.1"));
     h1.headers
         .push(("sec-websocket-key".into(), key.into_bytes()));
     assert_eq!(
@@ -304,8 +366,8 @@ fn random_hostile_requests_never_panic() {
             r.headers.push((NAMES[next(NAMES.len())].to_owned(), value));
         }
         r.client_address =
-            [None, Some("1.2.3.4:5"), Some("[::1"), Some("")][next(4)].map(Into::into);
-        r.http_version = [None, Some("HTTP/2"), Some("HTTP/1.1")][next(3)].map(Into::into);
+            Property::known([None, Some("1.2.3.4:5"), Some("[::1"), Some("")][next(4)]);
+        r.http_version = Property::known([None, Some("HTTP/2"), Some("HTTP/1.1")][next(3)]);
         for config in &configs {
             let v = classify(&r, config, &|| b"nonce".to_vec());
             if let Action::Reply(reply) = &v.action {

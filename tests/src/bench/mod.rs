@@ -1,5 +1,5 @@
 //! What the benchmark binaries (`tests/src/bin/*-bench/`, run by `make bench`) share: the
-//! command line, statistics, `/proc` readers, timing a command with its peak memory, the
+//! command line, statistics, `/proc` readers, Envoy's memory, timing a command with its peak memory, the
 //! benchmark WebSocket client, and writing a report section.
 //!
 //! Every benchmark writes one Markdown section (it starts with a `## ` heading) to stdout and
@@ -11,7 +11,9 @@
 
 mod args;
 mod command;
+mod connections;
 mod envoy;
+mod memory;
 mod proc;
 mod report;
 mod stats;
@@ -21,7 +23,9 @@ pub use args::{
     main, number, one_of, parse_flags, parse_line, parse_options, positive, BenchOptions,
 };
 pub use command::{command_output, envoy_version, measure, Measured, GNU_TIME};
+pub use connections::{close_all, echo_all, open_many};
 pub use envoy::envoy_workers;
+pub use memory::{envoy_memory, parse_admin_memory, per_connection, Memory};
 pub use proc::{
     cpu_seconds_from_stat, loadavg, machine_summary, max_open_files, open_fds, status_kib, CpuTime,
 };

@@ -10,25 +10,29 @@ use harness::bench::{number, BenchOptions};
 pub const WRK_THREADS: u32 = 2;
 
 pub const USAGE: &str = "\
-edge-bench: the edge filter's cost: Envoy with it, without a filter, and with a Lua equivalent
+edge-bench: the edge filter's cost: Envoy with it, without a filter, with an empty wasm filter,
+and with a Lua equivalent
 
 Usage: edge-bench [options]   (normally via: make bench / bash scripts/bench.sh)
 
 Options:
-  --rounds N                 rotating rounds; medians are over these      [5]
+  --rounds N                 rotating rounds; medians are over these      [7]
   --duration SECS            length of every measured run                 [6]
   --warmup SECS              unrecorded warm-up per variant               [2]
   --connections N            wrk connections (-c)                         [64]
   --ws-connections N         concurrent WebSockets in the echo test       [64]
   --handshake-concurrency N  concurrent connect+close loops               [16]
+  --held-connections N       WebSockets held at once for memory per
+                             connection (a fresh Envoy per variant/round) [2000]
   --envoy-concurrency N      Envoy worker threads                         [1]
-  --loads LIST               comma-separated subset of app,sticky,echo,handshakes to
-                             run (the others report NaN)                  [all]
+  --loads LIST               comma-separated subset of app,sticky,echo,handshakes,held
+                             to run (the others report NaN)               [all]
   --out PATH                 also write the Markdown report here
   -h, --help                 this text
 
-Needs wrk on PATH, Envoy ($ENVOY or .venv/bin/envoy) and the filter ($EDGE_FILTER_WASM or
-target/wasm/edge_filter.wasm). Progress goes to stderr, the report to stdout.";
+Needs wrk on PATH, Envoy ($ENVOY or .venv/bin/envoy), the filter ($EDGE_FILTER_WASM or
+target/wasm/edge_filter.wasm) and the empty filter ($EMPTY_FILTER_WASM or empty_filter.wasm
+beside it; `make wasm` builds both). Progress goes to stderr, the report to stdout.";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -38,6 +42,7 @@ pub struct Options {
     pub connections: usize,
     pub ws_connections: usize,
     pub handshake_concurrency: usize,
+    pub held_connections: usize,
     pub envoy_concurrency: u32,
     pub loads: Loads,
     pub out: Option<PathBuf>,
@@ -50,6 +55,7 @@ pub struct Loads {
     pub sticky: bool,
     pub echo: bool,
     pub handshakes: bool,
+    pub held: bool,
 }
 
 impl Loads {
@@ -58,6 +64,7 @@ impl Loads {
         sticky: true,
         echo: true,
         handshakes: true,
+        held: true,
     };
 
     fn parse(list: &str) -> Result<Loads> {
@@ -66,6 +73,7 @@ impl Loads {
             sticky: false,
             echo: false,
             handshakes: false,
+            held: false,
         };
         for name in list.split(',').map(str::trim) {
             match name {
@@ -73,7 +81,8 @@ impl Loads {
                 "sticky" => loads.sticky = true,
                 "echo" => loads.echo = true,
                 "handshakes" => loads.handshakes = true,
-                _ => bail!("--loads: unknown load {name:?} (app, sticky, echo, handshakes)"),
+                "held" => loads.held = true,
+                _ => bail!("--loads: unknown load {name:?} (app, sticky, echo, handshakes, held)"),
             }
         }
         Ok(loads)
@@ -83,12 +92,13 @@ impl Loads {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            rounds: 5,
+            rounds: 7,
             duration: Duration::from_secs(6),
             warmup: Duration::from_secs(2),
             connections: 64,
             ws_connections: 64,
             handshake_concurrency: 16,
+            held_connections: 2000,
             // See `envoy_concurrency_note`.
             envoy_concurrency: 1,
             loads: Loads::ALL,
@@ -106,6 +116,7 @@ impl BenchOptions for Options {
             "--connections" => self.connections = number(flag, &value()?)?,
             "--ws-connections" => self.ws_connections = number(flag, &value()?)?,
             "--handshake-concurrency" => self.handshake_concurrency = number(flag, &value()?)?,
+            "--held-connections" => self.held_connections = number(flag, &value()?)?,
             "--envoy-concurrency" => self.envoy_concurrency = number(flag, &value()?)?,
             "--loads" => self.loads = Loads::parse(&value()?)?,
             _ => return Ok(false),
@@ -131,6 +142,10 @@ impl BenchOptions for Options {
         ensure!(
             self.handshake_concurrency >= 1,
             "--handshake-concurrency must be at least 1"
+        );
+        ensure!(
+            self.held_connections >= 1,
+            "--held-connections must be at least 1"
         );
         ensure!(
             self.envoy_concurrency >= 1,
@@ -161,6 +176,11 @@ mod unit {
             .unwrap()
             .unwrap();
         assert!(o.loads.sticky && o.loads.echo && !o.loads.app && !o.loads.handshakes);
+        assert!(!o.loads.held);
+        let o = parse_line::<Options>("--loads held --held-connections 500")
+            .unwrap()
+            .unwrap();
+        assert!(o.loads.held && o.held_connections == 500);
         assert!(parse_line::<Options>("--loads sticky,bogus").is_err());
     }
 }

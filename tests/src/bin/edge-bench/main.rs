@@ -1,5 +1,6 @@
-//! `edge-bench`: what the edge filter costs, against the same Envoy without a filter and with
-//! the Lua filter an Envoy user would otherwise write (`tests/bench/edge_filter.lua`).
+//! `edge-bench`: what the edge filter costs, against the same Envoy without a filter, with a
+//! proxy-wasm filter that does nothing (the floor of any wasm filter), and with the Lua filter
+//! an Envoy user would otherwise write (`tests/bench/edge_filter.lua`).
 //!
 //! Run by `make bench` through `scripts/bench.sh`; `edge-bench --help` lists the options.
 //! This is a measurement, not a test: it prints numbers and PASS/MISS against the targets and
@@ -8,10 +9,13 @@
 //!
 //! Why it is built the way it is:
 //!
-//! * All three variants are the shipped config from `deploy/envoy/render.sh`, rendered with the
+//! * All four variants are the shipped config from `deploy/envoy/render.sh`, rendered with the
 //!   same settings except `EDGE_FILTER` (`0` none, `1` the edge filter, `lua` the Lua
-//!   equivalent), run by the same Envoy binary, in front of the same three backends. The
-//!   difference between them is the filter, nothing else.
+//!   equivalent) and, for the empty filter, `WASM_PATH` (`empty_filter.wasm`, built by
+//!   `make wasm` from `edge-filter/examples/empty_filter.rs` with the same SDK, profile and
+//!   trimmed exports), run by the same Envoy binary, in front of the same three backends. The
+//!   difference between them is the filter, nothing else: edge filter ÷ empty wasm is the
+//!   filter's own work, empty wasm ÷ no filter what the wasm runtime costs any filter.
 //! * Two plain-request routes: `/` is the app route of the shipped config, where the filter
 //!   is skipped per route (it would only set the key Envoy can hash itself); `/sticky` is in
 //!   `STICKY_PATHS`, so the filter runs on every request there (affinity from the client
@@ -33,12 +37,17 @@
 //!   this process grows by roughly 1 KB per plain request: a few GB over a default run.
 //!   Harmless for a run of minutes on this machine, and the same for every variant.
 //!
+//! * Memory per held WebSocket is read on fresh Envoys (one per variant and round, see
+//!   [`held`]) after the throughput rounds.
+//!
 //! The modules: [`args`] (the command line), [`wrapper`] (Envoy's worker count), [`nodes`]
 //! (the variants and their Envoys), [`wrk`] and [`ws_load`] (the loads), [`measure`] (warm-up
-//! and the rotating rounds), [`metrics`] (what is compared, and how) and [`report`] (the
-//! Markdown section).
+//! and the rotating rounds), [`held`] (memory per held WebSocket), [`metrics`] (what is
+//! compared, and how) and [`report`] with [`held_report`] (the Markdown section).
 
 mod args;
+mod held;
+mod held_report;
 mod measure;
 mod metrics;
 mod nodes;
@@ -55,6 +64,7 @@ use harness::node::HOST;
 use harness::{envoy_bin, wasm_path, EchoBackend, TlsFiles};
 
 use crate::args::{Options, USAGE};
+use crate::held::held_rounds;
 use crate::measure::Envoys;
 use crate::nodes::{check_node, envoy_concurrency, start_node, Variant, N_BACKENDS, VARIANTS};
 use crate::report::{render_report, Setup};
@@ -79,8 +89,9 @@ fn main() {
     });
 }
 
-/// Starts the backends and the three Envoys, checks each runs what it should, measures, and
-/// writes the report once everything is stopped.
+/// Starts the backends and an Envoy per variant, checks each runs what it should, measures,
+/// then reads memory per held WebSocket on fresh Envoys, and writes the report once
+/// everything is stopped.
 async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     let wasm = wasm_path();
     ensure!(
@@ -91,7 +102,9 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     let began = std::time::Instant::now();
     let loadavg = bench::loadavg();
     eprintln!(
-        "edge-bench: starting {N_BACKENDS} backends and three Envoys (no filter, edge filter, Lua)"
+        "edge-bench: starting {N_BACKENDS} backends and {} Envoys ({})",
+        VARIANTS.len(),
+        VARIANTS.map(Variant::label).join(", ")
     );
     let mut backends = Vec::new();
     for i in 0..N_BACKENDS {
@@ -149,10 +162,16 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         ..ctx
     };
 
-    // Stop everything before writing: the report should not wait on anything still running.
     drop(envoys);
     drop(nodes);
+    let held = if opts.loads.held {
+        held_rounds(opts, &tls, client_tls, &backends, &wasm).await?
+    } else {
+        Vec::new()
+    };
+
+    // Stop everything before writing: the report should not wait on anything still running.
     drop(backends);
-    let report = render_report(opts, &ctx, &rounds, began.elapsed());
+    let report = render_report(opts, &ctx, &rounds, &held, began.elapsed());
     bench::emit_report(&report, opts.out.as_deref())
 }

@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use harness::bench::{self, CpuTime};
 
 use crate::args::Options;
-use crate::nodes::{Variant, APP_PATH, STICKY_PATH, VARIANTS};
+use crate::nodes::{Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
 use crate::wrk::{run_wrk, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
@@ -54,7 +54,7 @@ async fn with_cpu<T>(
 #[derive(Debug, Clone, Default)]
 pub struct Round {
     pub order: Vec<Variant>,
-    pub samples: [Sample; 3],
+    pub samples: [Sample; N_VARIANTS],
 }
 
 impl Round {
@@ -63,17 +63,17 @@ impl Round {
     }
 }
 
-/// Order of the variants in round `i`: rotated by one every round, so each runs first, second
-/// and third equally often.
+/// Order of the variants in round `i`: rotated by one every round, so each runs in every
+/// position equally often.
 pub fn order(i: usize) -> Vec<Variant> {
     bench::rotated(VARIANTS, i).to_vec()
 }
 
-/// The three Envoys under load (indexed by [`Variant::index`]): their TLS ports and CPU clocks.
+/// The Envoys under load (indexed by [`Variant::index`]): their TLS ports and CPU clocks.
 pub struct Envoys<'a> {
     pub opts: &'a Options,
-    pub ports: [u16; 3],
-    pub cpus: [CpuTime; 3],
+    pub ports: [u16; N_VARIANTS],
+    pub cpus: [CpuTime; N_VARIANTS],
     pub tls: &'a Arc<rustls::ClientConfig>,
 }
 
@@ -186,9 +186,9 @@ mod unit {
     #[test]
     fn rounds_rotate_the_order() {
         use Variant::*;
-        assert_eq!(order(0), [Baseline, Wasm, Lua]);
-        assert_eq!(order(1), [Wasm, Lua, Baseline]);
-        assert_eq!(order(2), [Lua, Baseline, Wasm]);
-        assert_eq!(order(3), order(0));
+        assert_eq!(order(0), [Baseline, Empty, Wasm, Lua]);
+        assert_eq!(order(1), [Empty, Wasm, Lua, Baseline]);
+        assert_eq!(order(3), [Lua, Baseline, Empty, Wasm]);
+        assert_eq!(order(4), order(0));
     }
 }

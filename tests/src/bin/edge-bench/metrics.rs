@@ -19,6 +19,10 @@ pub const APP_RPS: usize = 0;
 pub const STICKY_RPS: usize = 3;
 pub const ECHO: usize = 6;
 pub const HANDSHAKES: usize = 7;
+pub const CPU_APP: usize = 8;
+pub const CPU_STICKY: usize = 9;
+pub const CPU_ECHO: usize = 10;
+pub const CPU_HANDSHAKE: usize = 11;
 
 pub const METRICS: [Metric; 12] = [
     Metric {
@@ -123,6 +127,20 @@ pub fn variant_median(metric: &Metric, rounds: &[Round], v: Variant) -> f64 {
     median(rounds.iter().map(|r| (metric.get)(r.get(v))).collect())
 }
 
+/// A ratio with its range, for the report: `0.950 (0.900–1.010)`.
+pub fn fmt_ratio(r: Ratio) -> String {
+    format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max)
+}
+
+/// The order the variants ran in, for the report.
+pub fn order_text(order: &[Variant]) -> String {
+    order
+        .iter()
+        .map(|v| v.label())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -140,7 +158,7 @@ mod unit {
         };
         let round = |none, wasm, lua| Round {
             order: order(0),
-            samples: [sample(none), sample(wasm), sample(lua)],
+            samples: [sample(none), sample(none), sample(wasm), sample(lua)],
         };
         // The third round ran while the machine was busy: every variant slowed down.
         let rounds = [

@@ -1,7 +1,7 @@
-//! The variants compared (no filter, the edge filter, Lua) and their Envoys: started from the
-//! shipped config, and checked to run the filter they should.
+//! The variants compared (no filter, an empty wasm filter, the edge filter, Lua) and their
+//! Envoys: started from the shipped config, and checked to run the filter they should.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,26 +23,37 @@ pub const LUA_SOURCE: &str = "tests/bench/edge_filter.lua";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     Baseline,
+    /// `empty_filter.wasm` in the edge filter's place: the floor of any proxy-wasm filter.
+    Empty,
     Wasm,
     Lua,
 }
 
-pub const VARIANTS: [Variant; 3] = [Variant::Baseline, Variant::Wasm, Variant::Lua];
+/// How many variants there are (the arrays indexed by [`Variant::index`]).
+pub const N_VARIANTS: usize = 4;
+
+pub const VARIANTS: [Variant; N_VARIANTS] = [
+    Variant::Baseline,
+    Variant::Empty,
+    Variant::Wasm,
+    Variant::Lua,
+];
 
 impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Variant::Baseline => "no filter",
+            Variant::Empty => "empty wasm",
             Variant::Wasm => "edge filter",
             Variant::Lua => "Lua",
         }
     }
 
-    /// `EDGE_FILTER` for render.sh.
+    /// `EDGE_FILTER` for render.sh (the empty filter takes the edge filter's place).
     fn setting(self) -> &'static str {
         match self {
             Variant::Baseline => "0",
-            Variant::Wasm => "1",
+            Variant::Empty | Variant::Wasm => "1",
             Variant::Lua => "lua",
         }
     }
@@ -50,8 +61,9 @@ impl Variant {
     pub fn index(self) -> usize {
         match self {
             Variant::Baseline => 0,
-            Variant::Wasm => 1,
-            Variant::Lua => 2,
+            Variant::Empty => 1,
+            Variant::Wasm => 2,
+            Variant::Lua => 3,
         }
     }
 
@@ -59,9 +71,23 @@ impl Variant {
     fn filter_name(self) -> Option<&'static str> {
         match self {
             Variant::Baseline => None,
-            Variant::Wasm => Some("envoy.filters.http.wasm"),
+            Variant::Empty | Variant::Wasm => Some("envoy.filters.http.wasm"),
             Variant::Lua => Some("envoy.filters.http.lua"),
         }
+    }
+
+    /// Whether its Envoy checks WebSocket handshakes (and so refuses a foreign Origin).
+    fn checks_handshakes(self) -> bool {
+        matches!(self, Variant::Wasm | Variant::Lua)
+    }
+}
+
+/// The do-nothing module `scripts/wasm.sh build` writes next to the edge filter
+/// (`$EMPTY_FILTER_WASM` overrides).
+pub fn empty_wasm_path(edge_wasm: &Path) -> PathBuf {
+    match std::env::var_os("EMPTY_FILTER_WASM") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => edge_wasm.with_file_name("empty_filter.wasm"),
     }
 }
 
@@ -82,7 +108,11 @@ pub async fn start_node(
     // Production defaults for everything that shapes the request path (affinity sources, WS
     // path, cookie policy); only addresses, files, secrets and the sticky route are the
     // benchmark's own.
-    let mut vars = loopback_vars(&ports, wasm, tls, backends);
+    let module = match variant {
+        Variant::Empty => empty_wasm_path(wasm),
+        _ => wasm.to_path_buf(),
+    };
+    let mut vars = loopback_vars(&ports, &module, tls, backends);
     vars.extend([
         ("EDGE_FILTER", variant.setting().to_owned()),
         (
@@ -109,8 +139,8 @@ pub async fn envoy_concurrency(envoy: &Envoy) -> Result<u32> {
 }
 
 /// Checks a node runs the filter it should: the listeners have it (the whole config dump
-/// would also list compiled-in extensions), and it refuses a foreign Origin (the baseline lets
-/// it through). Catches a variant silently measuring the wrong thing.
+/// would also list compiled-in extensions), and it refuses a foreign Origin (the baseline and
+/// the empty filter let it through). Catches a variant silently measuring the wrong thing.
 pub async fn check_node(
     variant: Variant,
     node: &Node,
@@ -130,9 +160,9 @@ pub async fn check_node(
         );
     }
     let foreign = ws_open(node.https, "/ws", FOREIGN_ORIGIN, tls, None).await;
-    match (variant, foreign) {
-        (Variant::Baseline, Ok(ws)) => close_ws(ws).await,
-        (Variant::Baseline, Err(e)) => Err(e.context("the no-filter Envoy refused a handshake")),
+    match (variant.checks_handshakes(), foreign) {
+        (false, Ok(ws)) => close_ws(ws).await,
+        (false, Err(e)) => Err(e.context(format!("{} refused a handshake", variant.label()))),
         (_, Err(e)) if format!("{e:#}").contains("403") => Ok(()),
         (_, Err(e)) => Err(e.context(format!("{}: expected a 403", variant.label()))),
         (_, Ok(_)) => bail!("{} let a foreign Origin through", variant.label()),

@@ -3,13 +3,12 @@
 use std::fmt::Write as _;
 use std::fs;
 
-use harness::bench::{self, median, range, verdict};
+use harness::bench::{self, median, per_connection, range, verdict};
 use harness::node::ORIGIN;
 
 use crate::args::Options;
 use crate::held::{
-    per_connection, HeldResult, HeldRound, HARNESS_ENVOY_CONCURRENCY, HELD_BACKENDS, HELD_WARMUP,
-    REFUSAL_STATS,
+    HeldResult, HeldRound, HARNESS_ENVOY_CONCURRENCY, HELD_BACKENDS, HELD_WARMUP, REFUSAL_STATS,
 };
 use crate::nofile::{nofile_needed, FD_MARGIN};
 use crate::setup::{command_line, Bench};

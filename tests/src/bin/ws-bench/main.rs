@@ -35,12 +35,11 @@
 //! (what both parts share: a node's config and Envoy), [`policy`] (reading and replacing the
 //! app cluster's lb policy in a rendered config), [`h2`] (the sticky passes' client),
 //! [`sticky`] and [`cluster`] (sticky routing on one Envoy and across the cluster),
-//! [`connections`] and [`held`] (held connections), and one `*_report` module per section.
+//! [`held`] (held connections, opened with `harness::bench::open_many`), and one `*_report` module per section.
 
 mod args;
 mod cluster;
 mod cluster_report;
-mod connections;
 mod h2;
 mod held;
 mod held_report;

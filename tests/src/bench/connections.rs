@@ -1,13 +1,13 @@
-//! Many WebSockets at once from this process: opened with bounded concurrency, echoing once,
-//! closed.
+//! Many WebSockets held at once from this process (the held-connection benchmarks): opened
+//! with bounded concurrency, echoing once, closed.
 
 use std::sync::Arc;
 
+use super::ws::{close_ws, next_text, ws_open};
+use crate::node::ORIGIN;
+use crate::{Message, WsStream, IO_TIMEOUT};
 use anyhow::{anyhow, ensure, Context, Result};
 use futures_util::SinkExt;
-use harness::bench::{close_ws, next_text, ws_open};
-use harness::node::ORIGIN;
-use harness::{Message, WsStream, IO_TIMEOUT};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
