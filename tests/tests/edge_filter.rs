@@ -776,14 +776,12 @@ async fn forged_cookies_and_client_sent_internal_headers_do_not_steer() -> Resul
         HashSet::from([home.clone()]),
         "the client header steered"
     );
-    // The backend saw exactly one internal header, the proxy's, never the client's.
+    // The backend never saw the client's copies: keyed by the address, which Envoy hashes
+    // itself (render.sh's source_ip fallback), these requests reach it with no internal
+    // header at all.
     for upgrade in node.backends.iter().flat_map(|b| b.upgrades()) {
         let values = upgrade.header_all("x-edge-affinity");
-        assert_eq!(values.len(), 1, "{upgrade:?}");
-        assert!(
-            !values[0].starts_with("steer-"),
-            "client value leaked: {upgrade:?}"
-        );
+        assert!(values.is_empty(), "client value leaked: {upgrade:?}");
     }
 
     // A cookie in the right shape with a wrong MAC: ignored, counted, replaced.
