@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use harness::bench;
 
 use crate::held::HeldRound;
-use crate::metrics::{fmt_ratio, order_text, Ratio};
+use crate::metrics::{order_text, paired, ratio_cells, Ratio};
 use crate::nodes::{Variant, VARIANTS};
 
 /// Which memory reading a held-connection ratio uses.
@@ -24,30 +24,28 @@ fn held_value(r: &HeldRound, v: Variant, reading: HeldReading) -> f64 {
 }
 
 pub fn held_ratio(held: &[HeldRound], num: Variant, den: Variant, reading: HeldReading) -> Ratio {
-    let ratios: Vec<f64> = held
-        .iter()
-        .map(|r| held_value(r, num, reading) / held_value(r, den, reading))
-        .collect();
-    let (min, max) = bench::range(&ratios);
-    Ratio {
-        median: bench::median(ratios),
-        min,
-        max,
-    }
+    paired(
+        held.iter()
+            .map(|r| held_value(r, num, reading) / held_value(r, den, reading))
+            .collect(),
+    )
 }
+
+/// The two readings, as the report names them.
+const READINGS: [(&str, HeldReading); 2] = [
+    ("memory per held WebSocket, RSS (KiB)", HeldReading::Rss),
+    (
+        "memory per held WebSocket, allocated (KiB)",
+        HeldReading::Allocated,
+    ),
+];
 
 fn kib(bytes: f64) -> String {
     format!("{:.2}", bytes / 1024.0)
 }
 
 pub fn held_raw(w: &mut String, held: &[HeldRound]) {
-    for (name, reading) in [
-        ("memory per held WebSocket, RSS (KiB)", HeldReading::Rss),
-        (
-            "memory per held WebSocket, allocated (KiB)",
-            HeldReading::Allocated,
-        ),
-    ] {
+    for (name, reading) in READINGS {
         for (i, r) in held.iter().enumerate() {
             let cells: Vec<String> = VARIANTS
                 .iter()
@@ -72,13 +70,7 @@ pub fn held_raw(w: &mut String, held: &[HeldRound]) {
 }
 
 pub fn held_medians(w: &mut String, held: &[HeldRound]) {
-    for (name, reading) in [
-        ("memory per held WebSocket, RSS (KiB)", HeldReading::Rss),
-        (
-            "memory per held WebSocket, allocated (KiB)",
-            HeldReading::Allocated,
-        ),
-    ] {
+    for (name, reading) in READINGS {
         let medians: Vec<String> = VARIANTS
             .iter()
             .map(|&v| {
@@ -87,16 +79,11 @@ pub fn held_medians(w: &mut String, held: &[HeldRound]) {
                 ))
             })
             .collect();
-        let r = |num, den| fmt_ratio(held_ratio(held, num, den, reading));
         let _ = writeln!(
             w,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} |",
             medians.join(" | "),
-            r(Variant::Wasm, Variant::Baseline),
-            r(Variant::Wasm, Variant::Empty),
-            r(Variant::Wasm, Variant::Lua),
-            r(Variant::Empty, Variant::Baseline),
-            r(Variant::Lua, Variant::Baseline),
+            ratio_cells(|num, den| held_ratio(held, num, den, reading))
         );
     }
 }

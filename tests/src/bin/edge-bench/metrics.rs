@@ -111,16 +111,45 @@ pub struct Ratio {
 }
 
 pub fn ratio(metric: &Metric, rounds: &[Round], num: Variant, den: Variant) -> Ratio {
-    let ratios: Vec<f64> = rounds
-        .iter()
-        .map(|r| (metric.get)(r.get(num)) / (metric.get)(r.get(den)))
-        .collect();
+    paired(
+        rounds
+            .iter()
+            .map(|r| (metric.get)(r.get(num)) / (metric.get)(r.get(den)))
+            .collect(),
+    )
+}
+
+/// The median and range of per-round ratios.
+pub fn paired(ratios: Vec<f64>) -> Ratio {
     let (min, max) = bench::range(&ratios);
     Ratio {
         median: median(ratios),
         min,
         max,
     }
+}
+
+/// The ratio columns of the medians table, numerator first.
+pub const RATIO_COLUMNS: [(Variant, Variant); 5] = [
+    (Variant::Wasm, Variant::Baseline),
+    (Variant::Wasm, Variant::Empty),
+    (Variant::Wasm, Variant::Lua),
+    (Variant::Empty, Variant::Baseline),
+    (Variant::Lua, Variant::Baseline),
+];
+
+/// The header cells of [`RATIO_COLUMNS`]: `edge filter / no filter | …`.
+pub fn ratio_header() -> String {
+    RATIO_COLUMNS
+        .map(|(num, den)| format!("{} / {}", num.label(), den.label()))
+        .join(" | ")
+}
+
+/// The cells of [`RATIO_COLUMNS`], each `ratio(num, den)` formatted.
+pub fn ratio_cells(ratio: impl Fn(Variant, Variant) -> Ratio) -> String {
+    RATIO_COLUMNS
+        .map(|(num, den)| fmt_ratio(ratio(num, den)))
+        .join(" | ")
 }
 
 pub fn variant_median(metric: &Metric, rounds: &[Round], v: Variant) -> f64 {
@@ -172,5 +201,14 @@ mod unit {
         assert_eq!(r.median, 0.9);
         assert_eq!((r.min, r.max), (40.0 / 45.0, 0.92));
         assert_eq!(ratio(m, &rounds, Variant::Wasm, Variant::Lua).median, 1.15);
+    }
+
+    #[test]
+    fn ratio_columns_are_named_after_the_variants() {
+        assert_eq!(
+            ratio_header(),
+            "edge filter / no filter | edge filter / empty wasm | edge filter / Lua | \
+             empty wasm / no filter | Lua / no filter"
+        );
     }
 }

@@ -15,8 +15,8 @@ use crate::held::HeldRound;
 use crate::held_report::{held_medians, held_ratio, held_raw, HeldReading};
 use crate::measure::Round;
 use crate::metrics::{
-    fmt_ratio, order_text, ratio, variant_median, Ratio, APP_RPS, CPU_APP, CPU_ECHO, CPU_HANDSHAKE,
-    CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
+    order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, CPU_APP,
+    CPU_ECHO, CPU_HANDSHAKE, CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
 };
 use crate::nodes::{
     empty_wasm_path, Variant, APP_PATH, LUA_SOURCE, N_BACKENDS, N_VARIANTS, STICKY_PATH, VARIANTS,
@@ -223,8 +223,9 @@ pub fn render_report(
     let _ = writeln!(w, "\n### Medians over {} round(s)\n", rounds.len());
     let _ = writeln!(
         w,
-        "| metric | {} | edge filter / no filter | edge filter / empty wasm | edge filter / Lua | empty wasm / no filter | Lua / no filter |",
-        labels.join(" | ")
+        "| metric | {} | {} |",
+        labels.join(" | "),
+        ratio_header()
     );
     let _ = writeln!(w, "|---|{}", "---:|".repeat(N_VARIANTS + 5));
     for m in &METRICS {
@@ -232,17 +233,12 @@ pub fn render_report(
             .iter()
             .map(|&v| fmt_num(variant_median(m, rounds, v), m.decimals))
             .collect();
-        let r = |num, den| fmt_ratio(ratio(m, rounds, num, den));
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} |",
             m.name,
             medians.join(" | "),
-            r(Variant::Wasm, Variant::Baseline),
-            r(Variant::Wasm, Variant::Empty),
-            r(Variant::Wasm, Variant::Lua),
-            r(Variant::Empty, Variant::Baseline),
-            r(Variant::Lua, Variant::Baseline),
+            ratio_cells(|num, den| ratio(m, rounds, num, den))
         );
     }
     if !held.is_empty() {
