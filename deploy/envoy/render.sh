@@ -369,6 +369,39 @@ ROUTE
 ROUTE
 }
 
+# sticky_bypass_route MATCH: on a sticky path, a plain request with no Cookie and no Origin
+# leaves the filter nothing to do that Envoy cannot: no cookie to verify, none to issue (new
+# cookies go to clients that send Origin, as browsers do), no handshake to check (an Upgrade
+# goes to the filter, which refuses it off WS_PATHS). Such a request skips the filter and is
+# hashed natively on the same sources, as on the app route (the same ring point as the key
+# the filter would set); a client's copy of the internal header is dropped. Clients without
+# cookies (apps, scripts, health probes) then cost no VM call at all.
+sticky_bypass_route() {
+    cat <<ROUTE
+              - match:
+                  $1
+                  headers:
+                  - { name: cookie, present_match: false }
+                  - { name: origin, present_match: false }
+                  - { name: upgrade, present_match: false }
+                request_headers_to_remove: [$AFFINITY_HEADER]
+                # Counted as vhost.app.route.sticky_no_filter.upstream_rq_*: how many sticky
+                # requests needed no filter.
+                stat_prefix: sticky_no_filter
+                typed_per_filter_config:
+                  $https_filter_name:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+                route:
+                  cluster: app
+                  timeout: 0s
+                  idle_timeout: $WS_IDLE_TIMEOUT
+ROUTE
+    if [ -n "$native_hash" ]; then
+        printf '                  hash_policy:\n%s' "$native_hash"
+    fi
+}
+
 # https_routes: the node's health first, then the filter's paths (WebSocket, then sticky),
 # hashed on the key the filter sets; then the rest of the app without the filter, hashed
 # natively.
@@ -378,6 +411,9 @@ https_routes() {
     for p in "${ws_paths[@]}" "${sticky_paths[@]}"; do
         # path_separated_prefix /ws matches /ws, /ws/… and /ws?…, not /wsx (as the filter).
         if [[ $p == */ ]]; then match="prefix: $p"; else match="path_separated_prefix: $p"; fi
+        if [ -n "$https_filter_name" ] && [[ " ${sticky_paths[*]} " == *" $p "* ]]; then
+            sticky_bypass_route "$match"
+        fi
         cat <<ROUTE
               - match: { $match }
                 route:

@@ -10,6 +10,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+#[cfg(test)]
+use crate::config::keyed_mac;
 use crate::config::{AffinityConfig, CookieConfig, IssuePolicy, KeySource};
 use crate::grammar::{self, split_once_byte};
 use crate::request::Request;
@@ -80,8 +82,8 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                     match valid {
                         Some(key) => Some((key, Source::Cookie, None)),
                         None if should_issue(request, cookie) => {
-                            let key = new_key(cookie.secret.as_bytes(), &nonce());
-                            let set = set_cookie(cookie, &sign(cookie.secret.as_bytes(), &key));
+                            let key = new_key_with(cookie.mac(), &nonce());
+                            let set = set_cookie(cookie, &sign_with(cookie.mac(), &key));
                             Some((key, Source::NewCookie, Some(set)))
                         }
                         None => None,
@@ -172,7 +174,7 @@ fn find_cookie(request: &Request, cookie: &CookieConfig) -> (Option<String>, boo
                 .strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
-            match verify(cookie.secret.as_bytes(), value) {
+            match verify_with(cookie.mac(), value) {
                 Some(key) => return (Some(key), forged),
                 None => forged = true,
             }
@@ -181,33 +183,30 @@ fn find_cookie(request: &Request, cookie: &CookieConfig) -> (Option<String>, boo
     (None, forged)
 }
 
-fn mac(secret: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length (RFC 2104 §2), so this never fails.
-    match HmacSha256::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => unreachable_hmac(),
-    }
-}
-
-#[cold]
-fn unreachable_hmac() -> HmacSha256 {
-    // `new_from_slice` only fails for fixed-size-key MACs; HMAC is not one. Fall back to an
-    // empty key rather than panic in the data path.
-    <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default())
+/// [`new_key_with`] keyed with `secret` (tests).
+#[cfg(test)]
+pub fn new_key(secret: &[u8], nonce: &[u8]) -> String {
+    new_key_with(keyed_mac(secret), nonce)
 }
 
 /// A new key: 16 bytes of HMAC(secret, label || nonce), base64url (22 characters).
-pub fn new_key(secret: &[u8], nonce: &[u8]) -> String {
-    let mut m = mac(secret);
+/// `m` is the secret's keyed state ([`CookieConfig::mac`]).
+fn new_key_with(mut m: HmacSha256, nonce: &[u8]) -> String {
     m.update(NEW_KEY_LABEL);
     m.update(nonce);
     let out = m.finalize().into_bytes();
     URL_SAFE_NO_PAD.encode(out.get(..16).unwrap_or_default())
 }
 
-/// The cookie value for a key: `<key>.<base64url(HMAC(secret, label || key))>`.
+/// [`sign_with`] keyed with `secret` (tests).
+#[cfg(test)]
 pub fn sign(secret: &[u8], key: &str) -> String {
-    let mut m = mac(secret);
+    sign_with(keyed_mac(secret), key)
+}
+
+/// The cookie value for a key: `<key>.<base64url(HMAC(secret, label || key))>`.
+/// `m` is the secret's keyed state ([`CookieConfig::mac`]).
+fn sign_with(mut m: HmacSha256, key: &str) -> String {
     m.update(COOKIE_LABEL);
     m.update(key.as_bytes());
     format!(
@@ -216,14 +215,20 @@ pub fn sign(secret: &[u8], key: &str) -> String {
     )
 }
 
-/// The key inside a cookie value, if its MAC verifies (constant-time comparison).
+/// [`verify_with`] keyed with `secret` (tests).
+#[cfg(test)]
 pub fn verify(secret: &[u8], value: &[u8]) -> Option<String> {
+    verify_with(keyed_mac(secret), value)
+}
+
+/// The key inside a cookie value, if its MAC verifies (constant-time comparison).
+/// `m` is the secret's keyed state ([`CookieConfig::mac`]).
+fn verify_with(mut m: HmacSha256, value: &[u8]) -> Option<String> {
     let (key, tag) = split_once_byte(value, b'.')?;
     if key.len() != 22 || !grammar::is_base64url(key) || tag.len() != 43 {
         return None;
     }
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    let mut m = mac(secret);
     m.update(COOKIE_LABEL);
     m.update(key);
     m.verify_slice(&tag).ok()?;
@@ -254,6 +259,7 @@ mod tests {
             same_site: "Lax".into(),
             secure: true,
             issue: IssuePolicy::Browsers,
+            keyed: Default::default(),
         }
     }
 
@@ -294,6 +300,24 @@ mod tests {
         assert_eq!(
             verify(b"another secret, 32 bytes long!!!", value.as_bytes()),
             None
+        );
+    }
+
+    #[test]
+    fn the_prepared_key_state_is_reused_not_used_up() {
+        let config = cookie_config();
+        let value = sign(SECRET.as_bytes(), "AAAAAAAAAAAAAAAAAAAAAA");
+        for _ in 0..2 {
+            assert_eq!(
+                verify_with(config.mac(), value.as_bytes()).as_deref(),
+                Some("AAAAAAAAAAAAAAAAAAAAAA")
+            );
+            assert_eq!(sign_with(config.mac(), "AAAAAAAAAAAAAAAAAAAAAA"), value);
+        }
+        assert_eq!(
+            config.clone(),
+            config,
+            "the cache takes no part in equality"
         );
     }
 

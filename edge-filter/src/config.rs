@@ -23,6 +23,8 @@ pub use acme::{AcmeConfig, StoreConfig};
 // Only the glue, which exists in the wasm32 build alone, names this section's type.
 #[cfg(target_arch = "wasm32")]
 pub use acme::MetadataTokenConfig;
+#[cfg(test)]
+pub use affinity::keyed_mac;
 pub use affinity::{AffinityConfig, CookieConfig, IssuePolicy, KeySource};
 pub use redirect::RedirectConfig;
 pub use websocket::WebSocketConfig;

@@ -718,6 +718,101 @@ async fn the_app_route_skips_the_filter_and_keeps_the_same_keys() -> Result<()> 
     Ok(())
 }
 
+/// On a sticky path the filter runs only for requests it has work for: a cookie to verify,
+/// an Origin (a browser, which gets a new cookie) or an Upgrade (refused off the WebSocket
+/// paths). Any other request takes the route before the filter's, is hashed natively on the
+/// same sources (the room and the client address reach the backend they reach through the
+/// filter) and is counted on that route's stats; a client's copy of the internal header is
+/// dropped on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_paths_run_the_filter_only_for_requests_it_has_work_for() -> Result<()> {
+    const SKIPPED: &str = "vhost.app.route.sticky_no_filter.upstream_rq_completed";
+    let node =
+        Node::start_with(Acme::Stateless, 3, &[("STICKY_PATHS", "/poll".to_owned())]).await?;
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let backend_of = |resp: &RawResponse| -> Result<String> {
+        ensure!(resp.status == 200, "/poll answered {}", resp.status);
+        Ok(resp
+            .header("x-backend-id")
+            .context("no x-backend-id")?
+            .to_owned())
+    };
+    let skipped = || async { anyhow::Ok(node.envoy.counter(SKIPPED).await?.unwrap_or(0)) };
+
+    // No cookie, no Origin: the filter is skipped; room and address keep their backends.
+    let (home, _) = node.ws_backend("/ws", &[]).await?;
+    let mut expected_skips = 0;
+    for room in ["blue", "green", "red", "amber", "teal"] {
+        let (ws_backend, _) = node.ws_backend(&format!("/ws?room={room}"), &[]).await?;
+        let resp = node
+            .https_raw(&get(
+                &format!("/poll?room={room}"),
+                "x-edge-affinity: steer\r\n",
+            ))
+            .await?;
+        assert_eq!(backend_of(&resp)?, ws_backend, "room {room}");
+        assert!(resp.header("set-cookie").is_none());
+        expected_skips += 1;
+    }
+    for i in 0..5 {
+        let steer = format!("x-edge-affinity: steer-{i}\r\n");
+        let resp = node.https_raw(&get("/poll/x", &steer)).await?;
+        assert_eq!(backend_of(&resp)?, home, "the client header steered");
+        expected_skips += 1;
+    }
+    assert_eq!(skipped().await?, expected_skips);
+
+    // A browser gets a cookie (the filter ran), and its cookie keeps it on one backend.
+    let resp = node
+        .https_raw(&get("/poll", &format!("Origin: {ORIGIN}\r\n")))
+        .await?;
+    let first = backend_of(&resp)?;
+    let set = resp
+        .header("set-cookie")
+        .context("no cookie for a browser on /poll")?;
+    let cookie = set
+        .split(';')
+        .next()
+        .context("empty Set-Cookie")?
+        .to_owned();
+    for _ in 0..10 {
+        let resp = node
+            .https_raw(&get("/poll", &format!("Cookie: {cookie}\r\n")))
+            .await?;
+        assert_eq!(backend_of(&resp)?, first, "cookie {cookie} moved");
+        assert!(resp.header("set-cookie").is_none());
+    }
+    // An upgrade on a sticky path still meets the filter, which refuses it.
+    let before = node.counter("edge_https.upgrade.refused.path").await?;
+    let resp = node
+        .https_raw(&format!(
+            "GET /poll HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ))
+        .await?;
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        node.counter("edge_https.upgrade.refused.path").await?,
+        before + 1
+    );
+    assert_eq!(
+        skipped().await?,
+        expected_skips,
+        "a request with work skipped the filter"
+    );
+
+    for request in node.backends.iter().flat_map(|b| b.app_requests()) {
+        if request.path.starts_with("/poll") {
+            let key = request.header("x-edge-affinity");
+            assert!(!key.is_some_and(|k| k.starts_with("steer")), "{request:?}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_keys_reach_every_backend() -> Result<()> {
     let node = Node::start(Acme::Stateless, 3).await?;

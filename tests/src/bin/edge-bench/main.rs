@@ -66,7 +66,9 @@ use harness::{envoy_bin, wasm_path, EchoBackend, TlsFiles};
 use crate::args::{Options, USAGE};
 use crate::held::held_rounds;
 use crate::measure::Envoys;
-use crate::nodes::{check_node, envoy_concurrency, start_node, Variant, N_BACKENDS, VARIANTS};
+use crate::nodes::{
+    check_node, envoy_concurrency, start_node, sticky_cookie, Variant, N_BACKENDS, VARIANTS,
+};
 use crate::report::{render_report, Setup};
 use crate::wrapper::envoy_wrapper;
 
@@ -124,11 +126,13 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         );
         nodes.push(node);
     }
+    let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
     let envoys = Envoys {
         opts,
         ports: VARIANTS.map(|v| nodes[v.index()].https),
         cpus: VARIANTS.map(|v| CpuTime::of(nodes[v.index()].envoy.pid())),
         tls: client_tls,
+        sticky_cookie: &cookie,
     };
     let ctx = Setup {
         ports: envoys.ports,
@@ -136,6 +140,7 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         envoy_version: bench::envoy_version(envoy),
         loadavg,
         filter_counters: String::new(),
+        sticky_cookie: cookie.clone(),
     };
     envoys.warm_up().await?;
     let rounds = envoys.rounds().await?;

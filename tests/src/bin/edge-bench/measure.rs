@@ -8,7 +8,7 @@ use harness::bench::{self, CpuTime};
 
 use crate::args::Options;
 use crate::nodes::{Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
-use crate::wrk::{run_wrk, WrkResult};
+use crate::wrk::{run_wrk, Plain, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
 /// One variant's numbers in one round.
@@ -16,7 +16,7 @@ use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 pub struct Sample {
     /// `GET /`: the app route, filter skipped.
     pub plain: WrkResult,
-    /// `GET /sticky`: the filter runs.
+    /// `GET /sticky` with the affinity cookie: the filter runs.
     pub sticky: WrkResult,
     pub echo: RateResult,
     pub handshakes: RateResult,
@@ -75,6 +75,22 @@ pub struct Envoys<'a> {
     pub ports: [u16; N_VARIANTS],
     pub cpus: [CpuTime; N_VARIANTS],
     pub tls: &'a Arc<rustls::ClientConfig>,
+    /// The sticky load's `Cookie` header ([`crate::nodes::sticky_cookie`]).
+    pub sticky_cookie: &'a str,
+}
+
+/// The app route's load: plain requests, no cookie (the filter is skipped there anyway).
+pub const APP_LOAD: Plain<'static> = Plain {
+    path: APP_PATH,
+    header: None,
+};
+
+/// The sticky route's load: every request carries the affinity cookie `header`.
+pub fn sticky_load(header: &str) -> Plain<'_> {
+    Plain {
+        path: STICKY_PATH,
+        header: Some(header),
+    }
 }
 
 impl Envoys<'_> {
@@ -93,10 +109,11 @@ impl Envoys<'_> {
             eprintln!("edge-bench: warm-up {}", v.label());
             let port = self.port(v);
             if opts.loads.app {
-                run_wrk(opts, opts.warmup, port, APP_PATH).await?;
+                run_wrk(opts, opts.warmup, port, APP_LOAD).await?;
             }
             if opts.loads.sticky {
-                run_wrk(opts, opts.warmup, port, STICKY_PATH).await?;
+                let load = sticky_load(self.sticky_cookie);
+                run_wrk(opts, opts.warmup, port, load).await?;
             }
             if opts.loads.echo {
                 ws_echo_load(port, self.tls, opts.ws_connections, opts.warmup).await?;
@@ -120,12 +137,13 @@ impl Envoys<'_> {
             let tag = |v: Variant| format!("round {}/{} {:>11}", i + 1, opts.rounds, v.label());
             for v in order(i).into_iter().filter(|_| opts.loads.app) {
                 let s = &mut round.samples[v.index()];
-                (s.plain, s.cpu.plain) = self.wrk(v, APP_PATH, "app route", &tag(v)).await?;
+                (s.plain, s.cpu.plain) = self.wrk(v, APP_LOAD, "app route", &tag(v)).await?;
             }
             for v in order(i).into_iter().filter(|_| opts.loads.sticky) {
                 let s = &mut round.samples[v.index()];
-                (s.sticky, s.cpu.sticky) =
-                    self.wrk(v, STICKY_PATH, "sticky route", &tag(v)).await?;
+                (s.sticky, s.cpu.sticky) = self
+                    .wrk(v, sticky_load(self.sticky_cookie), "sticky route", &tag(v))
+                    .await?;
             }
             for v in order(i).into_iter().filter(|_| opts.loads.echo) {
                 let load = ws_echo_load(self.port(v), self.tls, opts.ws_connections, opts.duration);
@@ -166,8 +184,14 @@ impl Envoys<'_> {
 
     /// One measured wrk run on `path` (`what` names the route in the progress line), with
     /// Envoy's CPU µs per request.
-    async fn wrk(&self, v: Variant, path: &str, what: &str, tag: &str) -> Result<(WrkResult, f64)> {
-        let load = run_wrk(self.opts, self.opts.duration, self.port(v), path);
+    async fn wrk(
+        &self,
+        v: Variant,
+        load: Plain<'_>,
+        what: &str,
+        tag: &str,
+    ) -> Result<(WrkResult, f64)> {
+        let load = run_wrk(self.opts, self.opts.duration, self.port(v), load);
         let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.requests).await?;
         eprintln!(
             "edge-bench: {tag}: {what} {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, Envoy {us:.1} µs CPU/req",

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use harness::bench::{close_ws, envoy_workers, ws_open};
-use harness::node::{loopback_vars, Ports, THUMB};
-use harness::{render_app_node, repo_root, EchoBackend, Envoy, TlsFiles};
+use harness::node::{loopback_vars, Ports, HOST, ORIGIN, THUMB};
+use harness::{raw_https, render_app_node, repo_root, EchoBackend, Envoy, TlsFiles};
 
 /// Echo backends behind every Envoy.
 pub const N_BACKENDS: usize = 3;
-/// The app route (filter skipped) and the sticky route (filter runs) of the plain loads.
+/// The app route (filter skipped) and the sticky route (filter runs, for requests with a
+/// cookie) of the plain loads.
 pub const APP_PATH: &str = "/";
 pub const STICKY_PATH: &str = "/sticky";
 /// An Origin outside the allow-list: both filters must refuse it (checked before measuring).
@@ -167,4 +168,42 @@ pub async fn check_node(
         (_, Err(e)) => Err(e.context(format!("{}: expected a 403", variant.label()))),
         (_, Ok(_)) => bail!("{} let a foreign Origin through", variant.label()),
     }
+}
+
+/// The sticky load's `Cookie` header: a browser's affinity cookie as the edge filter issues
+/// it. A request on a sticky path without Cookie or Origin skips the filter (as on the app
+/// route, `render.sh`'s `sticky_bypass_route`), so the load carries one: every request then
+/// has the filter's work to do (find the cookie, verify its MAC, set the key). Both filters
+/// must accept it: a browser whose cookie does not verify would be given a new one.
+pub async fn sticky_cookie(nodes: &[Node], ca_pem: &str) -> Result<String> {
+    let get = |extra: String| {
+        format!(
+            "GET {STICKY_PATH} HTTP/1.1\r\nHost: {HOST}\r\nOrigin: {ORIGIN}\r\n{extra}\
+             Connection: close\r\n\r\n"
+        )
+    };
+    let issuer = &nodes[Variant::Wasm.index()];
+    let resp = raw_https(issuer.https, HOST, ca_pem, get(String::new()).as_bytes()).await?;
+    let set = resp
+        .header("set-cookie")
+        .context("the edge filter gave a browser on the sticky route no cookie")?;
+    let header = format!("Cookie: {}", set.split(';').next().unwrap_or_default());
+    for v in [Variant::Wasm, Variant::Lua] {
+        let node = &nodes[v.index()];
+        let resp = raw_https(
+            node.https,
+            HOST,
+            ca_pem,
+            get(format!("{header}\r\n")).as_bytes(),
+        )
+        .await?;
+        ensure!(
+            resp.status == 200 && resp.header("set-cookie").is_none(),
+            "the {} did not accept the edge filter's cookie ({} {:?})",
+            v.label(),
+            resp.status,
+            resp.header("set-cookie")
+        );
+    }
+    Ok(header)
 }

@@ -13,7 +13,7 @@ use crate::args::Loads;
 use crate::args::Options;
 use crate::held::HeldRound;
 use crate::held_report::{held_medians, held_ratio, held_raw, HeldReading};
-use crate::measure::Round;
+use crate::measure::{sticky_load, Round, APP_LOAD};
 use crate::metrics::{
     order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, CPU_APP,
     CPU_ECHO, CPU_HANDSHAKE, CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
@@ -42,6 +42,8 @@ pub struct Setup {
     pub loadavg: String,
     /// What the edge filter counted over the whole run.
     pub filter_counters: String,
+    /// The sticky load's `Cookie` header.
+    pub sticky_cookie: String,
 }
 
 fn fmt_num(x: f64, decimals: usize) -> String {
@@ -136,12 +138,16 @@ pub fn render_report(
     let _ = writeln!(w, "\n{}\n", envoy_concurrency_note(opts.envoy_concurrency));
 
     let _ = writeln!(w, "### What runs\n");
-    let wrk = |path| {
+    let wrk = |load| {
         let [b, e, f, l] = ctx.ports;
+        let args: Vec<String> = wrk_args(opts, opts.duration, b, load)
+            .into_iter()
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect();
         format!(
             "`wrk {}` (no filter; the empty wasm, edge filter and Lua Envoys listen on {e}, {f} \
              and {l})",
-            wrk_args(opts, opts.duration, b, path).join(" ")
+            args.join(" ")
         )
     };
     let _ = writeln!(
@@ -149,14 +155,16 @@ pub fn render_report(
         "* **app route** (HTTP/1.1 keep-alive over TLS, `GET {APP_PATH}`): the shipped \
          config skips the filter on this route and hashes natively on the same sources: \
          {}",
-        wrk(APP_PATH)
+        wrk(APP_LOAD)
     );
     let _ = writeln!(
         w,
-        "* **sticky route** (`GET {STICKY_PATH}`, in `STICKY_PATHS`): the filter runs on every \
-         request (reads the headers, looks for a room and a cookie, finds none, sets no key: \
-         Envoy hashes the client address): {}",
-        wrk(STICKY_PATH)
+        "* **sticky route** (`GET {STICKY_PATH}`, in `STICKY_PATHS`, with a browser's affinity \
+         cookie as the edge filter issued it): the filter runs on every request (reads the \
+         headers, finds no room, verifies the cookie's MAC, sets the key Envoy hashes). A \
+         request there with no Cookie and no Origin skips the filter, as on the app route \
+         (`render.sh`'s `sticky_bypass_route`): {}",
+        wrk(sticky_load(&ctx.sticky_cookie))
     );
     let _ = writeln!(
         w,

@@ -18,23 +18,34 @@ pub struct WrkResult {
     pub socket_errors: u64,
 }
 
-pub fn wrk_args(opts: &Options, duration: Duration, port: u16, path: &str) -> Vec<String> {
-    vec![
+/// What a plain load requests: a path, and the headers every request carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain<'a> {
+    pub path: &'a str,
+    pub header: Option<&'a str>,
+}
+
+pub fn wrk_args(opts: &Options, duration: Duration, port: u16, load: Plain) -> Vec<String> {
+    let mut args = vec![
         format!("-t{WRK_THREADS}"),
         format!("-c{}", opts.connections),
         format!("-d{}s", duration.as_secs()),
         "--latency".to_owned(),
-        format!("https://127.0.0.1:{port}{path}"),
-    ]
+    ];
+    if let Some(header) = load.header {
+        args.extend(["-H".to_owned(), header.to_owned()]);
+    }
+    args.push(format!("https://127.0.0.1:{port}{}", load.path));
+    args
 }
 
 pub async fn run_wrk(
     opts: &Options,
     duration: Duration,
     port: u16,
-    path: &str,
+    load: Plain<'_>,
 ) -> Result<WrkResult> {
-    let args = wrk_args(opts, duration, port, path);
+    let args = wrk_args(opts, duration, port, load);
     let child = tokio::process::Command::new("wrk")
         .args(&args)
         .stdin(Stdio::null())
