@@ -55,6 +55,9 @@ Settings (environment variables, default in brackets):
   STICKY_PATHS         more path prefixes where the filter sets the
                        affinity key on plain requests (e.g. /poll for
                        polling fallbacks; / for every request)          []
+                       A request there with no Cookie, no Origin and no
+                       Upgrade skips the filter (nothing for it to do)
+                       and is hashed natively, as on the app route.
                        Elsewhere the filter does not run: Envoy hashes natively on
                        the query:/header:/client_address sources (same backend for
                        the same key; the cookie is only read on filter paths).
