@@ -794,9 +794,12 @@ async fn sticky_paths_run_the_filter_only_for_requests_it_has_work_for() -> Resu
         ))
         .await?;
     assert_eq!(resp.status, 404);
+    // Over HTTP/2 too (RFC 8441: Envoy turns the CONNECT into an Upgrade before routing).
+    let connect = h2_extended_connect_tls(node.https, HOST, &node.tls.ca_pem, "/poll", &[]).await?;
+    assert_eq!(connect.status, 404, "{connect:?}");
     assert_eq!(
         node.counter("edge_https.upgrade.refused.path").await?,
-        before + 1
+        before + 2
     );
     assert_eq!(
         skipped().await?,
