@@ -391,10 +391,22 @@ sticky_bypass_route() {
                 # Counted as vhost.app.route.sticky_no_filter.upstream_rq_*: how many sticky
                 # requests needed no filter.
                 stat_prefix: sticky_no_filter
+ROUTE
+    native_route
+}
+
+# native_route: the rest of a route the filter skips: the filter disabled on it (if there is
+# one), the app cluster hashed natively on the affinity sources.
+native_route() {
+    if [ -n "$https_filter_name" ]; then
+        cat <<ROUTE
                 typed_per_filter_config:
                   $https_filter_name:
                     "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
                     disabled: true
+ROUTE
+    fi
+    cat <<ROUTE
                 route:
                   cluster: app
                   timeout: 0s
@@ -458,23 +470,7 @@ ROUTE
               - match: { prefix: / }
                 request_headers_to_remove: [$AFFINITY_HEADER]
 ROUTE
-    if [ -n "$https_filter_name" ]; then
-        cat <<ROUTE
-                typed_per_filter_config:
-                  $https_filter_name:
-                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
-                    disabled: true
-ROUTE
-    fi
-    cat <<ROUTE
-                route:
-                  cluster: app
-                  timeout: 0s
-                  idle_timeout: $WS_IDLE_TIMEOUT
-ROUTE
-    if [ -n "$native_hash" ]; then
-        printf '                  hash_policy:\n%s' "$native_hash"
-    fi
+    native_route
 }
 
 # app_endpoints: where the app cluster's endpoints come from. On app nodes, the membership:
