@@ -18,9 +18,10 @@
 //!   filter's own work, empty wasm ÷ no filter what the wasm runtime costs any filter.
 //! * Two plain-request routes: `/` is the app route of the shipped config, where the filter
 //!   is skipped per route (it would only set the key Envoy can hash itself); `/sticky` is in
-//!   `STICKY_PATHS`, so the filter runs on every request there (affinity from the client
-//!   address). The first is what a deployment pays, the second what the filter's own work
-//!   costs per request.
+//!   `STICKY_PATHS`, and every request there carries a browser's affinity cookie, so the
+//!   filter does its full work on each (headers, cookie MAC, key header; a request there with
+//!   no Cookie and no Origin would skip the filter, see [`nodes::sticky_cookie`]). The first is
+//!   what a deployment pays, the second what the filter's own work costs per request.
 //! * The machines this runs on are small (CI: 2 cores), and Envoy, wrk, the backends and the
 //!   WebSocket client all share those cores, so a single run is noisy. The Envoys are started
 //!   once and kept for the whole run (restarting them per round would add JIT and connection
