@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::args::Options;
 use crate::measure::order;
-use crate::nodes::{start_node, Variant, N_VARIANTS};
+use crate::nodes::{start_node, PerVariant, Variant};
 
 /// Connections opened, echoed and closed before the "before" reading: V8 compiles the module
 /// per worker, TLS and connection pools fill up.
@@ -53,18 +53,8 @@ impl HeldSample {
     }
 }
 
-/// A round: a sample per variant (indexed by [`Variant::index`]) and the order they ran in.
-#[derive(Debug, Clone, Default)]
-pub struct HeldRound {
-    pub order: Vec<Variant>,
-    pub samples: [HeldSample; N_VARIANTS],
-}
-
-impl HeldRound {
-    pub fn get(&self, v: Variant) -> &HeldSample {
-        &self.samples[v.index()]
-    }
-}
+/// A round of held connections.
+pub type HeldRound = PerVariant<HeldSample>;
 
 /// Waits (bounded) until Envoy holds no downstream connection on its TLS listener.
 async fn wait_idle(envoy: &Envoy) -> Result<()> {

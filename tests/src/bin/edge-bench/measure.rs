@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use harness::bench::{self, CpuTime};
 
 use crate::args::Options;
-use crate::nodes::{Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
+use crate::nodes::{PerVariant, Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
 use crate::wrk::{run_wrk, Plain, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
@@ -50,18 +50,8 @@ async fn with_cpu<T>(
     Ok((result, used * 1e6 / n))
 }
 
-/// All variants' samples of one round (indexed by [`Variant::index`]) and the order they ran in.
-#[derive(Debug, Clone, Default)]
-pub struct Round {
-    pub order: Vec<Variant>,
-    pub samples: [Sample; N_VARIANTS],
-}
-
-impl Round {
-    pub fn get(&self, v: Variant) -> &Sample {
-        &self.samples[v.index()]
-    }
-}
+/// A round of the throughput loads.
+pub type Round = PerVariant<Sample>;
 
 /// Order of the variants in round `i`: rotated by one every round, so each runs in every
 /// position equally often.

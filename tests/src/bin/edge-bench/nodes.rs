@@ -21,6 +21,20 @@ const FOREIGN_ORIGIN: &str = "https://elsewhere.test";
 /// The Lua equivalent, relative to the repository.
 pub const LUA_SOURCE: &str = "tests/bench/edge_filter.lua";
 
+/// One round of a measurement: a sample per variant (indexed by [`Variant::index`]) and the
+/// order the variants ran in.
+#[derive(Debug, Clone, Default)]
+pub struct PerVariant<S> {
+    pub order: Vec<Variant>,
+    pub samples: [S; N_VARIANTS],
+}
+
+impl<S> PerVariant<S> {
+    pub fn get(&self, v: Variant) -> &S {
+        &self.samples[v.index()]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     Baseline,
