@@ -24,7 +24,7 @@ pub use acme::{AcmeConfig, StoreConfig};
 #[cfg(target_arch = "wasm32")]
 pub use acme::MetadataTokenConfig;
 #[cfg(test)]
-pub use affinity::keyed_mac;
+pub use affinity::{keyed_mac, VERIFIED_SLOTS};
 pub use affinity::{AffinityConfig, CookieConfig, IssuePolicy, KeySource};
 pub use redirect::RedirectConfig;
 pub use websocket::WebSocketConfig;

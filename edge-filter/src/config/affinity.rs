@@ -1,6 +1,6 @@
 //! `affinity`: where the sticky-routing key comes from, and the signed cookie.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
 
 use hmac::{Hmac, Mac};
@@ -71,9 +71,10 @@ pub struct CookieConfig {
     /// given one falls through to the next key source.
     #[serde(default)]
     pub issue: IssuePolicy,
-    /// The secret's HMAC state, prepared on first use.
+    /// What the secret determines, worked out on first use: its HMAC state and the cookie
+    /// values that verified under it.
     #[serde(skip)]
-    pub(crate) keyed: KeyedMac,
+    pub(crate) cache: SecretCache,
 }
 
 impl CookieConfig {
@@ -82,10 +83,27 @@ impl CookieConfig {
     /// configuration and the state is cloned per MAC, so a cookie costs two SHA-256
     /// compressions instead of four.
     pub fn mac(&self) -> Hmac<Sha256> {
-        self.keyed
-            .0
+        self.cache
+            .mac
             .get_or_init(|| keyed_mac(self.secret.as_bytes()))
             .clone()
+    }
+
+    /// Whether this exact cookie value verified under this configuration's secret before
+    /// (and is still in the cache): then its MAC need not be computed again.
+    pub fn verified_before(&self, value: &[u8]) -> bool {
+        self.cache.verified.contains(value)
+    }
+
+    /// Remember a cookie value whose MAC just verified under this configuration's secret.
+    pub fn remember_verified(&self, value: &[u8]) {
+        self.cache.verified.insert(value);
+    }
+
+    /// How many cookie values are remembered (tests).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.cache.verified.len()
     }
 }
 
@@ -105,17 +123,87 @@ fn unreachable_hmac() -> Hmac<Sha256> {
     <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default())
 }
 
-/// A cache of what the secret determines, so it takes no part in comparisons.
-#[derive(Clone, Default)]
-pub(crate) struct KeyedMac(OnceCell<Hmac<Sha256>>);
+/// What the secret determines, kept so it is worked out once. It is not part of the
+/// configuration: it takes no part in comparisons, and a clone starts empty (so a copy that
+/// is given another secret never uses this one's).
+#[derive(Default)]
+pub(crate) struct SecretCache {
+    mac: OnceCell<Hmac<Sha256>>,
+    verified: VerifiedCookies,
+}
 
-impl PartialEq for KeyedMac {
+impl Clone for SecretCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for SecretCache {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for KeyedMac {}
+impl Eq for SecretCache {}
+
+/// Length of a cookie value the filter issues: a 22-character key, `.`, a 43-character MAC.
+pub const COOKIE_VALUE_LEN: usize = 66;
+
+/// How many verified cookie values one configuration remembers (per Envoy worker: each has
+/// its own VM). 256 × 66 bytes: 17 KiB, allocated on the first verified cookie.
+pub const VERIFIED_SLOTS: usize = 256;
+
+/// Cookie values whose MAC verified, so a client's next requests skip the two SHA-256
+/// compressions (the larger part of the filter's own work on a sticky request).
+///
+/// Direct-mapped: a value's slot follows from its last two characters (part of the MAC, so
+/// valid values spread evenly), and a newer value takes the slot. A hit needs the whole value
+/// to be equal, compared in constant time, so the lookup tells a client nothing about a value
+/// it does not already hold; a miss (an evicted or forged value) is verified by its MAC as
+/// without the cache. Lookup and insertion cost the same whatever the input: no slot ever
+/// holds more than one value, so no sequence of cookies can make them slower.
+#[derive(Default)]
+struct VerifiedCookies(RefCell<Vec<Option<[u8; COOKIE_VALUE_LEN]>>>);
+
+impl VerifiedCookies {
+    fn slot(value: &[u8; COOKIE_VALUE_LEN]) -> usize {
+        let [.., a, b] = *value;
+        (usize::from(a) * 31 + usize::from(b)) % VERIFIED_SLOTS
+    }
+
+    fn contains(&self, value: &[u8]) -> bool {
+        let Ok(value) = <&[u8; COOKIE_VALUE_LEN]>::try_from(value) else {
+            return false;
+        };
+        let Ok(slots) = self.0.try_borrow() else {
+            return false;
+        };
+        match slots.get(Self::slot(value)) {
+            Some(Some(known)) => same_in_constant_time(known, value),
+            _ => false,
+        }
+    }
+
+    fn insert(&self, value: &[u8]) {
+        let Ok(value) = <[u8; COOKIE_VALUE_LEN]>::try_from(value) else {
+            return;
+        };
+        let Ok(mut slots) = self.0.try_borrow_mut() else {
+            return;
+        };
+        if slots.is_empty() {
+            slots.resize(VERIFIED_SLOTS, None);
+        }
+        if let Some(slot) = slots.get_mut(Self::slot(&value)) {
+            *slot = Some(value);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.borrow().iter().flatten().count()
+    }
+}
 
 impl std::fmt::Debug for CookieConfig {
     // Hand-written so that the secret never reaches a log line through `{:?}`.
@@ -158,6 +246,15 @@ fn default_same_site() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+/// Whether two values are equal, in a time that does not depend on where they differ: the
+/// differences are OR-ed together with no early exit, and `black_box` keeps the compiler
+/// from turning the final test back into a byte-by-byte comparison. (`subtle`'s `ct_eq`
+/// does the same with a barrier per byte, which costs a call per byte in wasm.)
+fn same_in_constant_time(a: &[u8; COOKIE_VALUE_LEN], b: &[u8; COOKIE_VALUE_LEN]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 /// Minimum HMAC key length: RFC 2104 §3 recommends at least the hash output length.
