@@ -32,7 +32,11 @@ Options:
 
 Needs wrk on PATH, Envoy ($ENVOY or .venv/bin/envoy), the filter ($EDGE_FILTER_WASM or
 target/wasm/edge_filter.wasm) and the empty filter ($EMPTY_FILTER_WASM or empty_filter.wasm
-beside it; `make wasm` builds both). Progress goes to stderr, the report to stdout.";
+beside it; `make wasm` builds both). The sticky load also runs on the empty and the edge
+filter side by side, pinned to one CPU with taskset (util-linux): needs 2 CPUs or more. Any
+build that lets a foreign Origin through can stand in the empty slot, e.g. a partial build of
+the filter to measure what a part of its work costs. Progress goes to stderr, the report to
+stdout.";
 
 #[derive(Debug, Clone)]
 pub struct Options {

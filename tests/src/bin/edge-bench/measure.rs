@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use harness::bench::{self, CpuTime};
 
 use crate::args::Options;
 use crate::nodes::{PerVariant, Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
-use crate::wrk::{run_wrk, Plain, WrkResult};
+use crate::wrk::{run_wrk, run_wrk_on, Plain, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
 /// One variant's numbers in one round.
@@ -18,16 +18,21 @@ pub struct Sample {
     pub plain: WrkResult,
     /// `GET /sticky` with the affinity cookie: the filter runs.
     pub sticky: WrkResult,
+    /// The same load while the other [`SIDE_BY_SIDE`] variant takes it too (those two only).
+    pub sticky_side: WrkResult,
     pub echo: RateResult,
     pub handshakes: RateResult,
     /// Envoy's CPU time per operation of each load, µs: see [`with_cpu`].
     pub cpu: CpuPerOp,
+    /// Share of the Envoys' CPU in use while side by side ([`SIDE_BY_SIDE`] only).
+    pub side_busy: f64,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct CpuPerOp {
     pub plain: f64,
     pub sticky: f64,
+    pub sticky_side: f64,
     pub echo: f64,
     pub handshake: f64,
 }
@@ -50,6 +55,10 @@ async fn with_cpu<T>(
     Ok((result, used * 1e6 / n))
 }
 
+/// The variants whose sticky load also runs side by side: the empty filter and the edge
+/// filter, whose difference is the edge filter's own work.
+pub const SIDE_BY_SIDE: [Variant; 2] = [Variant::Empty, Variant::Wasm];
+
 /// A round of the throughput loads.
 pub type Round = PerVariant<Sample>;
 
@@ -64,6 +73,7 @@ pub struct Envoys<'a> {
     pub opts: &'a Options,
     pub ports: [u16; N_VARIANTS],
     pub cpus: [CpuTime; N_VARIANTS],
+    pub pids: [u32; N_VARIANTS],
     pub tls: &'a Arc<rustls::ClientConfig>,
     /// The sticky load's `Cookie` header ([`crate::nodes::sticky_cookie`]).
     pub sticky_cookie: &'a str,
@@ -135,6 +145,9 @@ impl Envoys<'_> {
                     .wrk(v, sticky_load(self.sticky_cookie), "sticky route", &tag(v))
                     .await?;
             }
+            if opts.loads.sticky {
+                self.side_by_side(&mut round, &tag).await?;
+            }
             for v in order(i).into_iter().filter(|_| opts.loads.echo) {
                 let load = ws_echo_load(self.port(v), self.tls, opts.ws_connections, opts.duration);
                 let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.done).await?;
@@ -172,6 +185,45 @@ impl Envoys<'_> {
         Ok(rounds)
     }
 
+    /// The sticky load on the [`SIDE_BY_SIDE`] Envoys at the same time, one wrk each, with
+    /// both Envoys on the last CPU and wrk and the backends on the others.
+    ///
+    /// Back to back, two runs see this shared VM at two moments, and identical work takes
+    /// ±30 % more or less CPU time from one second to the next, so a few percent between
+    /// variants drown. Side by side on one CPU, the two Envoys take turns in the same
+    /// seconds: both saturated (the CPU's busy share is checked), each one's CPU per request
+    /// is its cost, and what slows the machine slows both.
+    async fn side_by_side(&self, round: &mut Round, tag: &dyn Fn(Variant) -> String) -> Result<()> {
+        let [a, b] = SIDE_BY_SIDE;
+        let cpus = SplitCpus::new()?;
+        let _pinned = cpus.pin(&[self.pids[a.index()], self.pids[b.index()]])?;
+        let load = sticky_load(self.sticky_cookie);
+        let d = self.opts.duration;
+        let run = |v: Variant| {
+            let wrk = run_wrk_on(self.opts, d, self.port(v), load, Some(&cpus.load));
+            with_cpu(&self.cpus[v.index()], wrk, |r: &WrkResult| r.requests)
+        };
+        let ((ra, ua), (rb, ub)) = tokio::try_join!(run(a), run(b))?;
+        // CPU seconds both Envoys used per second: below ~0.9 they were not both saturated,
+        // and the comparison would understate the difference.
+        let busy = (ua * ra.requests as f64 + ub * rb.requests as f64) / 1e6 / d.as_secs_f64();
+        eprintln!(
+            "edge-bench: {}: side by side {} {:.0} req/s, {ua:.1} µs CPU/req; {} {:.0} req/s, \
+             {ub:.1} µs CPU/req; Envoy CPU busy {:.0} %",
+            tag(a),
+            a.label(),
+            ra.requests_per_s,
+            b.label(),
+            rb.requests_per_s,
+            busy * 100.0
+        );
+        for (v, r, us) in [(a, ra, ua), (b, rb, ub)] {
+            let s = &mut round.samples[v.index()];
+            (s.sticky_side, s.cpu.sticky_side, s.side_busy) = (r, us, busy);
+        }
+        Ok(())
+    }
+
     /// One measured wrk run on `path` (`what` names the route in the progress line), with
     /// Envoy's CPU µs per request.
     async fn wrk(
@@ -191,6 +243,65 @@ impl Envoys<'_> {
         );
         Ok((r, us))
     }
+}
+
+/// The machine's CPUs split for [`Envoys::side_by_side`]: the last for the Envoys, the rest
+/// (`taskset -c` list) for the load generator and the backends (this process).
+struct SplitCpus {
+    envoys: String,
+    load: String,
+    all: String,
+}
+
+impl SplitCpus {
+    fn new() -> Result<Self> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ensure!(n >= 2, "side by side needs 2 CPUs, this machine has {n}");
+        Ok(Self {
+            envoys: (n - 1).to_string(),
+            load: format!("0-{}", n - 2),
+            all: format!("0-{}", n - 1),
+        })
+    }
+
+    /// Pin `envoys` and this process; every CPU again when the guard goes.
+    fn pin(&self, envoys: &[u32]) -> Result<Pinned<'_>> {
+        let guard = Pinned {
+            cpus: self,
+            pids: envoys.to_vec(),
+        };
+        for &pid in envoys {
+            taskset(pid, &self.envoys)?;
+        }
+        taskset(std::process::id(), &self.load)?;
+        Ok(guard)
+    }
+}
+
+struct Pinned<'a> {
+    cpus: &'a SplitCpus,
+    pids: Vec<u32>,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        for pid in self.pids.iter().copied().chain([std::process::id()]) {
+            if let Err(e) = taskset(pid, &self.cpus.all) {
+                eprintln!("edge-bench: {e:#}");
+            }
+        }
+    }
+}
+
+/// Every thread of process `pid` onto the CPUs `cpus` (`taskset -c` list).
+fn taskset(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("run taskset (util-linux)")?;
+    ensure!(status.success(), "taskset -a -p -c {cpus} {pid}: {status}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::args::Loads;
 use crate::args::Options;
 use crate::held::HeldRound;
 use crate::held_report::{held_medians, held_ratio, held_raw, HeldReading};
-use crate::measure::{sticky_load, Round, APP_LOAD};
+use crate::measure::{sticky_load, Round, APP_LOAD, SIDE_BY_SIDE};
 use crate::metrics::{
     order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, CPU_APP,
     CPU_ECHO, CPU_HANDSHAKE, CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
@@ -21,6 +21,7 @@ use crate::metrics::{
 use crate::nodes::{
     empty_wasm_path, Variant, APP_PATH, LUA_SOURCE, N_BACKENDS, N_VARIANTS, STICKY_PATH, VARIANTS,
 };
+use crate::side_report::{side_by_side_cpu, side_by_side_ratio, side_by_side_section};
 use crate::wrk::wrk_args;
 use crate::ws_load::ECHO_MESSAGE;
 
@@ -258,6 +259,9 @@ pub fn render_report(
          far single rounds scatter, i.e. how fine a difference this machine resolves). For \
          latency and memory, above 1 means more."
     );
+    if opts.loads.sticky {
+        side_by_side_section(w, rounds);
+    }
 
     let _ = writeln!(w, "\n### Targets\n");
     let _ = writeln!(w, "| target | measured (median round ratio) | result |");
@@ -268,9 +272,17 @@ pub fn render_report(
             let _ = writeln!(w, "| {} | not run (`--loads`) | — |", t.name);
             continue;
         }
-        let r = ratio(&METRICS[t.metric], rounds, t.num, t.den);
+        let r = t.ratio(rounds);
         let met = t.bound.met(r.median);
-        let _ = writeln!(w, "| {} | {:.3} | {} |", t.name, r.median, verdict(met));
+        let measured = match t.measure {
+            Measure::Metric(_) => format!("{:.3}", r.median),
+            Measure::SideBySide => format!(
+                "{:.3} (back to back: {:.3})",
+                r.median,
+                ratio(&METRICS[STICKY_RPS], rounds, t.num, t.den).median
+            ),
+        };
+        let _ = writeln!(w, "| {} | {measured} | {} |", t.name, verdict(met));
         if !met {
             misses.push(miss_reason(&t, r, rounds));
         }
@@ -369,32 +381,63 @@ impl Bound {
     }
 }
 
+/// What a target's ratio is taken from.
+#[derive(Debug, Clone, Copy)]
+enum Measure {
+    /// One of [`METRICS`], its runs back to back.
+    Metric(usize),
+    /// The sticky load side by side ([`side_by_side_ratio`]).
+    SideBySide,
+}
+
 struct Target {
     name: &'static str,
-    metric: usize,
+    measure: Measure,
     num: Variant,
     den: Variant,
     bound: Bound,
 }
 
 impl Target {
-    /// Envoy's CPU per operation of the same load (for the reason of a miss).
-    fn cpu_metric(&self) -> usize {
-        match self.metric {
-            APP_RPS => CPU_APP,
-            STICKY_RPS => CPU_STICKY,
-            ECHO => CPU_ECHO,
-            _ => CPU_HANDSHAKE,
+    fn ratio(&self, rounds: &[Round]) -> Ratio {
+        match self.measure {
+            Measure::Metric(m) => ratio(&METRICS[m], rounds, self.num, self.den),
+            Measure::SideBySide => side_by_side_ratio(rounds),
         }
+    }
+
+    /// Envoy's CPU per operation of the same load, median per variant that ran it (for the
+    /// reason of a miss).
+    fn cpu_per_op(&self, rounds: &[Round]) -> (&'static str, Vec<(Variant, f64)>) {
+        let cpu = match self.measure {
+            Measure::Metric(APP_RPS) => CPU_APP,
+            Measure::Metric(STICKY_RPS) => CPU_STICKY,
+            Measure::Metric(ECHO) => CPU_ECHO,
+            Measure::Metric(_) => CPU_HANDSHAKE,
+            Measure::SideBySide => {
+                let name = "Envoy CPU µs per request, sticky route side by side";
+                return (
+                    name,
+                    SIDE_BY_SIDE
+                        .map(|v| (v, side_by_side_cpu(rounds, v)))
+                        .to_vec(),
+                );
+            }
+        };
+        let m = &METRICS[cpu];
+        (
+            m.name,
+            VARIANTS.map(|v| (v, variant_median(m, rounds, v))).to_vec(),
+        )
     }
 
     /// Whether its load ran (`--loads`).
     fn ran(&self) -> fn(&Loads) -> bool {
-        match self.metric {
-            APP_RPS => |l| l.app,
-            STICKY_RPS => |l| l.sticky,
-            ECHO => |l| l.echo,
-            _ => |l| l.handshakes,
+        match self.measure {
+            Measure::Metric(APP_RPS) => |l| l.app,
+            Measure::Metric(STICKY_RPS) | Measure::SideBySide => |l| l.sticky,
+            Measure::Metric(ECHO) => |l| l.echo,
+            Measure::Metric(_) => |l| l.handshakes,
         }
     }
 }
@@ -403,7 +446,7 @@ fn targets() -> [Target; 7] {
     use Variant::{Baseline, Empty, Lua, Wasm};
     let t = |name, metric, num, den, bound| Target {
         name,
-        metric,
+        measure: Measure::Metric(metric),
         num,
         den,
         bound,
@@ -416,13 +459,14 @@ fn targets() -> [Target; 7] {
             Lua,
             Bound::Above(1.0),
         ),
-        t(
-            "sticky route requests/s: the filter's own work near free (edge filter / empty wasm ≥ 0.95)",
-            STICKY_RPS,
-            Wasm,
-            Empty,
-            Bound::AtLeast(TARGET_OWN_WORK),
-        ),
+        Target {
+            name: "sticky route requests/s: the filter's own work near free (edge filter / \
+                   empty wasm ≥ 0.95; side by side, per Envoy CPU-second)",
+            measure: Measure::SideBySide,
+            num: Wasm,
+            den: Empty,
+            bound: Bound::AtLeast(TARGET_OWN_WORK),
+        },
         t(
             "app route requests/s: edge filter / Lua ≥ 1",
             APP_RPS,
@@ -479,16 +523,15 @@ fn miss_reason(t: &Target, r: Ratio, rounds: &[Round]) -> String {
             r.min, r.max
         )
     };
-    let cpu = &METRICS[t.cpu_metric()];
-    let per_variant: Vec<String> = VARIANTS
+    let (cpu_name, cpu) = t.cpu_per_op(rounds);
+    let per_variant: Vec<String> = cpu
         .iter()
-        .map(|&v| format!("{} {:.1} µs", v.label(), variant_median(cpu, rounds, v)))
+        .map(|(v, us)| format!("{} {us:.1} µs", v.label()))
         .collect();
     format!(
-        "* {}: {:.3}; {scatter}. {} (median): {}.",
+        "* {}: {:.3}; {scatter}. {cpu_name} (median): {}.",
         t.name,
         r.median,
-        cpu.name,
         per_variant.join(", ")
     )
 }

@@ -45,8 +45,27 @@ pub async fn run_wrk(
     port: u16,
     load: Plain<'_>,
 ) -> Result<WrkResult> {
+    run_wrk_on(opts, duration, port, load, None).await
+}
+
+/// [`run_wrk`], on the CPUs `cpus` (`taskset -c` list) when given.
+pub async fn run_wrk_on(
+    opts: &Options,
+    duration: Duration,
+    port: u16,
+    load: Plain<'_>,
+    cpus: Option<&str>,
+) -> Result<WrkResult> {
     let args = wrk_args(opts, duration, port, load);
-    let child = tokio::process::Command::new("wrk")
+    let mut command = match cpus {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus, "wrk"]);
+            c
+        }
+        None => tokio::process::Command::new("wrk"),
+    };
+    let child = command
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
