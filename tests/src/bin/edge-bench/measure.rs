@@ -2,6 +2,7 @@
 //! variant back to back, in an order that rotates every round.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use harness::bench::{self, CpuTime};
@@ -24,8 +25,6 @@ pub struct Sample {
     pub handshakes: RateResult,
     /// Envoy's CPU time per operation of each load, µs: see [`with_cpu`].
     pub cpu: CpuPerOp,
-    /// Share of the Envoys' CPU in use while side by side ([`SIDE_BY_SIDE`] only).
-    pub side_busy: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +57,19 @@ async fn with_cpu<T>(
 /// The variants whose sticky load also runs side by side: the empty filter and the edge
 /// filter, whose difference is the edge filter's own work.
 pub const SIDE_BY_SIDE: [Variant; 2] = [Variant::Empty, Variant::Wasm];
+
+/// CPU seconds the [`SIDE_BY_SIDE`] Envoys used per second of their side-by-side run: below
+/// ~0.9 they were not both saturated, and the comparison would understate the difference.
+pub fn side_busy(round: &Round, duration: Duration) -> f64 {
+    let cpu_s: f64 = SIDE_BY_SIDE
+        .iter()
+        .map(|&v| {
+            let s = round.get(v);
+            s.cpu.sticky_side * s.sticky_side.requests as f64 / 1e6
+        })
+        .sum();
+    cpu_s / duration.as_secs_f64()
+}
 
 /// A round of the throughput loads.
 pub type Round = PerVariant<Sample>;
@@ -204,23 +216,23 @@ impl Envoys<'_> {
             with_cpu(&self.cpus[v.index()], wrk, |r: &WrkResult| r.requests)
         };
         let ((ra, ua), (rb, ub)) = tokio::try_join!(run(a), run(b))?;
-        // CPU seconds both Envoys used per second: below ~0.9 they were not both saturated,
-        // and the comparison would understate the difference.
-        let busy = (ua * ra.requests as f64 + ub * rb.requests as f64) / 1e6 / d.as_secs_f64();
         eprintln!(
             "edge-bench: {}: side by side {} {:.0} req/s, {ua:.1} µs CPU/req; {} {:.0} req/s, \
-             {ub:.1} µs CPU/req; Envoy CPU busy {:.0} %",
+             {ub:.1} µs CPU/req",
             tag(a),
             a.label(),
             ra.requests_per_s,
             b.label(),
             rb.requests_per_s,
-            busy * 100.0
         );
         for (v, r, us) in [(a, ra, ua), (b, rb, ub)] {
             let s = &mut round.samples[v.index()];
-            (s.sticky_side, s.cpu.sticky_side, s.side_busy) = (r, us, busy);
+            (s.sticky_side, s.cpu.sticky_side) = (r, us);
         }
+        eprintln!(
+            "edge-bench: Envoy CPU busy {:.0} %",
+            side_busy(round, d) * 100.0
+        );
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use crate::args::Loads;
 use crate::args::Options;
 use crate::held::HeldRound;
 use crate::held_report::{held_medians, held_ratio, held_raw, HeldReading};
-use crate::measure::{sticky_load, Round, APP_LOAD, SIDE_BY_SIDE};
+use crate::measure::{sticky_load, Round, APP_LOAD};
 use crate::metrics::{
     order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, CPU_APP,
     CPU_ECHO, CPU_HANDSHAKE, CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
@@ -260,7 +260,7 @@ pub fn render_report(
          latency and memory, above 1 means more."
     );
     if opts.loads.sticky {
-        side_by_side_section(w, rounds);
+        side_by_side_section(w, rounds, opts.duration);
     }
 
     let _ = writeln!(w, "\n### Targets\n");
@@ -402,7 +402,7 @@ impl Target {
     fn ratio(&self, rounds: &[Round]) -> Ratio {
         match self.measure {
             Measure::Metric(m) => ratio(&METRICS[m], rounds, self.num, self.den),
-            Measure::SideBySide => side_by_side_ratio(rounds),
+            Measure::SideBySide => side_by_side_ratio(rounds, self.num, self.den),
         }
     }
 
@@ -418,7 +418,7 @@ impl Target {
                 let name = "Envoy CPU µs per request, sticky route side by side";
                 return (
                     name,
-                    SIDE_BY_SIDE
+                    [self.den, self.num]
                         .map(|v| (v, side_by_side_cpu(rounds, v)))
                         .to_vec(),
                 );

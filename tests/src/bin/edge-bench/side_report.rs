@@ -3,23 +3,23 @@
 //! own-work target is judged on it.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use harness::bench::median;
 
-use crate::measure::{Round, SIDE_BY_SIDE};
+use crate::measure::{side_busy, Round, SIDE_BY_SIDE};
 use crate::metrics::{fmt_ratio, paired, Ratio};
 use crate::nodes::Variant;
 
-/// Edge filter / empty filter in sticky requests per Envoy CPU-second, side by side: per
-/// round, the empty filter's Envoy CPU per request over the edge filter's, both measured over
-/// the same seconds on the same CPU. (Requests per CPU-second is the requests/s one Envoy
-/// worker sustains with a core to itself.)
-pub fn side_by_side_ratio(rounds: &[Round]) -> Ratio {
-    let [floor, filter] = SIDE_BY_SIDE;
+/// `num` / `den` (two of [`SIDE_BY_SIDE`]) in sticky requests per Envoy CPU-second, side by
+/// side: per round, `den`'s Envoy CPU per request over `num`'s, both measured over the same
+/// seconds on the same CPU. (Requests per CPU-second is the requests/s one Envoy worker
+/// sustains with a core to itself.)
+pub fn side_by_side_ratio(rounds: &[Round], num: Variant, den: Variant) -> Ratio {
     paired(
         rounds
             .iter()
-            .map(|r| r.get(floor).cpu.sticky_side / r.get(filter).cpu.sticky_side)
+            .map(|r| r.get(den).cpu.sticky_side / r.get(num).cpu.sticky_side)
             .collect(),
     )
 }
@@ -30,7 +30,7 @@ pub fn side_by_side_cpu(rounds: &[Round], v: Variant) -> f64 {
 }
 
 /// The per-round table and its medians.
-pub fn side_by_side_section(w: &mut String, rounds: &[Round]) {
+pub fn side_by_side_section(w: &mut String, rounds: &[Round], duration: Duration) {
     let [a, b] = SIDE_BY_SIDE;
     let (la, lb) = (a.label(), b.label());
     let _ = writeln!(
@@ -62,7 +62,7 @@ pub fn side_by_side_section(w: &mut String, rounds: &[Round]) {
             sb.sticky_side.requests_per_s,
             sa.cpu.sticky_side,
             sb.cpu.sticky_side,
-            sa.side_busy * 100.0,
+            side_busy(r, duration) * 100.0,
             sa.cpu.sticky_side / sb.cpu.sticky_side
         );
     }
@@ -74,8 +74,8 @@ pub fn side_by_side_section(w: &mut String, rounds: &[Round]) {
         med(&|r| r.get(b).sticky_side.requests_per_s),
         side_by_side_cpu(rounds, a),
         side_by_side_cpu(rounds, b),
-        med(&|r| r.get(a).side_busy) * 100.0,
-        fmt_ratio(side_by_side_ratio(rounds))
+        med(&|r| side_busy(r, duration)) * 100.0,
+        fmt_ratio(side_by_side_ratio(rounds, b, a))
     );
     let _ = writeln!(
         w,
