@@ -70,7 +70,10 @@ pub(super) async fn key_owners(
     futures_util::future::try_join_all(nodes.iter().map(ask)).await
 }
 
-/// The agreed owners of `keys` once `done` holds for them (as `Cluster::settled_owners`).
+/// The agreed owners of `keys` once `done` holds for them (as `Cluster::settled_owners`), and
+/// the same in two samples in a row: one sample can catch every node in the same passing state
+/// (an instance's health check failing for a moment on all of them while a node starts), and a
+/// comparison with such a state would count moves that no settled ring makes.
 pub(super) async fn settled_owners(
     nodes: &[ClusterNode],
     domain: &str,
@@ -79,13 +82,22 @@ pub(super) async fn settled_owners(
     done: impl Fn(&[String]) -> bool,
 ) -> Result<Vec<String>> {
     let deadline = tokio::time::Instant::now() + SETTLE.min(Duration::from_secs(30));
+    let mut previous: Option<Vec<String>> = None;
     loop {
         let owners = key_owners(nodes, domain, roots_pem, keys).await?;
         let verdict = agreement(&owners);
         match verdict {
-            Ok(agreed) if done(&agreed) => return Ok(agreed),
+            Ok(agreed) if done(&agreed) && previous.as_ref() == Some(&agreed) => return Ok(agreed),
+            // Agreed and done: sample again at once to confirm it.
+            Ok(agreed) if done(&agreed) && tokio::time::Instant::now() < deadline => {
+                previous = Some(agreed);
+            }
             _ if tokio::time::Instant::now() < deadline => {
+                previous = None;
                 tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(agreed) if done(&agreed) => {
+                bail!("the nodes agree, but no two samples in a row were the same")
             }
             Ok(_) => bail!("the nodes agree, but the change never showed"),
             Err(e) => return Err(e),

@@ -517,9 +517,9 @@ impl Cluster {
 
     /// Where the keys go once the cluster has settled: every node sends every key to the same
     /// instance, and `done` holds for that agreed assignment (the change being waited for is
-    /// visible). Envoy shows a new host in `/clusters` a moment before its workers have rebuilt
-    /// their Maglev tables, so this asks again until then, for at most 30 s; the error then
-    /// names the keys still in dispute.
+    /// visible), the same in two samples in a row. Envoy shows a new host in `/clusters` a
+    /// moment before its workers have rebuilt their Maglev tables, so this asks again until
+    /// then, for at most 30 s; the error then names the keys still in dispute.
     pub async fn settled_owners(
         &self,
         keys: &[String],
