@@ -224,7 +224,7 @@ origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?
 # same ring point the filter's header with that IP would reach. The filter then never reads
 # the peer address (a host call and a call back into the VM per request: most of its cost
 # on a plain request, see edge-filter/README.md "What it costs").
-sources_json="" sources_lua="" native_hash="" peer_fallback=""
+sources_json="" sources_lua="" native_hash="" peer_fallback="" route_cookie=""
 n_sources=${#sources[@]}
 for i in "${!sources[@]}"; do
     s=${sources[$i]}
@@ -244,7 +244,12 @@ for i in "${!sources[@]}"; do
         lua="{ header = \"${s#header:}\" }"
         native="- header: { header_name: ${s#header:} }"
         ;;
-    cookie) item='"cookie"' lua="{ cookie = true }" native="" ;;
+    cookie)
+        item='"cookie"' lua="{ cookie = true }" native=""
+        # The edge filter's routes hash the cookie themselves, right after the header (see
+        # https_routes); the Lua equivalent always sets the header.
+        [ "$EDGE_FILTER" = 1 ] && route_cookie=1
+        ;;
     client_address)
         item='"client_address"' lua="{ client_address = true }"
         native="- connection_properties: { source_ip: true }"
@@ -442,6 +447,16 @@ https_routes() {
                   - header: { header_name: $AFFINITY_HEADER }
                     terminal: true
 ROUTE
+        if [ -n "$route_cookie" ]; then
+            cat <<ROUTE
+                  # The filter leaves the header unset when this cookie alone, valid, gives
+                  # the key (the header's value would be the cookie's): the same backend
+                  # without a header write. It sets the header whenever the cookie must not
+                  # decide, so an unverified cookie never gets here.
+                  - cookie: { name: edge_affinity }
+                    terminal: true
+ROUTE
+        fi
         if [ -n "$peer_fallback" ]; then
             cat <<ROUTE
                   # No key from the filter: the client_address source, hashed by Envoy.
@@ -637,7 +652,7 @@ $(healthz_route)
           upgrade_configs:
           - upgrade_type: websocket
           http_filters:
-$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json, \"allow_plain_http\": $ws_plain_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE, \"same_site\": \"$COOKIE_SAMESITE\"}}}")
+$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json, \"allow_plain_http\": $ws_plain_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE, \"same_site\": \"$COOKIE_SAMESITE\"${route_cookie:+, \"route_hashes\": true}}}}")
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

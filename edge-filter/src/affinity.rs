@@ -4,6 +4,10 @@
 //! The cookie is `<key>.<mac>`: a 16-byte random-looking key and an HMAC-SHA256 over it
 //! (RFC 2104) with the configured secret, both base64url. A cookie whose MAC does not verify
 //! is ignored, counted as forged, and replaced: a client can keep its key, never choose one.
+//! The key a cookie gives the header is its whole value, the string Envoy's own cookie
+//! `hash_policy` hashes: so when the routes hash the cookie themselves
+//! ([`CookieConfig::route_hashes`]), the filter can leave the header unset for a request
+//! whose only copy of the cookie is valid, and the request still reaches the same backend.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -37,6 +41,9 @@ pub enum Source {
     NewCookie,
     /// The client's address.
     ClientAddress,
+    /// No source gave a key, but the request carries a copy of the cookie that the route's
+    /// hash would read: a fresh key stands in (the peer address was unknown).
+    StandIn,
 }
 
 /// The affinity decision for one request.
@@ -50,6 +57,10 @@ pub struct Affinity {
     pub set_cookie: Option<String>,
     /// The request carried an affinity cookie that did not verify.
     pub forged_cookie: bool,
+    /// The key is the request's only copy of a valid cookie, which the routes hash
+    /// themselves ([`CookieConfig::route_hashes`]): with no client copy of the header to
+    /// remove, the header need not be set.
+    pub hashed_by_route: bool,
 }
 
 /// Decide the affinity key. `nonce` gives bytes that differ per request (Envoy's request id,
@@ -58,6 +69,9 @@ pub struct Affinity {
 /// number generator.
 pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Vec<u8>) -> Affinity {
     let mut forged_cookie = false;
+    // The cookie configuration, if the request carries a copy of the cookie that the
+    // route's hash would read should the header stay unset.
+    let mut cookie_for_route: Option<&CookieConfig> = None;
     for source in &config.sources {
         let found = match source {
             KeySource::Query(name) => request
@@ -77,14 +91,26 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                 .map(|ip| (ip, Source::ClientAddress, None)),
             KeySource::Cookie => match &config.cookie {
                 Some(cookie) => {
-                    let (valid, forged) = find_cookie(request, cookie);
-                    forged_cookie |= forged;
-                    match valid {
-                        Some(key) => Some((key, Source::Cookie, None)),
+                    let found = find_cookie(request, cookie);
+                    forged_cookie |= found.forged;
+                    if cookie.route_hashes && found.copies > 0 {
+                        cookie_for_route = Some(cookie);
+                    }
+                    match found.valid {
+                        Some(value) => {
+                            return Affinity {
+                                key: Some(value),
+                                source: Some(Source::Cookie),
+                                set_cookie: None,
+                                forged_cookie,
+                                hashed_by_route: cookie.route_hashes && found.as_envoy_reads_it,
+                            };
+                        }
                         None if should_issue(request, cookie) => {
                             let key = new_key_with(cookie.mac(), &nonce());
-                            let set = set_cookie(cookie, &sign_with(cookie.mac(), &key));
-                            Some((key, Source::NewCookie, Some(set)))
+                            let value = sign_with(cookie.mac(), &key);
+                            let set = set_cookie(cookie, &value);
+                            Some((value, Source::NewCookie, Some(set)))
                         }
                         None => None,
                     }
@@ -98,14 +124,27 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                 source: Some(source),
                 set_cookie,
                 forged_cookie,
+                hashed_by_route: false,
             };
         }
     }
+    // No key, and the header left unset would let the route hash a cookie that did not
+    // verify (or was not issued): a key of the filter's choosing takes the cookie's place,
+    // the client's address (the ring point the route's own fallback gives it) when Envoy
+    // says it.
+    let stand_in =
+        cookie_for_route.map(
+            |cookie| match request.client_address.get().and_then(client_ip) {
+                Some(ip) => (ip, Source::ClientAddress),
+                None => (new_key_with(cookie.mac(), &nonce()), Source::StandIn),
+            },
+        );
     Affinity {
-        key: None,
-        source: None,
+        key: stand_in.as_ref().map(|(k, _)| k.clone()),
+        source: stand_in.map(|(_, s)| s),
         set_cookie: None,
         forged_cookie,
+        hashed_by_route: false,
     }
 }
 
@@ -157,44 +196,82 @@ fn should_issue(request: &Request, cookie: &CookieConfig) -> bool {
     }
 }
 
+/// What the request's `Cookie` headers hold of the affinity cookie.
+#[derive(Debug, Default)]
+struct FoundCookie {
+    /// The first value whose MAC verifies: the whole `<key>.<mac>`.
+    valid: Option<String>,
+    /// A copy before it failed to verify.
+    forged: bool,
+    /// Copies of the cookie, valid or not, in all `Cookie` headers (a name compared after
+    /// trimming whitespace, so at least every copy Envoy's cookie parser finds).
+    copies: usize,
+    /// `valid` is the only copy, in the only `Cookie` header, spelled `name=value` after
+    /// nothing but spaces and with nothing after it: exactly what Envoy's cookie parser
+    /// (`Http::Utility::parseCookieValue`: split on `;`, leading spaces skipped, quotes
+    /// stripped) returns for that name, so the route's cookie hash reads this value.
+    as_envoy_reads_it: bool,
+}
+
 /// Look for our cookie among all `Cookie` headers (HTTP/2 splits them, RFC 9113 §8.2.3).
-/// Returns the first key whose MAC verifies, and whether any copy failed to verify.
-fn find_cookie(request: &Request, cookie: &CookieConfig) -> (Option<String>, bool) {
-    let mut forged = false;
+fn find_cookie(request: &Request, cookie: &CookieConfig) -> FoundCookie {
+    let mut found = FoundCookie::default();
+    let mut headers = 0;
+    let mut plain = false;
     for header in request.values("cookie") {
-        for pair in header.split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
+        headers += 1;
+        for raw in header.split(|&b| b == b';') {
+            let pair = raw.trim_ascii();
             let Some((name, value)) = split_once_byte(pair, b'=') else {
                 continue;
             };
             if name != cookie.name.as_bytes() {
                 continue;
             }
-            let value = value
+            found.copies += 1;
+            if found.valid.is_some() {
+                continue;
+            }
+            let unquoted = value
                 .strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
-            match verify_cookie(cookie, value) {
-                Some(key) => return (Some(key), forged),
-                None => forged = true,
+            if verify_cookie(cookie, unquoted) {
+                found.valid = String::from_utf8(unquoted.to_vec()).ok();
+                plain = spelled_plainly(raw, name, unquoted);
+            } else {
+                found.forged = true;
             }
         }
     }
-    (None, forged)
+    found.as_envoy_reads_it = found.valid.is_some() && plain && headers == 1 && found.copies == 1;
+    found
 }
 
-/// The key inside a cookie value, if it verifies under the configuration's secret: found
-/// among the values that verified before ([`CookieConfig::verified_before`]), else by its MAC
-/// (then remembered). A browser sends the same value on every request, so most of them skip
-/// the MAC.
-fn verify_cookie(cookie: &CookieConfig, value: &[u8]) -> Option<String> {
+/// `raw` is `name=value` after nothing but spaces (the only whitespace Envoy's cookie parser
+/// skips), and nothing follows the value.
+fn spelled_plainly(raw: &[u8], name: &[u8], value: &[u8]) -> bool {
+    let start = raw.iter().position(|&b| b != b' ').unwrap_or(raw.len());
+    let rest = raw.get(start..).unwrap_or_default();
+    rest.len() == name.len() + 1 + value.len()
+        && rest.starts_with(name)
+        && rest.get(name.len()) == Some(&b'=')
+        && rest.ends_with(value)
+}
+
+/// Whether a cookie value verifies under the configuration's secret: found among the values
+/// that verified before ([`CookieConfig::verified_before`]), else by its MAC (then
+/// remembered). A browser sends the same value on every request, so most of them skip the
+/// MAC.
+fn verify_cookie(cookie: &CookieConfig, value: &[u8]) -> bool {
     if cookie.verified_before(value) {
-        let (key, _) = split_once_byte(value, b'.')?;
-        return String::from_utf8(key.to_vec()).ok();
+        return true;
     }
-    let key = verify_with(cookie.mac(), value)?;
+    if verify_with(cookie.mac(), value).is_none() {
+        return false;
+    }
     cookie.remember_verified(value);
-    Some(key)
+    true
 }
 
 /// [`new_key_with`] keyed with `secret` (tests).

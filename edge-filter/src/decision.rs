@@ -216,7 +216,11 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Ve
         if request.has(&config.header) {
             forward.remove_header = Some(config.header.clone());
         }
-        if let Some(key) = decided.key {
+        // The route hashes the request's one valid cookie itself when no header is there:
+        // with no client copy to remove, the header write (and the route match Envoy redoes
+        // after one) is saved.
+        let route_has_it = decided.hashed_by_route && forward.remove_header.is_none();
+        if let Some(key) = decided.key.filter(|_| !route_has_it) {
             forward.set_headers.push((config.header.clone(), key));
         }
         if decided.forged_cookie {

@@ -10,7 +10,9 @@
 --     sources in order — query parameter, header, the signed cookie (HMAC-SHA256, verified),
 --     a newly minted key for browsers (HMAC of a per-request nonce, signed, Set-Cookie on the
 --     response), or the client address — and set the header Envoy's hash_policy reads.
--- Not ported: counters, HTTP/2 extended CONNECT, and the constant-time MAC comparison (Lua
+-- Not ported: counters, HTTP/2 extended CONNECT, leaving the header unset for a request whose
+-- one valid cookie the route hashes itself (render.sh gives the Lua routes no cookie hash, so
+-- this always sets the header, with the same value), and the constant-time MAC comparison (Lua
 -- strings are interned; equality is a pointer compare, so timing says nothing useful here).
 --
 -- Lua has no HMAC, so SHA-256 is written below with LuaJIT's `bit` library, with the HMAC key
@@ -188,12 +190,13 @@ local function check_handshake(handle, headers)
   return true
 end
 
--- The key inside a cookie value if its MAC verifies.
+-- The cookie value itself if its MAC verifies: the whole value is the header's key, as the
+-- edge filter's (the same backend for the same cookie with either filter).
 local function verify(handle, value)
   local key, tag = value:match("^([A-Za-z0-9_-]+)%.([A-Za-z0-9_-]+)$")
   if key == nil or #key ~= 22 or #tag ~= 43 then return nil end
   if b64url(handle, hmac(COOKIE_LABEL .. key)) ~= tag then return nil end
-  return key
+  return value
 end
 
 local function cookie_key(handle, headers)
@@ -237,8 +240,9 @@ function envoy_on_request(handle)
         -- A browser without our cookie: mint a key from a per-request nonce, sign it.
         minted = minted + 1
         local nonce = (headers:get("x-request-id") or "") .. os.clock() .. ":" .. minted
-        key = b64url(handle, sub(hmac(NEW_KEY_LABEL .. nonce), 1, 16))
-        local value = key .. "." .. b64url(handle, hmac(COOKIE_LABEL .. key))
+        local new = b64url(handle, sub(hmac(NEW_KEY_LABEL .. nonce), 1, 16))
+        local value = new .. "." .. b64url(handle, hmac(COOKIE_LABEL .. new))
+        key = value
         handle:streamInfo():dynamicMetadata():set("edge", "set_cookie",
           CONFIG.cookie_name .. "=" .. value .. "; Max-Age=" .. CONFIG.cookie_max_age
             .. "; Path=/; Secure; HttpOnly; SameSite=Lax")

@@ -903,6 +903,116 @@ async fn forged_cookies_and_client_sent_internal_headers_do_not_steer() -> Resul
     Ok(())
 }
 
+/// The routes hash the affinity cookie themselves after the header (render.sh), so for a
+/// request whose one copy of the cookie is valid and plainly spelled the filter sets no
+/// header. Every other spelling, a second copy, a client's internal header or a cookie that
+/// does not verify gets the header from the filter: no spelling moves a client, and no
+/// unverified cookie value ever reaches the route's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_hashes_a_lone_valid_cookie_and_nothing_else() -> Result<()> {
+    let node =
+        Node::start_with(Acme::Stateless, 3, &[("STICKY_PATHS", "/poll".to_owned())]).await?;
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let backend_of = |resp: &RawResponse| -> Result<String> {
+        ensure!(resp.status == 200, "answered {}", resp.status);
+        Ok(resp
+            .header("x-backend-id")
+            .context("no x-backend-id")?
+            .to_owned())
+    };
+    // What the app saw of the internal header on the request to `path`.
+    let header_seen = |path: &str| -> Result<Option<String>> {
+        let request = node
+            .backends
+            .iter()
+            .flat_map(|b| b.app_requests())
+            .find(|r| r.path == path)
+            .with_context(|| format!("{path} reached no backend"))?;
+        Ok(request.header("x-edge-affinity").map(str::to_owned))
+    };
+
+    let resp = node
+        .https_raw(&get("/poll/issue", &format!("Origin: {ORIGIN}\r\n")))
+        .await?;
+    let first = backend_of(&resp)?;
+    let value = resp
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.strip_prefix("edge_affinity="))
+        .context("no affinity cookie")?
+        .to_owned();
+    // Issued: the header carries the whole cookie value, the string the route's hash reads.
+    assert_eq!(header_seen("/poll/issue")?.as_deref(), Some(&*value));
+
+    // The lone, plainly spelled cookie: no header, the same backend.
+    for (i, cookie) in [
+        format!("edge_affinity={value}"),
+        format!("theme=dark; edge_affinity={value}; lang=en"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = format!("/poll/plain-{i}");
+        let resp = node
+            .https_raw(&get(&path, &format!("Cookie: {cookie}\r\n")))
+            .await?;
+        assert_eq!(backend_of(&resp)?, first, "{cookie}");
+        assert_eq!(header_seen(&path)?, None, "{cookie}");
+    }
+
+    // Any other spelling: the filter sets the header to the value, the same backend.
+    let forged = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let unusual = [
+        format!("Cookie: edge_affinity=\"{value}\"\r\n"),
+        format!("Cookie: edge_affinity={value} ; lang=en\r\n"),
+        format!("Cookie: edge_affinity={value}; edge_affinity={value}\r\n"),
+        format!("Cookie: edge_affinity={forged}; edge_affinity={value}\r\n"),
+        format!("Cookie: theme=dark\r\nCookie: edge_affinity={value}\r\n"),
+        format!("Cookie: edge_affinity={value}\r\nx-edge-affinity: steer\r\n"),
+    ];
+    for (i, extra) in unusual.iter().enumerate() {
+        let path = format!("/poll/unusual-{i}");
+        let resp = node.https_raw(&get(&path, extra)).await?;
+        assert_eq!(backend_of(&resp)?, first, "{extra:?}");
+        assert_eq!(header_seen(&path)?.as_deref(), Some(&*value), "{extra:?}");
+    }
+
+    // Cookies that do not verify, from a client that gets no new one (no Origin): keyed by
+    // its address, as with no cookie at all, whatever the value (the route would otherwise
+    // hash a value the client chose, a backend per guess).
+    let (home, _) = node.ws_backend("/ws", &[]).await?;
+    for i in 0..10 {
+        let path = format!("/poll/forged-{i}");
+        let cookie = format!("Cookie: edge_affinity={i}{}\r\n", &forged[1..]);
+        let resp = node.https_raw(&get(&path, &cookie)).await?;
+        assert_eq!(backend_of(&resp)?, home, "{cookie:?}");
+        assert_eq!(header_seen(&path)?.as_deref(), Some("127.0.0.1"));
+    }
+
+    // The same on the WebSocket path: the handshake with the cookie reaches the backend the
+    // cookie was issued on, with no header.
+    let (id, _) = node
+        .ws_backend(
+            "/ws?x=native",
+            &[
+                ("origin", ORIGIN),
+                ("cookie", &format!("edge_affinity={value}")),
+            ],
+        )
+        .await?;
+    assert_eq!(id, first);
+    let upgrade = node
+        .backends
+        .iter()
+        .flat_map(|b| b.upgrades())
+        .find(|u| u.path == "/ws?x=native")
+        .context("the handshake reached no backend")?;
+    assert_eq!(upgrade.header("x-edge-affinity"), None, "{upgrade:?}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Configuration
 

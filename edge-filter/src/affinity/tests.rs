@@ -13,6 +13,7 @@ fn cookie_config() -> CookieConfig {
         same_site: "Lax".into(),
         secure: true,
         issue: IssuePolicy::Browsers,
+        route_hashes: false,
         cache: Default::default(),
     }
 }
@@ -323,7 +324,8 @@ fn no_key_when_no_source_applies() {
             key: None,
             source: None,
             set_cookie: None,
-            forged_cookie: false
+            forged_cookie: false,
+            hashed_by_route: false,
         }
     );
 }
@@ -339,14 +341,14 @@ fn cookie_request(value: &str) -> Request {
 fn a_verified_cookie_is_remembered_and_only_its_exact_value_hits() {
     let c = config(vec![KeySource::Cookie]);
     let cookie = c.cookie.as_ref().unwrap();
-    let key = new_key(SECRET.as_bytes(), b"n");
-    let value = sign(SECRET.as_bytes(), &key);
+    let value = sign(SECRET.as_bytes(), &new_key(SECRET.as_bytes(), b"n"));
     assert!(!cookie.verified_before(value.as_bytes()));
     for _ in 0..3 {
         let a = decide(&cookie_request(&value), &c, &|| b"n".to_vec());
+        // The header gets the whole value, the string Envoy's cookie hash reads.
         assert_eq!(
             (a.key.as_deref(), a.source),
-            (Some(&*key), Some(Source::Cookie))
+            (Some(&*value), Some(Source::Cookie))
         );
         assert!(cookie.verified_before(value.as_bytes()));
     }
@@ -374,27 +376,25 @@ fn a_remembered_value_skips_the_mac() {
     let c = config(vec![KeySource::Cookie]);
     let cookie = c.cookie.as_ref().unwrap();
     let unsigned = format!("{}.{}", "k".repeat(22), "m".repeat(43));
-    assert_eq!(verify_cookie(cookie, unsigned.as_bytes()), None);
+    assert!(!verify_cookie(cookie, unsigned.as_bytes()));
     cookie.remember_verified(unsigned.as_bytes());
-    assert_eq!(
-        verify_cookie(cookie, unsigned.as_bytes()).as_deref(),
-        Some(&*"k".repeat(22))
-    );
+    assert!(verify_cookie(cookie, unsigned.as_bytes()));
 }
 
 #[test]
 fn the_cache_is_bounded_and_an_evicted_value_still_verifies() {
     let c = config(vec![KeySource::Cookie]);
     let cookie = c.cookie.as_ref().unwrap();
-    let values: Vec<(String, String)> = (0..4 * crate::config::VERIFIED_SLOTS)
+    let values: Vec<String> = (0..4 * crate::config::VERIFIED_SLOTS)
         .map(|i| {
-            let key = new_key(SECRET.as_bytes(), format!("n{i}").as_bytes());
-            let value = sign(SECRET.as_bytes(), &key);
-            (key, value)
+            sign(
+                SECRET.as_bytes(),
+                &new_key(SECRET.as_bytes(), format!("n{i}").as_bytes()),
+            )
         })
         .collect();
-    for (key, value) in &values {
-        assert_eq!(verify_cookie(cookie, value.as_bytes()).as_ref(), Some(key));
+    for value in &values {
+        assert!(verify_cookie(cookie, value.as_bytes()));
     }
     let remembered = cookie.remembered();
     assert!(remembered <= crate::config::VERIFIED_SLOTS, "{remembered}");
@@ -403,8 +403,8 @@ fn the_cache_is_bounded_and_an_evicted_value_still_verifies() {
         remembered > crate::config::VERIFIED_SLOTS / 2,
         "{remembered}"
     );
-    for (key, value) in &values {
-        assert_eq!(verify_cookie(cookie, value.as_bytes()).as_ref(), Some(key));
+    for value in &values {
+        assert!(verify_cookie(cookie, value.as_bytes()));
     }
     // Values of another length are neither looked up nor kept.
     cookie.remember_verified(b"short.value");
@@ -415,7 +415,7 @@ fn the_cache_is_bounded_and_an_evicted_value_still_verifies() {
 fn a_copy_of_the_configuration_starts_with_nothing_remembered() {
     let cookie = cookie_config();
     let value = sign(SECRET.as_bytes(), &new_key(SECRET.as_bytes(), b"n"));
-    assert!(verify_cookie(&cookie, value.as_bytes()).is_some());
+    assert!(verify_cookie(&cookie, value.as_bytes()));
     assert!(cookie.verified_before(value.as_bytes()));
     // A copy given another secret must not accept what the first one verified.
     let other = CookieConfig {
@@ -423,7 +423,96 @@ fn a_copy_of_the_configuration_starts_with_nothing_remembered() {
         ..cookie.clone()
     };
     assert!(!other.verified_before(value.as_bytes()));
-    assert_eq!(verify_cookie(&other, value.as_bytes()), None);
+    assert!(!verify_cookie(&other, value.as_bytes()));
     // The cache takes no part in equality: a copy with an empty one is the same config.
     assert_eq!(cookie, cookie.clone());
+}
+
+fn route_hashing(sources: Vec<KeySource>) -> AffinityConfig {
+    let mut c = config(sources);
+    if let Some(cookie) = c.cookie.as_mut() {
+        cookie.route_hashes = true;
+    }
+    c
+}
+
+#[test]
+fn only_a_lone_plainly_spelled_valid_cookie_is_left_to_the_route() {
+    let c = route_hashing(all_sources());
+    let value = sign(SECRET.as_bytes(), &new_key(SECRET.as_bytes(), b"r"));
+    let forged = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let decide_on = |cookies: &[String]| {
+        let mut pairs = vec![(":path", "/ws")];
+        pairs.extend(cookies.iter().map(|c| ("cookie", c.as_str())));
+        decide(&request(&pairs), &c, &|| b"n".to_vec())
+    };
+    // Envoy's parser reads exactly `value` here: the route's cookie hash gives its backend.
+    for plain in [
+        format!("edge_affinity={value}"),
+        format!("a=1; edge_affinity={value}; b=2"),
+        format!("a=1;edge_affinity={value}"),
+        format!("a=1;   edge_affinity={value}"),
+    ] {
+        let a = decide_on(std::slice::from_ref(&plain));
+        assert_eq!(a.key.as_deref(), Some(&*value), "{plain}");
+        assert!(a.hashed_by_route, "{plain}");
+    }
+    // Anything Envoy might read otherwise, or not at all, or a second copy it might pick
+    // instead: the key is still the valid value, but the filter must set the header.
+    for unusual in [
+        vec![format!("edge_affinity=\"{value}\"")],
+        vec![format!("edge_affinity={value} ")],
+        vec![format!("edge_affinity={value} ; b=2")],
+        vec![format!("\tedge_affinity={value}")],
+        vec![format!("edge_affinity={value}; edge_affinity={value}")],
+        vec![format!("edge_affinity={forged}; edge_affinity={value}")],
+        vec![format!("edge_affinity={value}; edge_affinity={forged}")],
+        vec!["a=1".to_owned(), format!("edge_affinity={value}")],
+        vec![format!("edge_affinity={value}"), "b=2".to_owned()],
+    ] {
+        let a = decide_on(&unusual);
+        assert_eq!(a.key.as_deref(), Some(&*value), "{unusual:?}");
+        assert_eq!(a.source, Some(Source::Cookie), "{unusual:?}");
+        assert!(!a.hashed_by_route, "{unusual:?}");
+    }
+    // Without the route's cookie hash, never.
+    let a = decide(&cookie_request(&value), &config(all_sources()), &|| {
+        b"n".to_vec()
+    });
+    assert_eq!(a.key.as_deref(), Some(&*value));
+    assert!(!a.hashed_by_route);
+}
+
+#[test]
+fn a_cookie_that_gives_no_key_is_kept_from_the_routes_hash() {
+    // Cookie only, no Origin (so no new cookie) and no client_address source: before, no
+    // key at all. A route that hashes the cookie would then read the forged one, a value
+    // the client chose: the filter sets the client's address instead.
+    let c = route_hashing(vec![KeySource::Cookie]);
+    let forged = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for value in [forged, "not-even-the-shape", ""] {
+        let a = decide(&cookie_request(value), &c, &|| b"n".to_vec());
+        assert_eq!(
+            (a.key.as_deref(), a.source),
+            (Some("203.0.113.7"), Some(Source::ClientAddress)),
+            "{value:?}"
+        );
+        assert!(!a.hashed_by_route);
+    }
+    // The peer address unknown: a fresh key of the filter's making, never the cookie.
+    let mut r = cookie_request(forged);
+    r.client_address = Property::known(None);
+    let a = decide(&r, &c, &|| b"n".to_vec());
+    assert_eq!(a.source, Some(Source::StandIn));
+    assert_eq!(a.key.as_ref().map(String::len), Some(22));
+    assert_ne!(a.key.as_deref(), Some(forged));
+    // No copy of the cookie, or a route that does not hash it: no key, as before.
+    let a = decide(&request(&[(":path", "/ws")]), &c, &|| b"n".to_vec());
+    assert_eq!(a.key, None);
+    let a = decide(
+        &cookie_request(forged),
+        &config(vec![KeySource::Cookie]),
+        &|| b"n".to_vec(),
+    );
+    assert_eq!(a.key, None);
 }

@@ -71,6 +71,15 @@ pub struct CookieConfig {
     /// given one falls through to the next key source.
     #[serde(default)]
     pub issue: IssuePolicy,
+    /// The routes' `hash_policy` hashes this cookie right after the affinity header
+    /// (`cookie: { name: … }`, no `ttl`), as `render.sh` renders them. The filter then leaves
+    /// the header unset when the key is the request's only copy of a valid cookie, spelled
+    /// so that Envoy reads exactly that value (no header write, and no second route match,
+    /// which Envoy does after any request header changes), and sets it in every other case,
+    /// so a cookie that did not decide never reaches that hash. Off by default: without that
+    /// hash policy, cookie clients would lose their backend.
+    #[serde(default)]
+    pub route_hashes: bool,
     /// What the secret determines, worked out on first use: its HMAC state and the cookie
     /// values that verified under it.
     #[serde(skip)]
@@ -215,6 +224,7 @@ impl std::fmt::Debug for CookieConfig {
             .field("same_site", &self.same_site)
             .field("secure", &self.secure)
             .field("issue", &self.issue)
+            .field("route_hashes", &self.route_hashes)
             .finish()
     }
 }

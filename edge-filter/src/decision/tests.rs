@@ -458,3 +458,48 @@ fn challenge_paths_are_ordinary_without_acme() {
     let v = classify(&req(&[(":path", &path)]), &tls_listener(), &|| b"".to_vec());
     assert!(matches!(v.action, Action::Forward(_)));
 }
+
+#[test]
+fn a_cookie_the_route_hashes_needs_no_header_unless_the_client_sent_one() {
+    let config = FilterConfig::parse(
+        format!(
+            r#"{{"affinity": {{"sources": [{{"query": "room"}}, "cookie", "client_address"],
+                              "cookie": {{"secret": "{SECRET}", "route_hashes": true}}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let value = crate::affinity::sign(
+        SECRET.as_bytes(),
+        &crate::affinity::new_key(SECRET.as_bytes(), b"d"),
+    );
+    let cookie = format!("edge_affinity={value}");
+    let forward =
+        |pairs: &[(&str, &str)]| match classify(&req(pairs), &config, &|| b"".to_vec()).action {
+            Action::Forward(f) => f,
+            other => panic!("not forwarded: {other:?}"),
+        };
+    assert_eq!(
+        forward(&[(":path", "/poll"), ("cookie", &cookie)]),
+        Forward::default()
+    );
+    // A client's copy of the internal header would win over the cookie: it goes, and the
+    // header is set.
+    assert_eq!(
+        forward(&[
+            (":path", "/poll"),
+            ("cookie", &cookie),
+            ("x-edge-affinity", "steer")
+        ]),
+        Forward {
+            remove_header: Some("x-edge-affinity".into()),
+            set_headers: vec![("x-edge-affinity".into(), value.clone())],
+            set_cookie: None,
+        }
+    );
+    // An earlier source still sets the header (it comes before the cookie in the hash).
+    assert_eq!(
+        forward(&[(":path", "/poll?room=blue"), ("cookie", &cookie)]).set_headers,
+        vec![("x-edge-affinity".into(), "blue".into())]
+    );
+}
