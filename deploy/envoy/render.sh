@@ -225,6 +225,7 @@ origins_json=$(json_list '^(\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.*-]+(:[0-9]{1,5})?
 # the peer address (a host call and a call back into the VM per request: most of its cost
 # on a plain request, see edge-filter/README.md "What it costs").
 sources_json="" sources_lua="" native_hash="" peer_fallback="" route_cookie=""
+before_cookie_query="" before_cookie_headers=""
 n_sources=${#sources[@]}
 for i in "${!sources[@]}"; do
     s=${sources[$i]}
@@ -234,12 +235,14 @@ for i in "${!sources[@]}"; do
     case "$s" in
     query:*)
         check AFFINITY_SOURCES "${s#query:}" '^[A-Za-z0-9._~-]+$' "a query parameter name"
+        [ -n "$route_cookie" ] || before_cookie_query+="                  - { name: ${s#query:}, present_match: false }"$'\n'
         item="{\"query\": \"${s#query:}\"}"
         lua="{ query = \"${s#query:}\" }"
         native="- query_parameter: { name: ${s#query:} }"
         ;;
     header:*)
         check AFFINITY_SOURCES "${s#header:}" '^[a-z0-9-]+$' "a lower-case header name"
+        [ -n "$route_cookie" ] || before_cookie_headers+="                  - { name: ${s#header:}, present_match: false }"$'\n'
         item="{\"header\": \"${s#header:}\"}"
         lua="{ header = \"${s#header:}\" }"
         native="- header: { header_name: ${s#header:} }"
@@ -291,7 +294,20 @@ store)
 *) die "ACME_MODE must be stateless or store" ;;
 esac
 
-# wasm_filter NAME JSON: the edge filter with one listener's plugin configuration.
+# https_plugin_json EXTRA: the TLS listener's plugin configuration, EXTRA added to its
+# affinity section.
+https_plugin_json() {
+    printf '{"stat_prefix": "edge_https", "websocket": {"path_prefixes": %s, "allowed_origins": %s, "allow_plain_http": %s}, "affinity": {"header": "%s", "sources": [%s], "cookie": {"secret": "%s", "max_age_s": %s, "same_site": "%s"%s}%s}}' \
+        "$ws_paths_json" "$origins_json" "$ws_plain_json" "$AFFINITY_HEADER" "$sources_json" \
+        "$COOKIE_SECRET" "$COOKIE_MAX_AGE" "$COOKIE_SAMESITE" "${route_cookie:+, \"route_hashes\": true}" "$1"
+}
+
+# The second instance of the edge filter on the TLS listener: the cookie routes' (see
+# cookie_route), off everywhere else.
+cookie_filter_name=edge.cookie_route
+
+# wasm_filter NAME JSON [CHAIN_NAME]: the edge filter with one plugin configuration; with a
+# CHAIN_NAME, an instance that is off except on the routes that enable it by that name.
 wasm_filter() {
     if [ "$EDGE_FILTER" = lua ] && [ "$1" = edge_https ]; then
         lua_filter
@@ -300,14 +316,22 @@ wasm_filter() {
     # Without the filter (benchmarks only) nothing answers challenges or redirects.
     [ "$EDGE_FILTER" = 1 ] || return 0
     cat <<EOF
-          - name: envoy.filters.http.wasm
+          - name: ${3:-envoy.filters.http.wasm}
+EOF
+    if [ -n "${3:-}" ]; then
+        cat <<EOF
+            # Off unless a route turns it on (the cookie routes, see cookie_route).
+            disabled: true
+EOF
+    fi
+    cat <<EOF
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
                 name: $1
                 root_id: edge
                 vm_config:
-                  # One VM per worker, shared by both listeners' plugin configurations.
+                  # One VM per worker, shared by every plugin configuration.
                   vm_id: edge
                   runtime: envoy.wasm.runtime.v8
                   code: { local: { filename: $WASM_PATH } }
@@ -422,6 +446,76 @@ ROUTE
     fi
 }
 
+# filter_route_action: the rest of a route the filter runs on: the app cluster, hashed on the
+# header the filter sets, else (in the shipped config) on the cookie, else on the peer.
+filter_route_action() {
+    cat <<ROUTE
+                route:
+                  cluster: app
+                  # No overall timeout (upgraded streams live long); idle ones end here.
+                  timeout: 0s
+                  idle_timeout: $WS_IDLE_TIMEOUT
+                  # The edge filter put the affinity key in this header; the Maglev hash
+                  # turns it into a backend, the same one for the same key.
+                  hash_policy:
+                  - header: { header_name: $AFFINITY_HEADER }
+                    terminal: true
+ROUTE
+    if [ -n "$route_cookie" ]; then
+        cat <<ROUTE
+                  # The filter leaves the header unset when this cookie alone, valid, gives
+                  # the key (the header's value would be the cookie's): the same backend
+                  # without a header write. It sets the header whenever the cookie must not
+                  # decide, so an unverified cookie never gets here.
+                  - cookie: { name: edge_affinity }
+                    terminal: true
+ROUTE
+    fi
+    if [ -n "$peer_fallback" ]; then
+        cat <<ROUTE
+                  # No key from the filter: the client_address source, hashed by Envoy.
+                  - connection_properties: { source_ip: true }
+                    terminal: true
+ROUTE
+    fi
+}
+
+# cookie_route MATCH: on a sticky path, a request with a Cookie and no Upgrade, no client
+# copy of the internal header and no key source listed before the cookie: what a browser
+# sends once it has its cookie. It takes the second instance of the filter, whose plugin
+# configuration says so (affinity.cookie_route): if the first Cookie header holds the only
+# copy of a valid cookie, it lets the request through after reading that one header (the
+# route hashes the cookie), instead of reading all headers; anything else gets the full
+# filter's treatment from it, and once it sets the header Envoy matches the route again
+# (the filter's route below, the same hash). So vhost.app.route.sticky_cookie.* counts the
+# requests the cookie alone decided.
+cookie_route() {
+    cat <<ROUTE
+              - match:
+                  $1
+                  headers:
+                  - { name: cookie, present_match: true }
+                  - { name: upgrade, present_match: false }
+                  - { name: $AFFINITY_HEADER, present_match: false }
+ROUTE
+    printf '%s' "$before_cookie_headers"
+    if [ -n "$before_cookie_query" ]; then
+        printf '                  query_parameters:\n%s' "$before_cookie_query"
+    fi
+    cat <<ROUTE
+                stat_prefix: sticky_cookie
+                typed_per_filter_config:
+                  $https_filter_name:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+                  $cookie_filter_name:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    # An empty config turns on a filter that is off in the chain.
+                    config: {}
+ROUTE
+    filter_route_action
+}
+
 # https_routes: the node's health first, then the filter's paths (WebSocket, then sticky),
 # hashed on the key the filter sets; then the rest of the app without the filter, hashed
 # natively.
@@ -434,36 +528,13 @@ https_routes() {
         if [ -n "$https_filter_name" ] && [[ " ${sticky_paths[*]} " == *" $p "* ]]; then
             sticky_bypass_route "$match"
         fi
+        if [ -n "$route_cookie" ] && [[ " ${sticky_paths[*]} " == *" $p "* ]]; then
+            cookie_route "$match"
+        fi
         cat <<ROUTE
               - match: { $match }
-                route:
-                  cluster: app
-                  # No overall timeout (upgraded streams live long); idle ones end here.
-                  timeout: 0s
-                  idle_timeout: $WS_IDLE_TIMEOUT
-                  # The edge filter put the affinity key in this header; the Maglev hash
-                  # turns it into a backend, the same one for the same key.
-                  hash_policy:
-                  - header: { header_name: $AFFINITY_HEADER }
-                    terminal: true
 ROUTE
-        if [ -n "$route_cookie" ]; then
-            cat <<ROUTE
-                  # The filter leaves the header unset when this cookie alone, valid, gives
-                  # the key (the header's value would be the cookie's): the same backend
-                  # without a header write. It sets the header whenever the cookie must not
-                  # decide, so an unverified cookie never gets here.
-                  - cookie: { name: edge_affinity }
-                    terminal: true
-ROUTE
-        fi
-        if [ -n "$peer_fallback" ]; then
-            cat <<ROUTE
-                  # No key from the filter: the client_address source, hashed by Envoy.
-                  - connection_properties: { source_ip: true }
-                    terminal: true
-ROUTE
-        fi
+        filter_route_action
     done
     # Upgrades are enabled on the whole listener (HTTP/1.1 Upgrade and RFC 8441 CONNECT,
     # which Envoy turns into an Upgrade header before routing), so every other request that
@@ -652,7 +723,8 @@ $(healthz_route)
           upgrade_configs:
           - upgrade_type: websocket
           http_filters:
-$(wasm_filter edge_https "{\"stat_prefix\": \"edge_https\", \"websocket\": {\"path_prefixes\": $ws_paths_json, \"allowed_origins\": $origins_json, \"allow_plain_http\": $ws_plain_json}, \"affinity\": {\"header\": \"$AFFINITY_HEADER\", \"sources\": [$sources_json], \"cookie\": {\"secret\": \"$COOKIE_SECRET\", \"max_age_s\": $COOKIE_MAX_AGE, \"same_site\": \"$COOKIE_SAMESITE\"${route_cookie:+, \"route_hashes\": true}}}}")
+$(wasm_filter edge_https "$(https_plugin_json "")")
+$(if [ -n "$route_cookie" ] && [ "${#sticky_paths[@]}" -gt 0 ]; then wasm_filter edge_https_cookie "$(https_plugin_json ', "cookie_route": true')" "$cookie_filter_name"; fi)
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

@@ -91,7 +91,7 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                 .map(|ip| (ip, Source::ClientAddress, None)),
             KeySource::Cookie => match &config.cookie {
                 Some(cookie) => {
-                    let found = find_cookie(request, cookie);
+                    let found = find_cookie(request.values("cookie"), cookie);
                     forged_cookie |= found.forged;
                     if cookie.route_hashes && found.copies > 0 {
                         cookie_for_route = Some(cookie);
@@ -213,12 +213,20 @@ struct FoundCookie {
     as_envoy_reads_it: bool,
 }
 
+/// Whether `header`, a request's first `Cookie` header, holds the only copy of the cookie in
+/// it, valid and spelled so that Envoy's cookie parser reads exactly its value. Envoy's parser
+/// looks at the `Cookie` headers in order and takes the first copy, so the route's cookie hash
+/// then reads that value, whatever later `Cookie` headers hold.
+pub fn lone_valid_cookie(header: &[u8], cookie: &CookieConfig) -> bool {
+    find_cookie(std::iter::once(header), cookie).as_envoy_reads_it
+}
+
 /// Look for our cookie among all `Cookie` headers (HTTP/2 splits them, RFC 9113 §8.2.3).
-fn find_cookie(request: &Request, cookie: &CookieConfig) -> FoundCookie {
+fn find_cookie<'a>(values: impl Iterator<Item = &'a [u8]>, cookie: &CookieConfig) -> FoundCookie {
     let mut found = FoundCookie::default();
     let mut headers = 0;
     let mut plain = false;
-    for header in request.values("cookie") {
+    for header in values {
         headers += 1;
         for raw in header.split(|&b| b == b';') {
             let pair = raw.trim_ascii();

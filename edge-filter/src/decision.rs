@@ -234,6 +234,29 @@ pub fn classify(request: &Request, config: &FilterConfig, nonce: &dyn Fn() -> Ve
     Verdict::new(Action::Forward(forward), events)
 }
 
+/// The cookie route's shortcut (`affinity.cookie_route`): whether a request needs nothing from
+/// the filter because its first `Cookie` header holds the only copy of a valid cookie, which
+/// the route hashes itself ([`affinity::lone_valid_cookie`]). The full [`classify`] would
+/// forward such a request unchanged on that route, so the glue skips it, and the whole
+/// header map. `header(name)` reads one request header (its first copy, as Envoy answers a
+/// single-header read). `upgrade` and the internal header must be absent: checked here, not
+/// taken from the route, as a request with either needs the full treatment; both are read
+/// first, since Envoy answers a read of an absent header without a call back into the VM.
+pub fn cookie_alone_decides(
+    config: &FilterConfig,
+    header: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> bool {
+    let Some(affinity) = config.affinity.as_ref().filter(|a| a.cookie_route) else {
+        return false;
+    };
+    let Some(cookie) = &affinity.cookie else {
+        return false;
+    };
+    header("upgrade").is_none()
+        && header(&affinity.header).is_none()
+        && header("cookie").is_some_and(|value| affinity::lone_valid_cookie(&value, cookie))
+}
+
 fn refuse_upgrade(refusal: Refusal) -> Verdict {
     let mut reply = LocalReply::text(refusal.status(), refusal_text(refusal));
     if refusal == Refusal::Version {

@@ -54,7 +54,9 @@ mod websocket;
 mod filter;
 
 pub use config::{ConfigError, FilterConfig};
-pub use decision::{classify, store_reply, Action, Event, Forward, LocalReply, Verdict};
+pub use decision::{
+    classify, cookie_alone_decides, store_reply, Action, Event, Forward, LocalReply, Verdict,
+};
 #[cfg(feature = "fuzzing")]
 pub use fuzzing::classify_bytes;
 pub use request::{Property, Request};

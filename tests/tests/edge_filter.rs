@@ -991,6 +991,31 @@ async fn the_route_hashes_a_lone_valid_cookie_and_nothing_else() -> Result<()> {
         assert_eq!(header_seen(&path)?.as_deref(), Some("127.0.0.1"));
     }
 
+    // The requests above with a cookie, no room and no internal header took the cookie
+    // route and its instance of the filter, which let the plain ones through on the first
+    // Cookie header alone and gave the rest the full treatment: setting the header, after
+    // which Envoy matches the route again and they end on the filter's route. So the cookie
+    // route counts the requests the cookie alone decided. A room still wins over the
+    // cookie (that request never takes the cookie route).
+    const COOKIE_ROUTE: &str = "vhost.app.route.sticky_cookie.upstream_rq_completed";
+    let (blue, _) = node.ws_backend("/ws?room=blue", &[]).await?;
+    let resp = node
+        .https_raw(&get(
+            "/poll/room?room=blue",
+            &format!("Cookie: edge_affinity={value}\r\n"),
+        ))
+        .await?;
+    assert_eq!(backend_of(&resp)?, blue, "the cookie won over the room");
+    assert_eq!(
+        header_seen("/poll/room?room=blue")?.as_deref(),
+        Some("blue")
+    );
+    assert_eq!(
+        node.envoy.counter(COOKIE_ROUTE).await?.unwrap_or(0),
+        2,
+        "requests the cookie alone decided"
+    );
+
     // The same on the WebSocket path: the handshake with the cookie reaches the backend the
     // cookie was issued on, with no header.
     let (id, _) = node

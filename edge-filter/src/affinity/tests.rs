@@ -24,6 +24,7 @@ fn config(sources: Vec<KeySource>) -> AffinityConfig {
         sources,
         cookie: Some(cookie_config()),
         clear_route_cache: false,
+        cookie_route: false,
     }
 }
 
@@ -515,4 +516,32 @@ fn a_cookie_that_gives_no_key_is_kept_from_the_routes_hash() {
         &|| b"n".to_vec(),
     );
     assert_eq!(a.key, None);
+}
+
+#[test]
+fn the_cookie_routes_check_reads_one_cookie_header_as_envoy_does() {
+    let c = route_hashing(vec![KeySource::Cookie]);
+    let cookie = c.cookie.as_ref().unwrap();
+    let value = sign(SECRET.as_bytes(), &new_key(SECRET.as_bytes(), b"l"));
+    let forged = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for lone in [
+        format!("edge_affinity={value}"),
+        format!("a=1; edge_affinity={value}; b=2"),
+    ] {
+        assert!(lone_valid_cookie(lone.as_bytes(), cookie), "{lone}");
+    }
+    for not_alone in [
+        format!("edge_affinity=\"{value}\""),
+        format!("edge_affinity={value} ; b=2"),
+        format!("edge_affinity={value}; edge_affinity={value}"),
+        format!("edge_affinity={forged}; edge_affinity={value}"),
+        format!("edge_affinity={forged}"),
+        "a=1; b=2".to_owned(),
+        String::new(),
+    ] {
+        assert!(
+            !lone_valid_cookie(not_alone.as_bytes(), cookie),
+            "{not_alone}"
+        );
+    }
 }

@@ -28,6 +28,17 @@ pub struct AffinityConfig {
     /// a host call and a second route match per request, so it is off unless asked for.
     #[serde(default)]
     pub clear_route_cache: bool,
+    /// This plugin configuration runs only on routes that admit requests with a `Cookie`
+    /// and without an `Upgrade`, a client copy of `header` or any key source listed before
+    /// `"cookie"` (`render.sh` renders one such route per sticky path, with this filter
+    /// enabled on it alone). A request whose first `Cookie` header holds the only copy of a
+    /// valid cookie, plainly spelled, then passes after that one header read (the route
+    /// hashes the cookie, [`CookieConfig::route_hashes`]); every other request gets the
+    /// full treatment. The filter checks the absence of `Upgrade` and of the internal header
+    /// itself; it trusts the route for the earlier sources, which only decide which of a
+    /// client's own keys wins. Requires `"cookie"` in `sources` and `cookie.route_hashes`.
+    #[serde(default)]
+    pub cookie_route: bool,
 }
 
 fn default_affinity_header() -> String {
@@ -316,6 +327,13 @@ impl AffinityConfig {
         }
         if let Some(cookie) = &self.cookie {
             cookie.validate()?;
+        }
+        let route_hashes = self.cookie.as_ref().is_some_and(|c| c.route_hashes);
+        if self.cookie_route && !(self.sources.contains(&KeySource::Cookie) && route_hashes) {
+            return Err(ConfigError::new(
+                "affinity.cookie_route",
+                "requires \"cookie\" in sources and cookie.route_hashes: true (the route must hash the cookie the filter lets through)",
+            ));
         }
         Ok(())
     }

@@ -212,3 +212,24 @@ fn websocket_and_redirect_rules() {
         "stat_prefix"
     );
 }
+
+#[test]
+fn the_cookie_route_needs_a_route_that_hashes_the_cookie() {
+    let with = |sources: &str, route_hashes: bool| {
+        format!(
+            r#"{{"affinity": {{"sources": {sources}, "cookie_route": true,
+                             "cookie": {{"secret": "{SECRET}", "route_hashes": {route_hashes}}}}}}}"#
+        )
+    };
+    assert_eq!(
+        err(&with(r#"["cookie"]"#, false)).field,
+        "affinity.cookie_route"
+    );
+    assert_eq!(
+        err(&with(r#"[{"query": "room"}]"#, true)).field,
+        "affinity.cookie_route"
+    );
+    let config = FilterConfig::parse(with(r#"["cookie"]"#, true).as_bytes()).unwrap();
+    let affinity = config.affinity.unwrap();
+    assert!(affinity.cookie_route && affinity.cookie.unwrap().route_hashes);
+}

@@ -503,3 +503,57 @@ fn a_cookie_the_route_hashes_needs_no_header_unless_the_client_sent_one() {
         vec![("x-edge-affinity".into(), "blue".into())]
     );
 }
+
+#[test]
+fn the_cookie_route_lets_a_lone_valid_cookie_through_on_one_header_read() {
+    use std::cell::RefCell;
+    let parse = |cookie_route: bool| {
+        FilterConfig::parse(
+            format!(
+                r#"{{"affinity": {{"sources": [{{"query": "room"}}, "cookie"], "cookie_route": {cookie_route},
+                                  "cookie": {{"secret": "{SECRET}", "route_hashes": true}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let value = crate::affinity::sign(
+        SECRET.as_bytes(),
+        &crate::affinity::new_key(SECRET.as_bytes(), b"c"),
+    );
+    let cookie = format!("edge_affinity={value}");
+    let read = RefCell::new(Vec::new());
+    let decides = |config: &FilterConfig, headers: &[(&str, &str)]| {
+        read.borrow_mut().clear();
+        cookie_alone_decides(config, &|name| {
+            read.borrow_mut().push(name.to_owned());
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        })
+    };
+    let route = parse(true);
+    assert!(decides(&route, &[("cookie", &cookie)]));
+    assert_eq!(*read.borrow(), ["upgrade", "x-edge-affinity", "cookie"]);
+    // What the full filter must see: an upgrade, a client's internal header, a cookie that
+    // is not alone or not valid.
+    assert!(!decides(
+        &route,
+        &[("cookie", &cookie), ("upgrade", "websocket")]
+    ));
+    assert!(!decides(
+        &route,
+        &[("cookie", &cookie), ("x-edge-affinity", "steer")]
+    ));
+    assert!(!decides(
+        &route,
+        &[("cookie", &format!("{cookie}; {cookie}"))]
+    ));
+    assert!(!decides(&route, &[("cookie", "edge_affinity=forged")]));
+    assert!(!decides(&route, &[]));
+    // Any other configuration: no shortcut, and no header read for it.
+    assert!(!decides(&parse(false), &[("cookie", &cookie)]));
+    assert!(read.borrow().is_empty());
+    assert!(!decides(&tls_listener(), &[("cookie", &cookie)]));
+}

@@ -169,10 +169,18 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         "the filter counted {accepted} accepted upgrades and {cookies} issued cookies: it did \
          not run on the benchmark's WebSocket handshakes"
     );
+    // Which sticky requests the cookie alone decided (the cookie route's instance let them
+    // through on one header read) and which took the filter's full route.
+    let route = |name: &'static str| async move {
+        let full = format!("vhost.app.route.{name}.upstream_rq_completed");
+        Ok::<_, anyhow::Error>(wasm_envoy.counter(&full).await?.unwrap_or(0))
+    };
+    let by_cookie = route("sticky_cookie").await?;
     let ctx = Setup {
         filter_counters: format!(
             "{accepted} upgrades accepted, {cookies} affinity cookies issued (`edge_https.*` \
-             counters, warm-up included)"
+             counters); {by_cookie} sticky requests decided by the cookie alone \
+             (`vhost.app.route.sticky_cookie.*`); warm-up included"
         ),
         ..ctx
     };
