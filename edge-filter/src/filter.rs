@@ -402,8 +402,8 @@ impl HttpContext for EdgeFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> WasmAction {
         // The cookie route's instance: one header read instead of the whole map when the
         // cookie alone decides.
-        if decision::cookie_alone_decides(&self.shared.config, &|name| {
-            self.get_http_request_header_bytes(name)
+        if decision::cookie_alone_decides(&self.shared.config, || {
+            self.get_http_request_header_bytes("cookie")
         }) {
             return WasmAction::Continue;
         }

@@ -1016,6 +1016,33 @@ async fn the_route_hashes_a_lone_valid_cookie_and_nothing_else() -> Result<()> {
         "requests the cookie alone decided"
     );
 
+    // The cookie route's filter instance trusts the route to admit no upgrade: a handshake
+    // on the sticky path with a valid cookie still meets the full filter, which refuses it,
+    // over HTTP/1.1 and over HTTP/2 (RFC 8441, an Upgrade by the time routes are matched).
+    let refused = node.counter("edge_https.upgrade.refused.path").await?;
+    let resp = node
+        .https_raw(&format!(
+            "GET /poll HTTP/1.1\r\nHost: {HOST}\r\nCookie: edge_affinity={value}\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ))
+        .await?;
+    assert_eq!(resp.status, 404);
+    let cookie_header = format!("edge_affinity={value}");
+    let connect = h2_extended_connect_tls(
+        node.https,
+        HOST,
+        &node.tls.ca_pem,
+        "/poll",
+        &[("cookie", &cookie_header)],
+    )
+    .await?;
+    assert_eq!(connect.status, 404, "{connect:?}");
+    assert_eq!(
+        node.counter("edge_https.upgrade.refused.path").await?,
+        refused + 2
+    );
+
     // The same on the WebSocket path: the handshake with the cookie reaches the backend the
     // cookie was issued on, with no header.
     let (id, _) = node

@@ -34,9 +34,10 @@ pub struct AffinityConfig {
     /// enabled on it alone). A request whose first `Cookie` header holds the only copy of a
     /// valid cookie, plainly spelled, then passes after that one header read (the route
     /// hashes the cookie, [`CookieConfig::route_hashes`]); every other request gets the
-    /// full treatment. The filter checks the absence of `Upgrade` and of the internal header
-    /// itself; it trusts the route for the earlier sources, which only decide which of a
-    /// client's own keys wins. Requires `"cookie"` in `sources` and `cookie.route_hashes`.
+    /// full treatment. The filter takes what the route admits on trust (one host call each
+    /// to check), as the sticky bypass route is trusted to admit only requests that need no
+    /// filter: never turn this on for a route that admits an `Upgrade` or a client copy of
+    /// the internal header. Requires `"cookie"` in `sources` and `cookie.route_hashes`.
     #[serde(default)]
     pub cookie_route: bool,
 }
