@@ -96,7 +96,8 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                     if cookie.route_hashes && found.copies > 0 {
                         cookie_for_route = Some(cookie);
                     }
-                    match found.valid {
+                    // A value that verified is base64url and a dot: valid UTF-8.
+                    match found.valid.and_then(|v| String::from_utf8(v.to_vec()).ok()) {
                         Some(value) => {
                             return Affinity {
                                 key: Some(value),
@@ -198,9 +199,9 @@ fn should_issue(request: &Request, cookie: &CookieConfig) -> bool {
 
 /// What the request's `Cookie` headers hold of the affinity cookie.
 #[derive(Debug, Default)]
-struct FoundCookie {
+struct FoundCookie<'a> {
     /// The first value whose MAC verifies: the whole `<key>.<mac>`.
-    valid: Option<String>,
+    valid: Option<&'a [u8]>,
     /// A copy before it failed to verify.
     forged: bool,
     /// Copies of the cookie, valid or not, in all `Cookie` headers (a name compared after
@@ -222,7 +223,10 @@ pub fn lone_valid_cookie(header: &[u8], cookie: &CookieConfig) -> bool {
 }
 
 /// Look for our cookie among all `Cookie` headers (HTTP/2 splits them, RFC 9113 §8.2.3).
-fn find_cookie<'a>(values: impl Iterator<Item = &'a [u8]>, cookie: &CookieConfig) -> FoundCookie {
+fn find_cookie<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+    cookie: &CookieConfig,
+) -> FoundCookie<'a> {
     let mut found = FoundCookie::default();
     let mut headers = 0;
     let mut plain = false;
@@ -245,7 +249,7 @@ fn find_cookie<'a>(values: impl Iterator<Item = &'a [u8]>, cookie: &CookieConfig
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
             if verify_cookie(cookie, unquoted) {
-                found.valid = String::from_utf8(unquoted.to_vec()).ok();
+                found.valid = Some(unquoted);
                 plain = spelled_plainly(raw, name, unquoted);
             } else {
                 found.forged = true;
