@@ -57,7 +57,10 @@ Settings (environment variables, default in brackets):
                        polling fallbacks; / for every request)          []
                        A request there with no Cookie, no Origin and no
                        Upgrade skips the filter (nothing for it to do)
-                       and is hashed natively, as on the app route.
+                       and is hashed natively, as on the app route; one
+                       with a Cookie and no Upgrade or room takes a
+                       cookie route, where the filter reads that header
+                       alone if the cookie decides (the route hashes it).
                        Elsewhere the filter does not run: Envoy hashes natively on
                        the query:/header:/client_address sources (same backend for
                        the same key; the cookie is only read on filter paths).
