@@ -502,6 +502,9 @@ cookie_route() {
                   - { name: $AFFINITY_HEADER, present_match: false }
 ROUTE
     printf '%s' "$before_cookie_headers"
+    # present_match: false on a query parameter means "absent" in Envoy 1.40 (before
+    # enable_new_query_param_present_match_behavior it meant the opposite); the edge_filter
+    # test sends a room with a valid cookie and checks the room still decides.
     if [ -n "$before_cookie_query" ]; then
         printf '                  query_parameters:\n%s' "$before_cookie_query"
     fi
