@@ -140,9 +140,10 @@ pub fn decide(request: &Request, config: &AffinityConfig, nonce: &dyn Fn() -> Ve
                 None => (new_key_with(cookie.mac(), &nonce()), Source::StandIn),
             },
         );
+    let (key, source) = stand_in.unzip();
     Affinity {
-        key: stand_in.as_ref().map(|(k, _)| k.clone()),
-        source: stand_in.map(|(_, s)| s),
+        key,
+        source,
         set_cookie: None,
         forged_cookie,
         hashed_by_route: false,

@@ -718,6 +718,20 @@ async fn the_app_route_skips_the_filter_and_keeps_the_same_keys() -> Result<()> 
     Ok(())
 }
 
+/// A plain HTTP/1.1 `GET path` for the node's host, `extra` header lines added.
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n")
+}
+
+/// The backend that answered a plain request (which must have succeeded).
+fn backend_of(resp: &RawResponse) -> Result<String> {
+    ensure!(resp.status == 200, "answered {}", resp.status);
+    Ok(resp
+        .header("x-backend-id")
+        .context("no x-backend-id")?
+        .to_owned())
+}
+
 /// On a sticky path the filter runs only for requests it has work for: a cookie to verify,
 /// an Origin (a browser, which gets a new cookie) or an Upgrade (refused off the WebSocket
 /// paths). Any other request takes the route before the filter's, is hashed natively on the
@@ -729,16 +743,6 @@ async fn sticky_paths_run_the_filter_only_for_requests_it_has_work_for() -> Resu
     const SKIPPED: &str = "vhost.app.route.sticky_no_filter.upstream_rq_completed";
     let node =
         Node::start_with(Acme::Stateless, 3, &[("STICKY_PATHS", "/poll".to_owned())]).await?;
-    let get = |path: &str, extra: &str| {
-        format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n")
-    };
-    let backend_of = |resp: &RawResponse| -> Result<String> {
-        ensure!(resp.status == 200, "/poll answered {}", resp.status);
-        Ok(resp
-            .header("x-backend-id")
-            .context("no x-backend-id")?
-            .to_owned())
-    };
     let skipped = || async { anyhow::Ok(node.envoy.counter(SKIPPED).await?.unwrap_or(0)) };
 
     // No cookie, no Origin: the filter is skipped; room and address keep their backends.
@@ -912,16 +916,6 @@ async fn forged_cookies_and_client_sent_internal_headers_do_not_steer() -> Resul
 async fn the_route_hashes_a_lone_valid_cookie_and_nothing_else() -> Result<()> {
     let node =
         Node::start_with(Acme::Stateless, 3, &[("STICKY_PATHS", "/poll".to_owned())]).await?;
-    let get = |path: &str, extra: &str| {
-        format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n")
-    };
-    let backend_of = |resp: &RawResponse| -> Result<String> {
-        ensure!(resp.status == 200, "answered {}", resp.status);
-        Ok(resp
-            .header("x-backend-id")
-            .context("no x-backend-id")?
-            .to_owned())
-    };
     // What the app saw of the internal header on the request to `path`.
     let header_seen = |path: &str| -> Result<Option<String>> {
         let request = node
