@@ -220,6 +220,16 @@ struct FoundCookie<'a> {
 /// looks at the `Cookie` headers in order and takes the first copy, so the route's cookie hash
 /// then reads that value, whatever later `Cookie` headers hold.
 pub fn lone_valid_cookie(header: &[u8], cookie: &CookieConfig) -> bool {
+    // What a browser sends on a site that sets no other cookie: the header is exactly
+    // `name=value` with a value that verified before. The parse below gives the same answer
+    // (a remembered value is base64url and `.`: no `;`, `=`, quote or space to split on),
+    // so this skips it.
+    let exact = header
+        .strip_prefix(cookie.name.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"="));
+    if exact.is_some_and(|value| cookie.verified_before(value)) {
+        return true;
+    }
     find_cookie(std::iter::once(header), cookie).as_envoy_reads_it
 }
 

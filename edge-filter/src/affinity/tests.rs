@@ -521,27 +521,46 @@ fn a_cookie_that_gives_no_key_is_kept_from_the_routes_hash() {
 #[test]
 fn the_cookie_routes_check_reads_one_cookie_header_as_envoy_does() {
     let c = route_hashing(vec![KeySource::Cookie]);
-    let cookie = c.cookie.as_ref().unwrap();
     let value = sign(SECRET.as_bytes(), &new_key(SECRET.as_bytes(), b"l"));
     let forged = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    for lone in [
+    let lone = [
         format!("edge_affinity={value}"),
         format!("a=1; edge_affinity={value}; b=2"),
-    ] {
-        assert!(lone_valid_cookie(lone.as_bytes(), cookie), "{lone}");
-    }
-    for not_alone in [
+        format!("  edge_affinity={value}"),
+        format!("edge_affinity={value};"),
+    ];
+    let not_alone = [
         format!("edge_affinity=\"{value}\""),
         format!("edge_affinity={value} ; b=2"),
+        format!("edge_affinity={value} "),
+        format!("edge_affinity={value}x"),
         format!("edge_affinity={value}; edge_affinity={value}"),
         format!("edge_affinity={forged}; edge_affinity={value}"),
         format!("edge_affinity={forged}"),
+        format!("edge_affinity=={value}"),
+        format!("xedge_affinity={value}"),
         "a=1; b=2".to_owned(),
         String::new(),
-    ] {
-        assert!(
-            !lone_valid_cookie(not_alone.as_bytes(), cookie),
-            "{not_alone}"
-        );
+    ];
+    // Once with nothing remembered (every answer from the parse), once with the value
+    // remembered (the exact `name=value` header answered without it): the same answers.
+    for remembered in [false, true] {
+        let cookie = &c.cookie.clone().unwrap();
+        if remembered {
+            assert!(lone_valid_cookie(lone[0].as_bytes(), cookie));
+            assert!(cookie.verified_before(value.as_bytes()));
+        }
+        for header in &not_alone {
+            assert!(
+                !lone_valid_cookie(header.as_bytes(), cookie),
+                "{header} (remembered: {remembered})"
+            );
+        }
+        for header in &lone {
+            assert!(
+                lone_valid_cookie(header.as_bytes(), cookie),
+                "{header} (remembered: {remembered})"
+            );
+        }
     }
 }
