@@ -32,8 +32,9 @@ Options:
 
 Needs wrk on PATH, Envoy ($ENVOY or .venv/bin/envoy), the filter ($EDGE_FILTER_WASM or
 target/wasm/edge_filter.wasm) and the empty filter ($EMPTY_FILTER_WASM or empty_filter.wasm
-beside it; `make wasm` builds both). The sticky load also runs on the empty and the edge
-filter side by side, pinned to one CPU with taskset (util-linux): needs 2 CPUs or more. Any
+beside it; `make wasm` builds both). Each load also runs on the four Envoys side by side,
+pinned to one CPU with taskset (util-linux): needs 2 CPUs or more; the targets are judged on
+those runs' CPU per operation. Any
 build that lets a foreign Origin through can stand in the empty slot, e.g. a partial build of
 the filter to measure what a part of its work costs. Progress goes to stderr, the report to
 stdout.";

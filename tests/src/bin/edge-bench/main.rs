@@ -29,10 +29,10 @@
 //!   order rotates every round so slow drift of the machine does not always favour the
 //!   variant that runs first, and the report uses medians of per-round ratios.
 //! * Back to back, even paired ratios scatter ±30 % per round on a shared VM, far above the
-//!   few percent of the filter's own work. So each round also runs the sticky load on the
-//!   empty and the edge filter *side by side* ([`measure::SIDE_BY_SIDE`]): both Envoys
-//!   pinned to one CPU and loaded at once, wrk and the backends on the other CPUs; their CPU
-//!   per request, taken over the same seconds, is what the own-work target is judged on
+//!   few percent of the filter's own work. So each round also runs every load on all four
+//!   Envoys *side by side* (`measure::Envoys::side_by_side`): the Envoys pinned to one CPU and
+//!   loaded at once, the load generators and the backends on the other CPUs; their CPU per
+//!   operation, taken over the same seconds, is what the throughput targets are judged on
 //!   ([`side_report`]). Measured here: rounds agree within ±2–3 % that way.
 //! * Envoy gets one worker by default (see `report::envoy_concurrency_note`): Envoy is then the
 //!   bottleneck on a 2-core machine, which is what a proxy benchmark should measure.

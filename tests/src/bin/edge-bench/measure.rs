@@ -12,15 +12,13 @@ use crate::nodes::{PerVariant, Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIA
 use crate::wrk::{run_wrk, run_wrk_on, Plain, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
-/// One variant's numbers in one round.
+/// One variant's runs of the loads, each with Envoy's CPU per operation.
 #[derive(Debug, Clone, Default)]
-pub struct Sample {
+pub struct Runs {
     /// `GET /`: the app route, filter skipped.
     pub plain: WrkResult,
     /// `GET /sticky` with the affinity cookie: the filter runs.
     pub sticky: WrkResult,
-    /// The same load while the other [`SIDE_BY_SIDE`] variant takes it too (those two only).
-    pub sticky_side: WrkResult,
     pub echo: RateResult,
     pub handshakes: RateResult,
     /// Envoy's CPU time per operation of each load, µs: see [`with_cpu`].
@@ -31,9 +29,79 @@ pub struct Sample {
 pub struct CpuPerOp {
     pub plain: f64,
     pub sticky: f64,
-    pub sticky_side: f64,
     pub echo: f64,
     pub handshake: f64,
+}
+
+/// One variant's numbers in one round: each load back to back (this variant alone) and side
+/// by side (every variant at once, on one CPU: [`Envoys::side_by_side`]).
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub back: Runs,
+    pub side: Runs,
+}
+
+/// The four loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    App,
+    Sticky,
+    Echo,
+    Handshakes,
+}
+
+pub const LOADS: [Load; 4] = [Load::App, Load::Sticky, Load::Echo, Load::Handshakes];
+
+impl Load {
+    pub fn label(self) -> &'static str {
+        match self {
+            Load::App => "app route",
+            Load::Sticky => "sticky route",
+            Load::Echo => "WebSocket echo",
+            Load::Handshakes => "WebSocket handshakes",
+        }
+    }
+
+    /// What one operation is, for "CPU µs per …".
+    pub fn op(self) -> &'static str {
+        match self {
+            Load::App | Load::Sticky => "request",
+            Load::Echo => "echoed message",
+            Load::Handshakes => "handshake",
+        }
+    }
+
+    /// Whether `--loads` asked for it.
+    pub fn ran(self, loads: &crate::args::Loads) -> bool {
+        match self {
+            Load::App => loads.app,
+            Load::Sticky => loads.sticky,
+            Load::Echo => loads.echo,
+            Load::Handshakes => loads.handshakes,
+        }
+    }
+}
+
+impl Runs {
+    /// Operations done and Envoy CPU µs per operation of `load`.
+    pub fn of(&self, load: Load) -> (u64, f64) {
+        match load {
+            Load::App => (self.plain.requests, self.cpu.plain),
+            Load::Sticky => (self.sticky.requests, self.cpu.sticky),
+            Load::Echo => (self.echo.done, self.cpu.echo),
+            Load::Handshakes => (self.handshakes.done, self.cpu.handshake),
+        }
+    }
+
+    /// Operations per second of `load`.
+    pub fn per_s(&self, load: Load) -> f64 {
+        match load {
+            Load::App => self.plain.requests_per_s,
+            Load::Sticky => self.sticky.requests_per_s,
+            Load::Echo => self.echo.per_s,
+            Load::Handshakes => self.handshakes.per_s,
+        }
+    }
 }
 
 /// Runs `load`, returning its result and Envoy's CPU µs per operation (`ops` of the result).
@@ -54,18 +122,16 @@ async fn with_cpu<T>(
     Ok((result, used * 1e6 / n))
 }
 
-/// The variants whose sticky load also runs side by side: the empty filter and the edge
-/// filter, whose difference is the edge filter's own work.
-pub const SIDE_BY_SIDE: [Variant; 2] = [Variant::Empty, Variant::Wasm];
-
-/// CPU seconds the [`SIDE_BY_SIDE`] Envoys used per second of their side-by-side run: below
-/// ~0.9 they were not both saturated, and the comparison would understate the difference.
-pub fn side_busy(round: &Round, duration: Duration) -> f64 {
-    let cpu_s: f64 = SIDE_BY_SIDE
+/// CPU seconds all the Envoys used per second of their side-by-side run of `load`: below
+/// ~0.9 they were not saturated (the load generator or the backends ran short), and the
+/// comparison would understate the differences.
+pub fn side_busy(round: &Round, load: Load, duration: Duration) -> f64 {
+    let cpu_s: f64 = round
+        .samples
         .iter()
-        .map(|&v| {
-            let s = round.get(v);
-            s.cpu.sticky_side * s.sticky_side.requests as f64 / 1e6
+        .map(|s| {
+            let (ops, us) = s.side.of(load);
+            us * ops as f64 / 1e6
         })
         .sum();
     cpu_s / duration.as_secs_f64()
@@ -128,7 +194,8 @@ impl Envoys<'_> {
                 run_wrk(opts, opts.warmup, port, load).await?;
             }
             if opts.loads.echo {
-                ws_echo_load(port, self.tls, opts.ws_connections, opts.warmup).await?;
+                let cpu = &self.cpus[v.index()];
+                ws_echo_load(port, self.tls, opts.ws_connections, opts.warmup, cpu).await?;
             }
             if opts.loads.handshakes {
                 handshake_load(port, self.tls, opts.handshake_concurrency, opts.warmup).await?;
@@ -148,42 +215,44 @@ impl Envoys<'_> {
             };
             let tag = |v: Variant| format!("round {}/{} {:>11}", i + 1, opts.rounds, v.label());
             for v in order(i).into_iter().filter(|_| opts.loads.app) {
-                let s = &mut round.samples[v.index()];
+                let s = &mut round.samples[v.index()].back;
                 (s.plain, s.cpu.plain) = self.wrk(v, APP_LOAD, "app route", &tag(v)).await?;
             }
             for v in order(i).into_iter().filter(|_| opts.loads.sticky) {
-                let s = &mut round.samples[v.index()];
+                let s = &mut round.samples[v.index()].back;
                 (s.sticky, s.cpu.sticky) = self
                     .wrk(v, sticky_load(self.sticky_cookie), "sticky route", &tag(v))
                     .await?;
             }
-            if opts.loads.sticky {
-                self.side_by_side(&mut round, &tag).await?;
-            }
             for v in order(i).into_iter().filter(|_| opts.loads.echo) {
-                let load = ws_echo_load(self.port(v), self.tls, opts.ws_connections, opts.duration);
-                let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.done).await?;
+                let (r, us) = self.echo(v).await?;
                 eprintln!(
                     "edge-bench: {}: ws echo {:.0} msg/s, Envoy {us:.1} µs CPU/echo",
                     tag(v),
                     r.per_s
                 );
-                let s = &mut round.samples[v.index()];
+                let s = &mut round.samples[v.index()].back;
                 (s.echo, s.cpu.echo) = (r, us);
             }
             for v in order(i).into_iter().filter(|_| opts.loads.handshakes) {
-                let concurrency = opts.handshake_concurrency;
-                let load = handshake_load(self.port(v), self.tls, concurrency, opts.duration);
-                let (r, us) = with_cpu(&self.cpus[v.index()], load, |r| r.done).await?;
+                let (r, us) = self.handshakes(v).await?;
                 let per_s = r.per_s;
                 eprintln!(
                     "edge-bench: {}: handshakes {per_s:.0}/s, Envoy {us:.0} µs CPU/handshake",
                     tag(v)
                 );
-                let s = &mut round.samples[v.index()];
+                let s = &mut round.samples[v.index()].back;
                 (s.handshakes, s.cpu.handshake) = (r, us);
             }
-            for s in &round.samples {
+            for load in LOADS.into_iter().filter(|l| l.ran(&opts.loads)) {
+                self.side_by_side(
+                    &mut round,
+                    load,
+                    &format!("round {}/{}", i + 1, opts.rounds),
+                )
+                .await?;
+            }
+            for s in round.samples.iter().flat_map(|s| [&s.back, &s.side]) {
                 ensure!(
                     (s.echo.done > 0 || !opts.loads.echo)
                         && (s.handshakes.done > 0 || !opts.loads.handshakes),
@@ -197,43 +266,94 @@ impl Envoys<'_> {
         Ok(rounds)
     }
 
-    /// The sticky load on the [`SIDE_BY_SIDE`] Envoys at the same time, one wrk each, with
-    /// both Envoys on the last CPU and wrk and the backends on the others.
+    /// `load` on every variant's Envoy at the same time, with the Envoys pinned to the last
+    /// CPU and the load generators and the backends to the others.
     ///
     /// Back to back, two runs see this shared VM at two moments, and identical work takes
     /// ±30 % more or less CPU time from one second to the next, so a few percent between
-    /// variants drown. Side by side on one CPU, the two Envoys take turns in the same
-    /// seconds: both saturated (the CPU's busy share is checked), each one's CPU per request
-    /// is its cost, and what slows the machine slows both.
-    async fn side_by_side(&self, round: &mut Round, tag: &dyn Fn(Variant) -> String) -> Result<()> {
-        let [a, b] = SIDE_BY_SIDE;
+    /// variants drown. Side by side on one CPU, the Envoys take turns in the same seconds:
+    /// saturated (the CPU's busy share is checked), each one's CPU per operation is its cost,
+    /// and what slows the machine slows them all.
+    async fn side_by_side(&self, round: &mut Round, load: Load, tag: &str) -> Result<()> {
         let cpus = SplitCpus::new()?;
-        let _pinned = cpus.pin(&[self.pids[a.index()], self.pids[b.index()]])?;
-        let load = sticky_load(self.sticky_cookie);
+        let _pinned = cpus.pin(&self.pids)?;
         let d = self.opts.duration;
-        let run = |v: Variant| {
-            let wrk = run_wrk_on(self.opts, d, self.port(v), load, Some(&cpus.load));
-            with_cpu(&self.cpus[v.index()], wrk, |r: &WrkResult| r.requests)
-        };
-        let ((ra, ua), (rb, ub)) = tokio::try_join!(run(a), run(b))?;
-        eprintln!(
-            "edge-bench: {}: side by side {} {:.0} req/s, {ua:.1} µs CPU/req; {} {:.0} req/s, \
-             {ub:.1} µs CPU/req",
-            tag(a),
-            a.label(),
-            ra.requests_per_s,
-            b.label(),
-            rb.requests_per_s,
-        );
-        for (v, r, us) in [(a, ra, ua), (b, rb, ub)] {
-            let s = &mut round.samples[v.index()];
-            (s.sticky_side, s.cpu.sticky_side) = (r, us);
+        let load_cpus = cpus.load.as_str();
+        let results = futures_util::future::try_join_all(VARIANTS.map(|v| async move {
+            let mut runs = Runs::default();
+            match load {
+                Load::App | Load::Sticky => {
+                    let plain = if load == Load::App {
+                        APP_LOAD
+                    } else {
+                        sticky_load(self.sticky_cookie)
+                    };
+                    let wrk = run_wrk_on(self.opts, d, self.port(v), plain, Some(load_cpus));
+                    let (r, us) = with_cpu(&self.cpus[v.index()], wrk, |r| r.requests).await?;
+                    if load == Load::App {
+                        (runs.plain, runs.cpu.plain) = (r, us);
+                    } else {
+                        (runs.sticky, runs.cpu.sticky) = (r, us);
+                    }
+                }
+                Load::Echo => (runs.echo, runs.cpu.echo) = self.echo(v).await?,
+                Load::Handshakes => {
+                    (runs.handshakes, runs.cpu.handshake) = self.handshakes(v).await?;
+                }
+            }
+            Ok::<_, anyhow::Error>((v, runs))
+        }))
+        .await?;
+        let mut line = Vec::new();
+        for (v, runs) in results {
+            let (_, us) = runs.of(load);
+            line.push(format!(
+                "{} {:.0}/s {us:.1} µs",
+                v.label(),
+                runs.per_s(load)
+            ));
+            let side = &mut round.samples[v.index()].side;
+            match load {
+                Load::App => (side.plain, side.cpu.plain) = (runs.plain, us),
+                Load::Sticky => (side.sticky, side.cpu.sticky) = (runs.sticky, us),
+                Load::Echo => (side.echo, side.cpu.echo) = (runs.echo, us),
+                Load::Handshakes => (side.handshakes, side.cpu.handshake) = (runs.handshakes, us),
+            }
         }
         eprintln!(
-            "edge-bench: Envoy CPU busy {:.0} %",
-            side_busy(round, d) * 100.0
+            "edge-bench: {tag}: {} side by side (Envoy CPU per {}): {}; busy {:.0} %",
+            load.label(),
+            load.op(),
+            line.join(", "),
+            side_busy(round, load, d) * 100.0
         );
         Ok(())
+    }
+
+    /// The echo load on `v`, with Envoy's CPU µs per echoed message.
+    async fn echo(&self, v: Variant) -> Result<(RateResult, f64)> {
+        let opts = self.opts;
+        let cpu = &self.cpus[v.index()];
+        ws_echo_load(
+            self.port(v),
+            self.tls,
+            opts.ws_connections,
+            opts.duration,
+            cpu,
+        )
+        .await
+    }
+
+    /// The handshake load on `v`, with Envoy's CPU µs per handshake.
+    async fn handshakes(&self, v: Variant) -> Result<(RateResult, f64)> {
+        let opts = self.opts;
+        let load = handshake_load(
+            self.port(v),
+            self.tls,
+            opts.handshake_concurrency,
+            opts.duration,
+        );
+        with_cpu(&self.cpus[v.index()], load, |r| r.done).await
     }
 
     /// One measured wrk run on `path` (`what` names the route in the progress line), with

@@ -3,26 +3,22 @@
 
 use harness::bench::{self, median};
 
-use crate::measure::{Round, Sample};
+use crate::measure::{Round, Runs};
 use crate::nodes::Variant;
 
-/// One reported metric: how to get it from a sample, and how to print it.
+/// One reported metric: how to get it from a variant's runs, and how to print it.
 pub struct Metric {
     pub name: &'static str,
-    pub get: fn(&Sample) -> f64,
+    pub get: fn(&Runs) -> f64,
     pub decimals: usize,
     /// Counted failures in the run that produced it, shown next to the raw numbers.
-    pub errors: fn(&Sample) -> u64,
+    pub errors: fn(&Runs) -> u64,
 }
 
 pub const APP_RPS: usize = 0;
 pub const STICKY_RPS: usize = 3;
 pub const ECHO: usize = 6;
 pub const HANDSHAKES: usize = 7;
-pub const CPU_APP: usize = 8;
-pub const CPU_STICKY: usize = 9;
-pub const CPU_ECHO: usize = 10;
-pub const CPU_HANDSHAKE: usize = 11;
 
 pub const METRICS: [Metric; 12] = [
     Metric {
@@ -114,7 +110,7 @@ pub fn ratio(metric: &Metric, rounds: &[Round], num: Variant, den: Variant) -> R
     paired(
         rounds
             .iter()
-            .map(|r| (metric.get)(r.get(num)) / (metric.get)(r.get(den)))
+            .map(|r| (metric.get)(&r.get(num).back) / (metric.get)(&r.get(den).back))
             .collect(),
     )
 }
@@ -153,7 +149,12 @@ pub fn ratio_cells(ratio: impl Fn(Variant, Variant) -> Ratio) -> String {
 }
 
 pub fn variant_median(metric: &Metric, rounds: &[Round], v: Variant) -> f64 {
-    median(rounds.iter().map(|r| (metric.get)(r.get(v))).collect())
+    median(
+        rounds
+            .iter()
+            .map(|r| (metric.get)(&r.get(v).back))
+            .collect(),
+    )
 }
 
 /// A ratio with its range, for the report: `0.950 (0.900–1.010)`.
@@ -173,15 +174,18 @@ pub fn order_text(order: &[Variant]) -> String {
 #[cfg(test)]
 mod unit {
     use super::*;
-    use crate::measure::order;
+    use crate::measure::{order, Sample};
     use crate::wrk::WrkResult;
 
     #[test]
     fn targets_use_paired_ratios() {
         let sample = |rps| Sample {
-            plain: WrkResult {
-                requests_per_s: rps,
-                ..WrkResult::default()
+            back: Runs {
+                plain: WrkResult {
+                    requests_per_s: rps,
+                    ..WrkResult::default()
+                },
+                ..Runs::default()
             },
             ..Sample::default()
         };

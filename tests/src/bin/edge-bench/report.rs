@@ -9,19 +9,18 @@ use harness::bench::{self, verdict};
 use harness::node::ORIGIN;
 use harness::wasm_path;
 
-use crate::args::Loads;
 use crate::args::Options;
 use crate::held::HeldRound;
 use crate::held_report::{held_medians, held_ratio, held_raw, HeldReading};
-use crate::measure::{sticky_load, Round, APP_LOAD};
+use crate::measure::{sticky_load, Load, Round, APP_LOAD};
 use crate::metrics::{
-    order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, CPU_APP,
-    CPU_ECHO, CPU_HANDSHAKE, CPU_STICKY, ECHO, HANDSHAKES, METRICS, STICKY_RPS,
+    order_text, ratio, ratio_cells, ratio_header, variant_median, Ratio, APP_RPS, ECHO, HANDSHAKES,
+    METRICS, STICKY_RPS,
 };
 use crate::nodes::{
     empty_wasm_path, Variant, APP_PATH, LUA_SOURCE, N_BACKENDS, N_VARIANTS, STICKY_PATH, VARIANTS,
 };
-use crate::side_report::{side_by_side_cpu, side_by_side_ratio, side_by_side_section};
+use crate::side_report::{side_by_side_section, side_cpu, side_ratio};
 use crate::wrk::wrk_args;
 use crate::ws_load::ECHO_MESSAGE;
 
@@ -171,7 +170,9 @@ pub fn render_report(
         w,
         "* **WebSocket echo**: {} wss connections (`/ws?room=echo-<i>`, `Origin: {ORIGIN}`), \
          opened before the clock starts, each sending a {}-byte text message and waiting for \
-         its echo, back to back for {secs} s; messages/s = echoes received in the window / {secs}.",
+         its echo, back to back for {secs} s; messages/s = echoes received in the window / {secs}; \
+         Envoy's CPU is read at the window's start and end (the handshakes before it and the \
+         closes after it are not counted).",
         opts.ws_connections,
         ECHO_MESSAGE.len()
     );
@@ -208,7 +209,7 @@ pub fn render_report(
             let cells: Vec<String> = VARIANTS
                 .iter()
                 .map(|&v| {
-                    let s = r.get(v);
+                    let s = &r.get(v).back;
                     match (m.errors)(s) {
                         0 => fmt_num((m.get)(s), m.decimals),
                         n => format!("{} ({n} errors)", fmt_num((m.get)(s), m.decimals)),
@@ -259,29 +260,24 @@ pub fn render_report(
          far single rounds scatter, i.e. how fine a difference this machine resolves). For \
          latency and memory, above 1 means more."
     );
-    if opts.loads.sticky {
-        side_by_side_section(w, rounds, opts.duration);
-    }
+    side_by_side_section(w, rounds, &opts.loads, opts.duration);
 
     let _ = writeln!(w, "\n### Targets\n");
     let _ = writeln!(w, "| target | measured (median round ratio) | result |");
     let _ = writeln!(w, "|---|---:|---|");
     let mut misses = Vec::new();
     for t in targets() {
-        if !(t.ran())(&opts.loads) {
+        if !t.load.ran(&opts.loads) {
             let _ = writeln!(w, "| {} | not run (`--loads`) | — |", t.name);
             continue;
         }
         let r = t.ratio(rounds);
         let met = t.bound.met(r.median);
-        let measured = match t.measure {
-            Measure::Metric(_) => format!("{:.3}", r.median),
-            Measure::SideBySide => format!(
-                "{:.3} (back to back: {:.3})",
-                r.median,
-                ratio(&METRICS[STICKY_RPS], rounds, t.num, t.den).median
-            ),
-        };
+        let measured = format!(
+            "{:.3} (back to back: {:.3})",
+            r.median,
+            ratio(&METRICS[t.back_metric()], rounds, t.num, t.den).median
+        );
         let _ = writeln!(w, "| {} | {measured} | {} |", t.name, verdict(met));
         if !met {
             misses.push(miss_reason(&t, r, rounds));
@@ -322,18 +318,23 @@ pub fn render_report(
         .flat_map(|(i, r)| {
             VARIANTS.into_iter().flat_map(move |v| {
                 let s = r.get(v);
-                [("echo", &s.echo), ("handshakes", &s.handshakes)]
-                    .into_iter()
-                    .filter_map(move |(what, rr)| {
-                        rr.last_error.as_ref().map(|e| {
-                            format!(
-                                "* round {} {} {what}: {} error(s), last: {e}",
-                                i + 1,
-                                v.label(),
-                                rr.errors
-                            )
-                        })
+                [
+                    ("echo", &s.back.echo),
+                    ("handshakes", &s.back.handshakes),
+                    ("echo side by side", &s.side.echo),
+                    ("handshakes side by side", &s.side.handshakes),
+                ]
+                .into_iter()
+                .filter_map(move |(what, rr)| {
+                    rr.last_error.as_ref().map(|e| {
+                        format!(
+                            "* round {} {} {what}: {} error(s), last: {e}",
+                            i + 1,
+                            v.label(),
+                            rr.errors
+                        )
                     })
+                })
             })
         })
         .chain(held.iter().enumerate().flat_map(|(i, r)| {
@@ -381,18 +382,11 @@ impl Bound {
     }
 }
 
-/// What a target's ratio is taken from.
-#[derive(Debug, Clone, Copy)]
-enum Measure {
-    /// One of [`METRICS`], its runs back to back.
-    Metric(usize),
-    /// The sticky load side by side ([`side_by_side_ratio`]).
-    SideBySide,
-}
-
+/// A throughput target: `num` / `den` in operations of `load` per Envoy CPU-second, side by
+/// side ([`side_ratio`]); the back-to-back ratio of the same load is shown next to it.
 struct Target {
     name: &'static str,
-    measure: Measure,
+    load: Load,
     num: Variant,
     den: Variant,
     bound: Bound,
@@ -400,53 +394,40 @@ struct Target {
 
 impl Target {
     fn ratio(&self, rounds: &[Round]) -> Ratio {
-        match self.measure {
-            Measure::Metric(m) => ratio(&METRICS[m], rounds, self.num, self.den),
-            Measure::SideBySide => side_by_side_ratio(rounds, self.num, self.den),
+        side_ratio(rounds, self.load, self.num, self.den)
+    }
+
+    /// The back-to-back throughput metric of the same load.
+    fn back_metric(&self) -> usize {
+        match self.load {
+            Load::App => APP_RPS,
+            Load::Sticky => STICKY_RPS,
+            Load::Echo => ECHO,
+            Load::Handshakes => HANDSHAKES,
         }
     }
 
-    /// Envoy's CPU per operation of the same load, median per variant that ran it (for the
+    /// Envoy's CPU per operation of the same load side by side, median per variant (for the
     /// reason of a miss).
-    fn cpu_per_op(&self, rounds: &[Round]) -> (&'static str, Vec<(Variant, f64)>) {
-        let cpu = match self.measure {
-            Measure::Metric(APP_RPS) => CPU_APP,
-            Measure::Metric(STICKY_RPS) => CPU_STICKY,
-            Measure::Metric(ECHO) => CPU_ECHO,
-            Measure::Metric(_) => CPU_HANDSHAKE,
-            Measure::SideBySide => {
-                let name = "Envoy CPU µs per request, sticky route side by side";
-                return (
-                    name,
-                    [self.den, self.num]
-                        .map(|v| (v, side_by_side_cpu(rounds, v)))
-                        .to_vec(),
-                );
-            }
-        };
-        let m = &METRICS[cpu];
+    fn cpu_per_op(&self, rounds: &[Round]) -> (String, Vec<(Variant, f64)>) {
         (
-            m.name,
-            VARIANTS.map(|v| (v, variant_median(m, rounds, v))).to_vec(),
+            format!(
+                "Envoy CPU µs per {}, {} side by side",
+                self.load.op(),
+                self.load.label()
+            ),
+            VARIANTS
+                .map(|v| (v, side_cpu(rounds, self.load, v)))
+                .to_vec(),
         )
-    }
-
-    /// Whether its load ran (`--loads`).
-    fn ran(&self) -> fn(&Loads) -> bool {
-        match self.measure {
-            Measure::Metric(APP_RPS) => |l| l.app,
-            Measure::Metric(STICKY_RPS) | Measure::SideBySide => |l| l.sticky,
-            Measure::Metric(ECHO) => |l| l.echo,
-            Measure::Metric(_) => |l| l.handshakes,
-        }
     }
 }
 
 fn targets() -> [Target; 7] {
     use Variant::{Baseline, Empty, Lua, Wasm};
-    let t = |name, metric, num, den, bound| Target {
+    let t = |name, load, num, den, bound| Target {
         name,
-        measure: Measure::Metric(metric),
+        load,
         num,
         den,
         bound,
@@ -454,50 +435,50 @@ fn targets() -> [Target; 7] {
     [
         t(
             "sticky route requests/s: faster than Lua (edge filter / Lua > 1)",
-            STICKY_RPS,
+            Load::Sticky,
             Wasm,
             Lua,
             Bound::Above(1.0),
         ),
-        Target {
-            name: "sticky route requests/s: the filter's own work near free (edge filter / \
-                   empty wasm ≥ 0.95; side by side, per Envoy CPU-second)",
-            measure: Measure::SideBySide,
-            num: Wasm,
-            den: Empty,
-            bound: Bound::AtLeast(TARGET_OWN_WORK),
-        },
+        t(
+            "sticky route requests/s: the filter's own work near free (edge filter / empty \
+             wasm ≥ 0.95)",
+            Load::Sticky,
+            Wasm,
+            Empty,
+            Bound::AtLeast(TARGET_OWN_WORK),
+        ),
         t(
             "app route requests/s: edge filter / Lua ≥ 1",
-            APP_RPS,
+            Load::App,
             Wasm,
             Lua,
             Bound::AtLeast(1.0),
         ),
         t(
             "app route requests/s at most 5% below no filter (edge filter / no filter ≥ 0.95)",
-            APP_RPS,
+            Load::App,
             Wasm,
             Baseline,
             Bound::AtLeast(TARGET_PLAIN_RPS),
         ),
         t(
             "WebSocket handshakes/s: edge filter / Lua ≥ 1",
-            HANDSHAKES,
+            Load::Handshakes,
             Wasm,
             Lua,
             Bound::AtLeast(1.0),
         ),
         t(
             "WebSocket echo messages/s: edge filter / Lua ≥ 1",
-            ECHO,
+            Load::Echo,
             Wasm,
             Lua,
             Bound::AtLeast(1.0),
         ),
         t(
             "WebSocket echo at least 97% of no filter (edge filter / no filter ≥ 0.97)",
-            ECHO,
+            Load::Echo,
             Wasm,
             Baseline,
             Bound::AtLeast(TARGET_WS_ECHO),

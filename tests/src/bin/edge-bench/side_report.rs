@@ -1,85 +1,111 @@
-//! The side-by-side part of the report: the sticky load on the empty filter and the edge
-//! filter at the same time, on one CPU ([`crate::measure::SIDE_BY_SIDE`]). The filter's
-//! own-work target is judged on it.
+//! The side-by-side part of the report: each load on every variant's Envoy at the same time,
+//! on one CPU ([`crate::measure::Envoys`]'s `side_by_side`). The throughput targets are judged
+//! on it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use harness::bench::median;
 
-use crate::measure::{side_busy, Round, SIDE_BY_SIDE};
-use crate::metrics::{fmt_ratio, paired, Ratio};
-use crate::nodes::Variant;
+use crate::args::Loads;
+use crate::measure::{side_busy, Load, Round, LOADS};
+use crate::metrics::{paired, ratio_cells, ratio_header, Ratio, RATIO_COLUMNS};
+use crate::nodes::{Variant, N_VARIANTS, VARIANTS};
 
-/// `num` / `den` (two of [`SIDE_BY_SIDE`]) in sticky requests per Envoy CPU-second, side by
-/// side: per round, `den`'s Envoy CPU per request over `num`'s, both measured over the same
-/// seconds on the same CPU. (Requests per CPU-second is the requests/s one Envoy worker
-/// sustains with a core to itself.)
-pub fn side_by_side_ratio(rounds: &[Round], num: Variant, den: Variant) -> Ratio {
+/// `num` / `den` in operations of `load` per Envoy CPU-second, side by side: per round,
+/// `den`'s Envoy CPU per operation over `num`'s, both measured over the same seconds on the
+/// same CPU. (Operations per CPU-second is the rate one Envoy worker sustains with a core to
+/// itself.)
+pub fn side_ratio(rounds: &[Round], load: Load, num: Variant, den: Variant) -> Ratio {
     paired(
         rounds
             .iter()
-            .map(|r| r.get(den).cpu.sticky_side / r.get(num).cpu.sticky_side)
+            .map(|r| side_cpu_of(r, load, den) / side_cpu_of(r, load, num))
             .collect(),
     )
 }
 
-/// Median Envoy CPU µs per sticky request of `v` side by side.
-pub fn side_by_side_cpu(rounds: &[Round], v: Variant) -> f64 {
-    median(rounds.iter().map(|r| r.get(v).cpu.sticky_side).collect())
+fn side_cpu_of(r: &Round, load: Load, v: Variant) -> f64 {
+    r.get(v).side.of(load).1
 }
 
-/// The per-round table and its medians.
-pub fn side_by_side_section(w: &mut String, rounds: &[Round], duration: Duration) {
-    let [a, b] = SIDE_BY_SIDE;
-    let (la, lb) = (a.label(), b.label());
+/// Median Envoy CPU µs per operation of `load` for `v`, side by side.
+pub fn side_cpu(rounds: &[Round], load: Load, v: Variant) -> f64 {
+    median(rounds.iter().map(|r| side_cpu_of(r, load, v)).collect())
+}
+
+/// Per load: the rounds' CPU per operation of each variant, the busy share, the medians; then
+/// the ratios the targets are judged on.
+pub fn side_by_side_section(w: &mut String, rounds: &[Round], loads: &Loads, duration: Duration) {
+    let ran: Vec<Load> = LOADS.into_iter().filter(|l| l.ran(loads)).collect();
+    if ran.is_empty() {
+        return;
+    }
     let _ = writeln!(
         w,
-        "\n### Sticky route side by side: the edge filter's own work\n\n\
-         Each round also runs the sticky load on the {la} and the {lb} Envoys at the same \
-         time, one wrk each (the command above against both ports), with both Envoys pinned \
-         to the last CPU and wrk and the backends to the others (`taskset`). Back to back, \
-         two runs see this shared VM at two moments, and identical work takes ±30 % more or \
-         less CPU time from one second to the next; side by side, the two Envoys take turns \
-         on one CPU in the same seconds, both saturated (\"busy\": CPU seconds both used per \
-         second), so each one's CPU per request is its cost and what slows the machine slows \
-         both. Requests per Envoy CPU-second (10⁶ / µs per request) is the requests/s one \
-         Envoy worker sustains on a core of its own.\n"
+        "\n### Side by side: every variant at once on one CPU\n\n\
+         Each round also runs each load on the four Envoys at the same time (the commands \
+         above, one per Envoy), with the Envoys pinned to the last CPU and the load \
+         generators and the backends to the others (`taskset`). Back to back, two runs see \
+         this shared VM at two moments, and identical work takes ±30 % more or less CPU \
+         time from one second to the next; side by side, the Envoys take turns on one CPU in \
+         the same seconds, so each one's CPU per operation is its cost and what slows the \
+         machine slows them all. \"busy\" is the CPU seconds they used together per second: \
+         near 100 % they were saturated; lower, the load generators ran short, which the \
+         throughput shares show but the CPU per operation does not depend on. Operations \
+         per Envoy CPU-second (10⁶ / µs per operation) is the rate one Envoy worker \
+         sustains on a core of its own. The throughput targets are judged on these ratios."
     );
-    let _ = writeln!(
-        w,
-        "| round | {la} req/s | {lb} req/s | {la} CPU µs/req | {lb} CPU µs/req | busy | \
-         {lb} / {la}, requests per CPU-second |"
-    );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
-    for (i, r) in rounds.iter().enumerate() {
-        let (sa, sb) = (r.get(a), r.get(b));
+    let labels = VARIANTS.map(Variant::label);
+    for &load in &ran {
         let _ = writeln!(
             w,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {:.3} |",
-            i + 1,
-            sa.sticky_side.requests_per_s,
-            sb.sticky_side.requests_per_s,
-            sa.cpu.sticky_side,
-            sb.cpu.sticky_side,
-            side_busy(r, duration) * 100.0,
-            sa.cpu.sticky_side / sb.cpu.sticky_side
+            "\n{}: Envoy CPU µs per {} (operations/s in the shared second)\n",
+            load.label(),
+            load.op()
+        );
+        let _ = writeln!(w, "| round | {} | busy |", labels.join(" | "));
+        let _ = writeln!(w, "|---|{}---:|", "---:|".repeat(N_VARIANTS));
+        for (i, r) in rounds.iter().enumerate() {
+            let cells = VARIANTS.map(|v| {
+                let runs = &r.get(v).side;
+                format!("{:.1} ({:.0}/s)", runs.of(load).1, runs.per_s(load))
+            });
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.0} % |",
+                i + 1,
+                cells.join(" | "),
+                side_busy(r, load, duration) * 100.0
+            );
+        }
+        let medians = VARIANTS.map(|v| format!("{:.1}", side_cpu(rounds, load, v)));
+        let busy = median(
+            rounds
+                .iter()
+                .map(|r| side_busy(r, load, duration))
+                .collect(),
+        );
+        let _ = writeln!(
+            w,
+            "| median | {} | {:.0} % |",
+            medians.join(" | "),
+            busy * 100.0
         );
     }
-    let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let _ = writeln!(
         w,
-        "| median | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {} |",
-        med(&|r| r.get(a).sticky_side.requests_per_s),
-        med(&|r| r.get(b).sticky_side.requests_per_s),
-        side_by_side_cpu(rounds, a),
-        side_by_side_cpu(rounds, b),
-        med(&|r| side_busy(r, duration)) * 100.0,
-        fmt_ratio(side_by_side_ratio(rounds, b, a))
+        "\nRatios side by side, operations per Envoy CPU-second (median of the rounds, range \
+         in brackets):\n"
     );
-    let _ = writeln!(
-        w,
-        "\nThe own-work target is judged on this ratio; the back-to-back ratio of the same load \
-         (above) is shown next to it."
-    );
+    let _ = writeln!(w, "| load | {} |", ratio_header());
+    let _ = writeln!(w, "|---|{}", "---:|".repeat(RATIO_COLUMNS.len()));
+    for &load in &ran {
+        let _ = writeln!(
+            w,
+            "| {} | {} |",
+            load.label(),
+            ratio_cells(|num, den| side_ratio(rounds, load, num, den))
+        );
+    }
 }

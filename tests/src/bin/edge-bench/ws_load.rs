@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use futures_util::SinkExt;
-use harness::bench::{close_ws, next_text, ws_open};
+use harness::bench::{close_ws, next_text, ws_open, CpuTime};
 use harness::node::ORIGIN;
 use harness::Message;
 use tokio::task::JoinSet;
@@ -25,14 +25,17 @@ pub struct RateResult {
 }
 
 /// `n` WebSockets, each sending the small message and waiting for its echo as fast as it can
-/// (one message in flight per connection, like request/response chat traffic). Connects
-/// before the clock starts: this measures the upgraded stream, the handshake has its own test.
+/// (one message in flight per connection, like request/response chat traffic), with Envoy's
+/// CPU µs per echo (`envoy`'s clock). Connects before the clocks start and closes after they
+/// stop: this measures the upgraded stream, the handshake has its own load (an Envoy whose
+/// filter costs more per handshake would otherwise pay it here too).
 pub async fn ws_echo_load(
     port: u16,
     tls: &Arc<rustls::ClientConfig>,
     n: usize,
     duration: Duration,
-) -> Result<RateResult> {
+    envoy: &CpuTime,
+) -> Result<(RateResult, f64)> {
     let mut connects = JoinSet::new();
     for i in 0..n {
         let tls = tls.clone();
@@ -47,6 +50,7 @@ pub async fn ws_echo_load(
 
     let start = Instant::now();
     let deadline = start + duration;
+    let cpu_before = envoy.seconds()?;
     let mut loops = JoinSet::new();
     for mut ws in sockets {
         loops.spawn(async move {
@@ -67,6 +71,8 @@ pub async fn ws_echo_load(
             (done, result.err())
         });
     }
+    tokio::time::sleep_until(deadline).await;
+    let cpu_used = envoy.seconds()? - cpu_before;
     let mut result = RateResult::default();
     while let Some(joined) = loops.join_next().await {
         let (done, err) = joined.context("echo task")?;
@@ -77,7 +83,8 @@ pub async fn ws_echo_load(
         }
     }
     result.per_s = result.done as f64 / duration.as_secs_f64();
-    Ok(result)
+    let us_per_echo = cpu_used * 1e6 / result.done.max(1) as f64;
+    Ok((result, us_per_echo))
 }
 
 /// `concurrency` loops of: TCP + TLS handshake, WebSocket upgrade through Envoy to a backend,
