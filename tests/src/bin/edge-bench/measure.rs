@@ -93,6 +93,18 @@ impl Runs {
         }
     }
 
+    /// Take `load`'s run and CPU per operation from `other` (the rest stays).
+    fn take(&mut self, load: Load, other: Runs) {
+        match load {
+            Load::App => (self.plain, self.cpu.plain) = (other.plain, other.cpu.plain),
+            Load::Sticky => (self.sticky, self.cpu.sticky) = (other.sticky, other.cpu.sticky),
+            Load::Echo => (self.echo, self.cpu.echo) = (other.echo, other.cpu.echo),
+            Load::Handshakes => {
+                (self.handshakes, self.cpu.handshake) = (other.handshakes, other.cpu.handshake);
+            }
+        }
+    }
+
     /// Operations per second of `load`.
     pub fn per_s(&self, load: Load) -> f64 {
         match load {
@@ -312,13 +324,7 @@ impl Envoys<'_> {
                 v.label(),
                 runs.per_s(load)
             ));
-            let side = &mut round.samples[v.index()].side;
-            match load {
-                Load::App => (side.plain, side.cpu.plain) = (runs.plain, us),
-                Load::Sticky => (side.sticky, side.cpu.sticky) = (runs.sticky, us),
-                Load::Echo => (side.echo, side.cpu.echo) = (runs.echo, us),
-                Load::Handshakes => (side.handshakes, side.cpu.handshake) = (runs.handshakes, us),
-            }
+            round.samples[v.index()].side.take(load, runs);
         }
         eprintln!(
             "edge-bench: {tag}: {} side by side (Envoy CPU per {}): {}; busy {:.0} %",
