@@ -53,6 +53,12 @@ pub enum AcmeError {
     /// a refused change, records that never appeared): another CA would meet the same.
     #[error("{0}")]
     Dns(String),
+    /// Cloud DNS answered 429 or 5xx, or could not be reached, while the DNS-01 records were
+    /// written or removed: worth another attempt, like [`AcmeError::Transient`], but the CA
+    /// is not to blame and every fallback CA writes to the same zones, so it never moves the
+    /// order to another CA.
+    #[error("{0}")]
+    DnsTransient(String),
     /// The CA does not know the stored account any more (deactivated, or the CA was reset):
     /// RFC 8555 §7.3.1 `accountDoesNotExist`. Only a new account helps.
     #[error("{0}")]
@@ -61,7 +67,10 @@ pub enum AcmeError {
 
 impl AcmeError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, AcmeError::Transient { .. })
+        matches!(
+            self,
+            AcmeError::Transient { .. } | AcmeError::DnsTransient(_)
+        )
     }
 }
 
@@ -306,10 +315,7 @@ impl Acme {
 impl From<crate::cloud::dns01::Dns01Error> for AcmeError {
     fn from(e: crate::cloud::dns01::Dns01Error) -> AcmeError {
         match e {
-            crate::cloud::dns01::Dns01Error::Transient(_) => AcmeError::Transient {
-                message: e.to_string(),
-                retry_after: None,
-            },
+            crate::cloud::dns01::Dns01Error::Transient(_) => AcmeError::DnsTransient(e.to_string()),
             crate::cloud::dns01::Dns01Error::Failed(_) => AcmeError::Dns(e.to_string()),
         }
     }

@@ -117,3 +117,16 @@ fn errors_are_classified() {
         AcmeError::Rejected(_)
     ));
 }
+
+#[test]
+fn dns_01_errors_are_never_the_cas() {
+    use crate::cloud::dns01::Dns01Error;
+    // 429/5xx or unreachable: retried within the pass, like a transient CA error.
+    let e = AcmeError::from(Dns01Error::Transient("HTTP 503".into()));
+    assert!(matches!(&e, AcmeError::DnsTransient(m) if m == "Cloud DNS: HTTP 503"));
+    assert!(e.is_transient());
+    // No zone, no permission, records never served: not retried.
+    let e = AcmeError::from(Dns01Error::Failed("no zone for a.example.com".into()));
+    assert!(matches!(&e, AcmeError::Dns(m) if m == "DNS-01: no zone for a.example.com"));
+    assert!(!e.is_transient());
+}

@@ -97,6 +97,7 @@ impl PassError {
                 crate::cloud::acme::AcmeError::Store(_)
                     | crate::cloud::acme::AcmeError::Cancelled
                     | crate::cloud::acme::AcmeError::Dns(_)
+                    | crate::cloud::acme::AcmeError::DnsTransient(_)
             ),
             PassError::RetryTooLate(_)
             | PassError::Unusable(_)

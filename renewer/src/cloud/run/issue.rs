@@ -61,8 +61,8 @@ impl Renewer {
         self.issuers.first().map_or("", |i| i.directory())
     }
 
-    /// Order `cert` from `issuer`, retrying transient CA errors up to `acme.attempts` times,
-    /// with the CA's `Retry-After` or an exponential pause.
+    /// Order `cert` from `issuer`, retrying transient CA errors (and Cloud DNS 429/5xx) up to
+    /// `acme.attempts` times, with the CA's `Retry-After` or an exponential pause.
     async fn issue_with_retries(
         &self,
         issuer: &dyn Issuer,
@@ -100,6 +100,7 @@ impl Renewer {
             }
             let (transient, retry_after) = match &err {
                 AcmeError::Transient { retry_after, .. } => (true, *retry_after),
+                AcmeError::DnsTransient(_) => (true, None),
                 _ => (false, None),
             };
             if !transient || attempt >= attempts {
@@ -112,7 +113,11 @@ impl Renewer {
             let Some(delay) = delay else {
                 return Err(PassError::RetryTooLate(err));
             };
-            tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
+            if matches!(err, AcmeError::DnsTransient(_)) {
+                tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "Cloud DNS unavailable; retrying");
+            } else {
+                tracing::warn!(attempt, attempts, error = %err, wait_ms = delay.as_millis() as u64, "transient CA error; retrying");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.cancelled() => return Err(PassError::Cancelled),

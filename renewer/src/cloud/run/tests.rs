@@ -477,6 +477,34 @@ mod pass {
         assert_eq!(current_ca(&s).await.as_deref(), Some(FALLBACK));
     }
 
+    /// Cloud DNS unavailable (429/5xx) while the primary's order writes its DNS-01 records:
+    /// retried there like a CA's transient error, but every fallback CA would write to the
+    /// same zones, so no order is placed elsewhere (it would only add a pending order at a
+    /// second CA, and an order in flight there ties the next pass to it).
+    #[tokio::test(start_paused = true)]
+    async fn cloud_dns_unavailable_is_retried_but_never_hands_over_to_the_fallback() {
+        let fallback = Arc::new(FakeIssuer::default().fallback());
+        let unavailable = (0..3)
+            .map(|_| AcmeError::DnsTransient("Cloud DNS: HTTP 503: backend unavailable".into()));
+        let s = Setup::with_fallback(FakeIssuer::failing_with(unavailable), fallback.clone());
+        let outcome = s.pass().await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { error }
+                if error == "Cloud DNS: HTTP 503: backend unavailable (gave up after 3 attempts)"),
+            "{outcome:?}"
+        );
+        assert_eq!((s.issuer.orders(), fallback.orders()), (3, 0));
+        assert_eq!(s.current_serial().await, None);
+
+        // Once Cloud DNS answers again, the retries within a pass get the certificate.
+        let fallback = Arc::new(FakeIssuer::default().fallback());
+        let once = AcmeError::DnsTransient("Cloud DNS: HTTP 429: rate limited".into());
+        let s = Setup::with_fallback(FakeIssuer::failing_with([once]), fallback.clone());
+        assert_renewed(&s.pass().await);
+        assert_eq!((s.issuer.orders(), fallback.orders()), (2, 0));
+        assert_eq!(current_ca(&s).await.as_deref(), Some(PRIMARY));
+    }
+
     #[tokio::test]
     async fn when_every_ca_fails_the_error_names_each() {
         let fallback = Arc::new(

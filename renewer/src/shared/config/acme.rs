@@ -42,7 +42,8 @@ pub struct AcmeConfig {
     #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// `[[acme.fallback]]`: other CAs, tried in order when this one still fails after its
-    /// `attempts` (unreachable, 5xx, rate limited, or an order it refuses). Each has its own
+    /// `attempts` (unreachable, 5xx, rate limited, or an order it refuses) — never for a
+    /// DNS-01 failure, Cloud DNS 429/5xx included: every CA would meet the same zones. Each has its own
     /// account (and EAB); every pass starts with the primary again. Default: none.
     #[serde(default)]
     pub fallback: Vec<FallbackConfig>,
