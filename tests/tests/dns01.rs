@@ -1,8 +1,8 @@
 //! DNS-01 end to end: the `renewer` binary orders a wildcard and apex certificate from real
 //! Pebble, writes the TXT records through a fake of the Cloud DNS REST API (the official client
 //! against it), which puts them into `pebble-challtestsrv` — the DNS server Pebble's VA asks.
-//! Failures (a zone that does not exist, a change refused with 403, records that never appear)
-//! end in a clear error and leave no record behind.
+//! Failures (a zone that does not exist, a change refused with 403, Cloud DNS unavailable,
+//! records that never appear) end in a clear error and leave no record behind.
 
 use std::path::PathBuf;
 
@@ -114,6 +114,48 @@ async fn a_refused_change_is_reported_and_nothing_is_left() -> Result<()> {
     let out = stack.renewer(&config, &["run"]).await?;
     assert_failed_clean(&out, &dns, &stack, "PERMISSION_DENIED");
     assert!(out.stdout.contains("HTTP 403"), "{}", out.all());
+    Ok(())
+}
+
+/// Cloud DNS answering 503: retried `acme.attempts` times within the run (the order in flight
+/// resumed, not placed again), then a clear error; a `[[acme.fallback]]` CA is never tried,
+/// since its order would write to the same zone (its directory is a closed port: reaching
+/// for it would show in the error).
+#[tokio::test]
+async fn cloud_dns_unavailable_is_retried_and_never_tries_the_fallback_ca() -> Result<()> {
+    let (stack, dns) = start().await?;
+    dns.unavailable_changes(true);
+    let config = config(&stack, &dns, &format!("zone = \"{ZONE}\""))?;
+    let text = std::fs::read_to_string(&config)?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[acme.fallback]]\ndirectory = \"https://127.0.0.1:{closed}/dir\"\n"),
+    )?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_failed_clean(&out, &dns, &stack, "UNAVAILABLE");
+    assert!(
+        out.stdout.contains("gave up after 3 attempts"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        out.stderr
+            .matches("Cloud DNS unavailable; retrying")
+            .count(),
+        2,
+        "{}",
+        out.all()
+    );
+    assert!(!out.stderr.contains("trying the next CA"), "{}", out.all());
+    assert!(!out.all().contains(&closed.to_string()), "{}", out.all());
+    assert_eq!(
+        stack.orders_placed(),
+        1,
+        "the retries resume the order in flight"
+    );
     Ok(())
 }
 

@@ -30,7 +30,8 @@
 //! `400`. Errors are Google JSON errors ([`ApiError::to_json`]).
 //!
 //! Tests shape the service ([`FakeCloudDns::add_zone`], [`FakeCloudDns::add_rrset`]) and its
-//! faults ([`FakeCloudDns::deny_changes`], [`FakeCloudDns::apply_to_dns`],
+//! faults ([`FakeCloudDns::deny_changes`], [`FakeCloudDns::unavailable_changes`],
+//! [`FakeCloudDns::apply_to_dns`],
 //! [`FakeCloudDns::pending_changes`]), and read what happened ([`FakeCloudDns::requests`],
 //! [`FakeCloudDns::rrsets`], [`FakeCloudDns::challenge_rrsets`]).
 //!
@@ -72,6 +73,7 @@ struct DnsState {
     project: String,
     zones: Vec<Zone>,
     deny_changes: bool,
+    unavailable_changes: bool,
     apply_to_dns: bool,
     pending_changes: bool,
     /// challtestsrv's management port, when changes are mirrored.
@@ -168,6 +170,7 @@ impl FakeCloudDns {
                 project: project.to_string(),
                 zones: Vec::new(),
                 deny_changes: false,
+                unavailable_changes: false,
                 apply_to_dns: true,
                 pending_changes: false,
                 challtestsrv,
@@ -233,6 +236,12 @@ impl FakeCloudDns {
     /// account without `dns.changes.create`. Other calls are served.
     pub fn deny_changes(&self, on: bool) {
         self.lock().deny_changes = on;
+    }
+
+    /// `true`: `changes.create` answers `503 backendError` (`UNAVAILABLE`), as Cloud DNS
+    /// does when it is having trouble; nothing is written. Other calls are served.
+    pub fn unavailable_changes(&self, on: bool) {
+        self.lock().unavailable_changes = on;
     }
 
     /// `false`: changes are applied and answered `done`, but not written to challtestsrv, so

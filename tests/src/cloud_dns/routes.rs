@@ -164,6 +164,13 @@ fn create_change(
             ),
         ));
     }
+    if st.unavailable_changes {
+        return Err(ApiError::new(
+            503,
+            "backendError",
+            "The service is currently unavailable.",
+        ));
+    }
     let pending = st.pending_changes;
     let now = now_rfc3339();
     let change = st.zone_mut(zone)?.apply(body, pending, &now)?.clone();

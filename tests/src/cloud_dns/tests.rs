@@ -411,6 +411,13 @@ async fn applied_changes_are_mirrored_into_challtestsrv() {
     assert_eq!(v["error"]["errors"][0]["domain"], "global");
     assert!(taken(&calls).is_empty());
     fake.deny_changes(false);
+    fake.unavailable_changes(true);
+    let (status, v) = change(&fake, json!({"deletions": [txt(NAME, 60, &["b"])]})).await;
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["status"], "UNAVAILABLE");
+    assert_eq!(v["error"]["errors"][0]["reason"], "backendError");
+    assert!(taken(&calls).is_empty());
+    fake.unavailable_changes(false);
 
     // Not applied to DNS: done in the API, never served.
     fake.apply_to_dns(false);
