@@ -177,6 +177,22 @@ impl AcmeStack {
         self.dir.path().join("store")
     }
 
+    /// Rewrite certificate `name`'s lease in the file store so it expired a minute ago (what
+    /// waiting out its TTL would do, e.g. after a killed run); no lease is fine.
+    pub fn expire_lease(&self, name: &str) -> Result<()> {
+        let path = self.store_dir().join("locks").join(name);
+        let Ok(text) = std::fs::read(&path) else {
+            return Ok(());
+        };
+        let mut lease: serde_json::Value = serde_json::from_slice(&text).context("lease json")?;
+        let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        lease["expires_at"] = past
+            .format(&time::format_description::well_known::Rfc3339)?
+            .into();
+        std::fs::write(&path, serde_json::to_vec(&lease)?)?;
+        Ok(())
+    }
+
     /// A complete renewer.toml for this Pebble: `[acme]` with the extra root and quick
     /// timeouts, the file store unless `extra` has a `[store]`, then `extra` (more sections)
     /// and `certificates` (`[[certificates]]` tables).

@@ -159,6 +159,70 @@ async fn cloud_dns_unavailable_is_retried_and_never_tries_the_fallback_ca() -> R
     Ok(())
 }
 
+/// A forced run killed (SIGKILL) while it waits for its TXT record to be served leaves the
+/// record in the zone, listed in its order record. The next pass, with nothing due, takes it
+/// out once the dead run's lease has expired, and keeps the order record for a resume.
+#[tokio::test]
+async fn records_a_killed_run_left_are_removed_by_the_next_pass() -> Result<()> {
+    let (stack, dns) = start().await?;
+    let config = config(&stack, &dns, &format!("zone = \"{ZONE}\""))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    // Records that are never served: the forced run waits for them until it is killed.
+    dns.apply_to_dns(false);
+    let mut child = tokio::process::Command::new(harness::renewer_bin()?)
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--force"])
+        .env("RENEWER_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dns.challenge_rrsets().is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no TXT record appeared"
+        );
+        anyhow::ensure!(
+            child.try_wait()?.is_none(),
+            "the run ended before it was killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.kill().await?;
+    assert!(
+        !dns.challenge_rrsets().is_empty(),
+        "the killed run left its record"
+    );
+    let order = stack.store_dir().join("certs/wild/order.json");
+    let listed: Value = serde_json::from_str(&std::fs::read_to_string(&order)?)?;
+    assert!(listed["dns_records"].is_object(), "{listed}");
+
+    stack.expire_lease("wild")?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("not due"), "{}", out.all());
+    assert!(
+        dns.challenge_rrsets().is_empty(),
+        "records left: {:?}\n{}",
+        dns.challenge_rrsets(),
+        out.all()
+    );
+    assert!(
+        out.stderr
+            .contains("removed DNS-01 records left by an interrupted run"),
+        "{}",
+        out.all()
+    );
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&order)?)?;
+    assert!(kept.get("dns_records").is_none(), "{kept}");
+    assert_eq!(kept["url"], listed["url"]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn records_that_never_appear_time_out_and_are_removed() -> Result<()> {
     let (stack, dns) = start().await?;

@@ -5,10 +5,10 @@
 //! Let's Encrypt allows 5 duplicate certificates per week per set of names: every test here
 //! counts what Pebble issued (its log) against what the renewer stored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use harness::{AcmeStack, FakeGcs, FaultProxy, Pebble, PebbleBuilder, RenewerOutput};
 
 const APP: &str = "[[certificates]]\nname = \"app\"\ndomains = [\"app.example.test\"]\n";
@@ -340,7 +340,7 @@ async fn a_killed_run_leaves_nothing_behind_after_the_next_pass_and_keep_serials
     assert!(store.join("certs/app/order.json").exists());
 
     // Time passes: the dead run's lease expires (rewritten, not waited for).
-    expire_lease(&store.join("locks/app"))?;
+    s.stack.expire_lease("app")?;
     // The next pass has nothing to renew, and still cleans up.
     let out = s.stack.renewer(&config, &["run"]).await?;
     assert_eq!(out.code, 0, "{}", out.all());
@@ -361,20 +361,6 @@ async fn a_killed_run_leaves_nothing_behind_after_the_next_pass_and_keep_serials
     let stored = stored_serials(&store);
     assert_eq!(stored.len(), 2, "{stored:?}\n{last}");
     assert!(stored.contains(&current_serial(&store)?));
-    Ok(())
-}
-
-/// Rewrite a lease so it expired a minute ago (what waiting out its TTL would do).
-fn expire_lease(path: &PathBuf) -> Result<()> {
-    let Ok(text) = std::fs::read(path) else {
-        return Ok(()); // no lease left: nothing to expire
-    };
-    let mut lease: serde_json::Value = serde_json::from_slice(&text).context("lease json")?;
-    let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
-    lease["expires_at"] = past
-        .format(&time::format_description::well_known::Rfc3339)?
-        .into();
-    std::fs::write(path, serde_json::to_vec(&lease)?)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! What a pass cleans up so the store does not grow without bound: challenge answers a killed
-//! run left behind, and issued certificates older than the `store.keep_serials` newest.
+//! What a pass cleans up so the store and the DNS zones do not grow without bound: challenge
+//! answers and DNS-01 records a killed run left behind, and issued certificates older than
+//! the `store.keep_serials` newest.
 //!
 //! The decisions ([`stale_challenges`], [`serials_to_remove`]) are pure; the functions around
 //! them list and delete. Nothing here ever touches the certificate in service, and every
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
 
+use crate::cloud::dns01::TxtRecords;
 use crate::cloud::inflight;
 use crate::shared::store::{Listed, Precondition, SharedStore};
 
@@ -112,9 +114,48 @@ pub async fn clear_order_tokens(store: &SharedStore, name: &str) {
     }
 }
 
-/// Whether `name` has an order record listing challenge answers (a run stopped mid-order).
-pub async fn has_leftover_tokens(store: &SharedStore, name: &str) -> bool {
-    matches!(inflight::load(store, name).await, Ok(Some(rec)) if !rec.tokens.is_empty())
+/// Take out the DNS-01 TXT records listed in `name`'s order record: the run that wrote them
+/// is over (the caller holds the certificate's lease). The record stays, without them, so the
+/// order can still be resumed (resuming writes what it needs again).
+pub async fn clear_order_dns(store: &SharedStore, name: &str, dns: Option<&dyn TxtRecords>) {
+    let mut rec = match inflight::load(store, name).await {
+        Ok(Some(rec)) if !rec.dns_records.is_empty() => rec,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the order record");
+            return;
+        }
+    };
+    let removed = inflight::remove_dns_records(store, name, dns, &mut rec).await;
+    if removed > 0 {
+        tracing::info!(removed, "removed DNS-01 records left by an interrupted run");
+    }
+}
+
+/// What a run stopped mid-order (killed, timed out) left listed in `name`'s order record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leftovers {
+    /// HTTP-01 challenge answers in the store.
+    pub tokens: bool,
+    /// DNS-01 TXT records.
+    pub dns_records: bool,
+}
+
+impl Leftovers {
+    pub fn any(self) -> bool {
+        self.tokens || self.dns_records
+    }
+}
+
+/// What `name`'s order record still lists (nothing when there is none, or it is unreadable).
+pub async fn leftovers(store: &SharedStore, name: &str) -> Leftovers {
+    match inflight::load(store, name).await {
+        Ok(Some(rec)) => Leftovers {
+            tokens: !rec.tokens.is_empty(),
+            dns_records: !rec.dns_records.is_empty(),
+        },
+        _ => Leftovers::default(),
+    }
 }
 
 /// Remove issued certificates of `name` beyond the `keep` newest, never `current`.

@@ -145,6 +145,37 @@ pub async fn remove_answers(store: &SharedStore, rec: &mut InFlight) -> usize {
     before - rec.tokens.len()
 }
 
+/// Take the DNS-01 TXT values `rec` lists out of DNS with `dns`, and save the record: without
+/// them once removed, with them (for the next pass to try again) when removal failed or there
+/// is no `[dns]` to remove them with (both logged). Returns how many record names were removed.
+pub async fn remove_dns_records(
+    store: &SharedStore,
+    name: &str,
+    dns: Option<&dyn crate::cloud::dns01::TxtRecords>,
+    rec: &mut InFlight,
+) -> usize {
+    let removed = match dns {
+        None => {
+            tracing::warn!(
+                certificate = name,
+                "DNS-01 records of this order stay: no [dns] section to remove them with"
+            );
+            0
+        }
+        Some(dns) => match dns.remove(&rec.dns_records).await {
+            Ok(()) => std::mem::take(&mut rec.dns_records).len(),
+            Err(e) => {
+                tracing::warn!(certificate = name, error = %e, "could not remove the DNS-01 records; the next pass tries again");
+                0
+            }
+        },
+    };
+    if let Err(e) = save(store, name, rec).await {
+        tracing::warn!(certificate = name, error = %e, "could not update the order record");
+    }
+    removed
+}
+
 pub async fn clear(store: &SharedStore, name: &str) -> Result<(), StoreError> {
     store.delete(&keys::order(name), Precondition::None).await
 }

@@ -37,6 +37,10 @@ pub trait Issuer: Send + Sync {
         &self,
         ari_id: &str,
     ) -> Result<Option<(AriWindow, SystemTime)>, AcmeError>;
+
+    /// Where this CA's DNS-01 orders write their TXT records (`[dns]`), so a pass can take
+    /// out what an interrupted order left; `None` when nothing is configured to write them.
+    async fn txt_records(&self) -> Result<Option<Arc<dyn TxtRecords>>, AcmeError>;
 }
 
 /// The ACME CA of the config, through the account kept in the store. The account is opened
@@ -142,5 +146,13 @@ impl Issuer for AcmeIssuer {
         ari_id: &str,
     ) -> Result<Option<(AriWindow, SystemTime)>, AcmeError> {
         self.account().await?.renewal_info(ari_id).await
+    }
+
+    async fn txt_records(&self) -> Result<Option<Arc<dyn TxtRecords>>, AcmeError> {
+        if self.config.dns.is_none() {
+            return Ok(None);
+        }
+        let dns: Arc<dyn TxtRecords> = self.dns().await?;
+        Ok(Some(dns))
     }
 }

@@ -77,8 +77,7 @@ impl Acme {
         Ok(())
     }
 
-    /// Take this order's TXT values out of DNS. A failure is logged (the values stay in the
-    /// order record, so the next pass of this certificate tries again).
+    /// Take this order's TXT values out of DNS (see [`inflight::remove_dns_records`]).
     pub(super) async fn remove_dns_records(
         &self,
         store: &SharedStore,
@@ -86,28 +85,13 @@ impl Acme {
         dns: Option<&dyn TxtRecords>,
         record: &mut InFlight,
     ) {
-        let Some(dns) = dns else {
-            tracing::warn!(
+        let removed = inflight::remove_dns_records(store, name, dns, record).await;
+        if removed > 0 {
+            tracing::info!(
                 certificate = name,
-                "DNS-01 records of this order stay: no [dns] section to remove them with"
+                records = removed,
+                "DNS-01 records removed"
             );
-            return;
-        };
-        match dns.remove(&record.dns_records).await {
-            Ok(()) => {
-                tracing::info!(
-                    certificate = name,
-                    records = record.dns_records.len(),
-                    "DNS-01 records removed"
-                );
-                record.dns_records.clear();
-            }
-            Err(e) => {
-                tracing::warn!(certificate = name, error = %e, "could not remove the DNS-01 records; the next pass tries again");
-            }
-        }
-        if let Err(e) = inflight::save(store, name, record).await {
-            tracing::warn!(certificate = name, error = %e, "could not update the order record");
         }
     }
 }

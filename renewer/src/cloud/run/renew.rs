@@ -102,10 +102,12 @@ impl Renewer {
         report
     }
 
-    /// A run stopped mid-order (killed, timed out) leaves its challenge answers: remove them
-    /// when the lease is free (so that run is really over), without waiting for it.
+    /// A run stopped mid-order (killed, timed out) leaves its challenge answers, and for
+    /// DNS-01 its TXT records: remove them when the lease is free (so that run is really
+    /// over), without waiting for it. (A certificate that is due meets them in its order.)
     async fn clean_interrupted_order(&self, name: &str) {
-        if !housekeeping::has_leftover_tokens(&self.store, name).await {
+        let left = housekeeping::leftovers(&self.store, name).await;
+        if !left.any() {
             return;
         }
         let ttl = Duration::from_secs(self.config.lock.ttl_seconds);
@@ -121,12 +123,31 @@ impl Renewer {
         {
             Ok(lease) => {
                 housekeeping::clear_order_tokens(&self.store, name).await;
+                if left.dns_records {
+                    self.clear_order_dns(name).await;
+                }
                 lease.release().await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "an order is in flight; its challenge answers stay")
             }
         }
+    }
+
+    /// Take out the DNS-01 records `name`'s order record lists, with the primary CA's `[dns]`
+    /// (every CA's orders write to the same zones).
+    async fn clear_order_dns(&self, name: &str) {
+        let dns = match self.issuers.first() {
+            Some(issuer) => match issuer.txt_records().await {
+                Ok(dns) => dns,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open Cloud DNS; the DNS-01 records of an interrupted run stay until the next pass");
+                    return;
+                }
+            },
+            None => None,
+        };
+        housekeeping::clear_order_dns(&self.store, name, dns.as_deref()).await;
     }
 
     /// Under the lease: re-decide on what is stored now, record the attempt, order, publish,

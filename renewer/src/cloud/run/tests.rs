@@ -38,6 +38,8 @@ mod pass {
     use tokio_util::sync::CancellationToken;
 
     use crate::cloud::acme::{AcmeError, OrderSpec};
+    use crate::cloud::dns01::{ChallengeRecords, Dns01Error, TxtRecords};
+    use crate::cloud::inflight::{self, InFlight};
     use crate::cloud::issuer::Issuer;
     use crate::cloud::lock::LeaseRecord;
     use crate::cloud::policy::AriWindow;
@@ -77,6 +79,26 @@ mod pass {
         directory: &'static str,
         script: Mutex<VecDeque<AcmeError>>,
         orders: AtomicUsize,
+        /// Its `[dns]`, when the test gives it one.
+        txt: Option<Arc<FakeTxt>>,
+    }
+
+    /// DNS-01 records: what was asked to be removed.
+    #[derive(Default)]
+    struct FakeTxt {
+        removed: Mutex<Vec<ChallengeRecords>>,
+    }
+
+    #[async_trait]
+    impl TxtRecords for FakeTxt {
+        async fn publish(&self, _records: &ChallengeRecords) -> Result<(), Dns01Error> {
+            Ok(())
+        }
+
+        async fn remove(&self, records: &ChallengeRecords) -> Result<(), Dns01Error> {
+            self.removed.lock().expect("removed").push(records.clone());
+            Ok(())
+        }
     }
 
     impl Default for FakeIssuer {
@@ -91,6 +113,7 @@ mod pass {
                 directory: PRIMARY,
                 script: Mutex::new(errors.into_iter().collect()),
                 orders: AtomicUsize::new(0),
+                txt: None,
             }
         }
 
@@ -132,6 +155,10 @@ mod pass {
             _ari_id: &str,
         ) -> Result<Option<(AriWindow, SystemTime)>, AcmeError> {
             Ok(None)
+        }
+
+        async fn txt_records(&self) -> Result<Option<Arc<dyn TxtRecords>>, AcmeError> {
+            Ok(self.txt.clone().map(|t| t as Arc<dyn TxtRecords>))
         }
     }
 
@@ -423,6 +450,63 @@ mod pass {
         s.clock.advance(time::Duration::minutes(5));
         assert_renewed(&s.pass().await);
         assert_eq!(s.issuer.orders(), 3);
+    }
+
+    /// A run killed mid-order (DNS-01) leaves its TXT records listed in the order record. A
+    /// later pass with nothing to renew takes them out once the lease is free, and keeps the
+    /// record (the order may still be resumed); while another renewer holds the lease, they
+    /// stay.
+    #[tokio::test]
+    async fn dns_records_an_interrupted_run_left_are_removed_when_nothing_is_due() {
+        let txt = Arc::new(FakeTxt::default());
+        let issuer = FakeIssuer {
+            txt: Some(txt.clone()),
+            ..FakeIssuer::default()
+        };
+        let s = Setup::new(issuer, 0, None);
+        publish(&s.store, &testing::bundle(NAME, &[DOMAIN], 90)).await;
+        let mut rec = InFlight::new(
+            "https://ca.test/order/1",
+            &[DOMAIN.to_string()],
+            crate::shared::config::KeyType::EcdsaP256,
+            s.clock.now(),
+            PRIMARY,
+        );
+        let left = ChallengeRecords::from([(
+            "_acme-challenge.a.example.com.".to_string(),
+            vec!["value-of-the-killed-run".to_string()],
+        )]);
+        rec.dns_records = left.clone();
+        inflight::save(&s.store, NAME, &rec).await.expect("save");
+
+        // Another renewer holds the lease: its order may be using them.
+        s.hold_lease("other#1", s.clock.now() + time::Duration::minutes(10))
+            .await;
+        let outcome = s.pass().await;
+        assert!(
+            matches!(&outcome, Outcome::Unchanged { reason, .. } if reason == "not due"),
+            "{outcome:?}"
+        );
+        assert!(txt.removed.lock().expect("removed").is_empty());
+
+        s.store
+            .delete(&keys::lock(NAME), Precondition::None)
+            .await
+            .expect("release");
+        let outcome = s.pass().await;
+        assert!(matches!(&outcome, Outcome::Unchanged { .. }), "{outcome:?}");
+        assert_eq!(*txt.removed.lock().expect("removed"), [left]);
+        let after = inflight::load(&s.store, NAME)
+            .await
+            .expect("load")
+            .expect("the record stays");
+        assert!(after.dns_records.is_empty(), "{after:?}");
+        assert_eq!(after.url, rec.url);
+        assert_eq!(s.issuer.orders(), 0);
+        // Released again, and nothing more to do at the next pass.
+        assert!(s.store.get(&keys::lock(NAME)).await.expect("get").is_none());
+        s.pass().await;
+        assert_eq!(txt.removed.lock().expect("removed").len(), 1);
     }
 
     #[tokio::test]
