@@ -238,6 +238,40 @@ impl AcmeStack {
 }
 
 /// Run the renewer binary with `--config`, JSON logs, and extra environment.
+/// Start the renewer binary with `--config` and `args`, and kill it (SIGKILL) as soon as
+/// `reached()` is true: a run stopped mid-order, as a crash or a timed-out job would leave it.
+/// Fails if the run ends first, or `reached()` stays false for 30 s (`what` says what was
+/// waited for).
+pub async fn kill_renewer_when(
+    config: &Path,
+    args: &[&str],
+    reached: impl Fn() -> bool,
+    what: &str,
+) -> Result<()> {
+    let mut child = tokio::process::Command::new(renewer_bin()?)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RENEWER_LOG_FORMAT", "json")
+        .env_remove("RENEWER_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reached() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what} never came");
+        anyhow::ensure!(
+            child.try_wait()?.is_none(),
+            "the run ended before {what}, so it was not killed"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().await?;
+    Ok(())
+}
+
 pub async fn run_renewer(
     config: &Path,
     args: &[&str],

@@ -47,7 +47,9 @@ pub mod tls;
 pub mod workspace;
 
 pub use acme_responder::{key_auth_lookup, Http01Request, Http01Responder, KeyAuthLookup};
-pub use acme_stack::{renewer_bin, run_renewer, store_lookup, AcmeStack, RenewerOutput};
+pub use acme_stack::{
+    kill_renewer_when, renewer_bin, run_renewer, store_lookup, AcmeStack, RenewerOutput,
+};
 pub use ari::AriResponder;
 pub use backend::EchoBackend;
 pub use client::{

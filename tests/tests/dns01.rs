@@ -171,28 +171,13 @@ async fn records_a_killed_run_left_are_removed_by_the_next_pass() -> Result<()> 
 
     // Records that are never served: the forced run waits for them until it is killed.
     dns.apply_to_dns(false);
-    let mut child = tokio::process::Command::new(harness::renewer_bin()?)
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--force"])
-        .env("RENEWER_LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while dns.challenge_rrsets().is_empty() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no TXT record appeared"
-        );
-        anyhow::ensure!(
-            child.try_wait()?.is_none(),
-            "the run ended before it was killed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    child.kill().await?;
+    harness::kill_renewer_when(
+        &config,
+        &["run", "--force"],
+        || !dns.challenge_rrsets().is_empty(),
+        "a TXT record in the zone",
+    )
+    .await?;
     assert!(
         !dns.challenge_rrsets().is_empty(),
         "the killed run left its record"

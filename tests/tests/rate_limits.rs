@@ -6,7 +6,6 @@
 //! counts what Pebble issued (its log) against what the renewer stored.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 use harness::{AcmeStack, FakeGcs, FaultProxy, Pebble, PebbleBuilder, RenewerOutput};
@@ -311,28 +310,13 @@ async fn a_killed_run_leaves_nothing_behind_after_the_next_pass_and_keep_serials
     assert_eq!(out.code, 0, "{}", out.all());
 
     // A forced run killed (SIGKILL) as soon as its challenge answer is in the store.
-    let mut child = tokio::process::Command::new(harness::renewer_bin()?)
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--force"])
-        .env("RENEWER_LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while challenge_objects(&store) == 0 {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no challenge answer appeared"
-        );
-        anyhow::ensure!(
-            child.try_wait()?.is_none(),
-            "the run ended before it was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    child.kill().await?;
+    harness::kill_renewer_when(
+        &config,
+        &["run", "--force"],
+        || challenge_objects(&store) > 0,
+        "a challenge answer in the store",
+    )
+    .await?;
     assert!(
         challenge_objects(&store) > 0,
         "the killed run left its answer"
