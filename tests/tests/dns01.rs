@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use harness::{AcmeStack, FakeCloudDns, RenewerOutput};
+use harness::{AcmeStack, FakeCloudDns, Pebble, PebbleBuilder, RenewerOutput};
 use serde_json::Value;
 
 const PROJECT: &str = "acme-edge-test";
@@ -15,7 +15,12 @@ const ZONE: &str = "example-test";
 
 /// Pebble + the fake Cloud DNS with the zone `example.test.`.
 async fn start() -> Result<(AcmeStack, FakeCloudDns)> {
-    let stack = AcmeStack::start().await?;
+    start_with(Pebble::builder()).await
+}
+
+/// The same with Pebble options.
+async fn start_with(pebble: PebbleBuilder) -> Result<(AcmeStack, FakeCloudDns)> {
+    let stack = AcmeStack::start_with(pebble, None).await?;
     let dns = FakeCloudDns::for_pebble(PROJECT, &stack.pebble).await?;
     dns.add_zone(ZONE, "example.test.", &[]);
     Ok((stack, dns))
@@ -164,7 +169,8 @@ async fn cloud_dns_unavailable_is_retried_and_never_tries_the_fallback_ca() -> R
 /// out once the dead run's lease has expired, and keeps the order record for a resume.
 #[tokio::test]
 async fn records_a_killed_run_left_are_removed_by_the_next_pass() -> Result<()> {
-    let (stack, dns) = start().await?;
+    // No authorization reuse: the forced order must write its record again.
+    let (stack, dns) = start_with(Pebble::builder().authz_reuse(0)).await?;
     let config = config(&stack, &dns, &format!("zone = \"{ZONE}\""))?;
     let out = stack.renewer(&config, &["run"]).await?;
     assert_eq!(out.code, 0, "{}", out.all());
@@ -186,6 +192,20 @@ async fn records_a_killed_run_left_are_removed_by_the_next_pass() -> Result<()> 
     let listed: Value = serde_json::from_str(&std::fs::read_to_string(&order)?)?;
     assert!(listed["dns_records"].is_object(), "{listed}");
 
+    // `status` shows the order and what the killed run left.
+    let out = stack.renewer(&config, &["status", "--json"]).await?;
+    let status: Value = serde_json::from_str(&out.stdout).context(out.all())?;
+    let order_status = &status[0]["order_in_flight"];
+    assert_eq!(order_status["url"], listed["url"], "{}", out.all());
+    assert_eq!(order_status["dns_records"], 1, "{}", out.all());
+    let out = stack.renewer(&config, &["status"]).await?;
+    assert!(
+        out.stdout
+            .contains("left by an interrupted run: 1 DNS-01 record"),
+        "{}",
+        out.all()
+    );
+
     stack.expire_lease("wild")?;
     let out = stack.renewer(&config, &["run"]).await?;
     assert_eq!(out.code, 0, "{}", out.all());
@@ -205,6 +225,14 @@ async fn records_a_killed_run_left_are_removed_by_the_next_pass() -> Result<()> 
     let kept: Value = serde_json::from_str(&std::fs::read_to_string(&order)?)?;
     assert!(kept.get("dns_records").is_none(), "{kept}");
     assert_eq!(kept["url"], listed["url"]);
+    let out = stack.renewer(&config, &["status", "--json"]).await?;
+    let status: Value = serde_json::from_str(&out.stdout).context(out.all())?;
+    assert_eq!(
+        status[0]["order_in_flight"]["dns_records"],
+        0,
+        "{}",
+        out.all()
+    );
     Ok(())
 }
 

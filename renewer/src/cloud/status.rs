@@ -4,6 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::cloud::inflight::{self, InFlight};
 use crate::cloud::policy::{self, Inputs};
 use crate::cloud::run::Renewer;
 use crate::cloud::state;
@@ -35,6 +36,37 @@ pub struct StatusRow {
     /// in front when the CA's renewal window is known.
     pub renewal_rule: Option<String>,
     pub last_error: Option<String>,
+    /// The order the renewer is driving (`certs/<name>/order.json`): the next run resumes it
+    /// rather than order again.
+    pub order_in_flight: Option<OrderInFlight>,
+}
+
+/// An order in flight, as `status` shows it (never its key).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderInFlight {
+    /// The order's URL at the CA.
+    pub url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub placed_at: OffsetDateTime,
+    /// Directory URL of the CA it was placed with (absent: the primary).
+    pub ca: Option<String>,
+    /// HTTP-01 challenge answers it still lists: left by a run that stopped mid-order; the
+    /// next pass removes them once that run's lease is free.
+    pub challenge_answers: usize,
+    /// DNS-01 record names it still lists, likewise.
+    pub dns_records: usize,
+}
+
+impl From<InFlight> for OrderInFlight {
+    fn from(rec: InFlight) -> Self {
+        OrderInFlight {
+            url: rec.url,
+            placed_at: rec.placed_at,
+            ca: rec.directory,
+            challenge_answers: rec.tokens.len(),
+            dns_records: rec.dns_records.len(),
+        }
+    }
 }
 
 pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
@@ -85,6 +117,12 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
                 .map(policy::rfc3339)
                 .unwrap_or_else(|| "-".into())
         };
+        // Unreadable is shown as none: the renewer itself treats it so (one new order).
+        let order_in_flight = inflight::load(&renewer.store, &cert.name)
+            .await
+            .ok()
+            .flatten()
+            .map(OrderInFlight::from);
         rows.push(StatusRow {
             name: cert.name.clone(),
             domains: current
@@ -104,6 +142,7 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
             renew_with_fraction_left: rule.as_ref().map(|(f, _)| *f),
             renewal_rule: rule.map(|(_, text)| text),
             last_error: read_error.or(state_error).or(st.last_error),
+            order_in_flight,
         });
     }
     rows
@@ -179,7 +218,41 @@ pub fn render(rows: &[StatusRow]) -> String {
     for row in &table {
         line(row.iter().map(String::as_str).collect());
     }
+    for (name, order) in rows
+        .iter()
+        .filter_map(|r| r.order_in_flight.as_ref().map(|o| (&r.name, o)))
+    {
+        out.push_str(&order_line(name, order));
+        out.push('\n');
+    }
     out
+}
+
+/// One line under the table per order in flight.
+fn order_line(name: &str, order: &OrderInFlight) -> String {
+    let mut line = format!(
+        "{name}: order in flight since {}",
+        policy::rfc3339(order.placed_at)
+    );
+    if let Some(ca) = &order.ca {
+        line.push_str(&format!(" at {}", ca_host(ca)));
+    }
+    line.push_str(" (the next run resumes it)");
+    let left: Vec<String> = [
+        (order.challenge_answers, "challenge answer"),
+        (order.dns_records, "DNS-01 record"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+    .collect();
+    if !left.is_empty() {
+        line.push_str(&format!(
+            "; left by an interrupted run: {} (removed by the next pass once its lease is free)",
+            left.join(", ")
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -210,8 +283,9 @@ mod tests {
             renew_with_fraction_left: Some(0.5),
             renewal_rule: Some("1/2 left (short-lived)".into()),
             last_error: None,
+            order_in_flight: None,
         };
-        let table = render(&[row]);
+        let table = render(std::slice::from_ref(&row));
         let mut lines = table.lines();
         let header = lines.next().unwrap_or("");
         assert!(
@@ -222,5 +296,41 @@ mod tests {
         assert!(line.contains("1/2 left (short-lived)"), "{table}");
         assert!(line.contains("shortlived"), "{table}");
         assert!(line.contains(" acme-v02.api.letsencrypt.org "), "{table}");
+        assert_eq!(lines.next(), None, "{table}");
+
+        // An order in flight: a line under the table, with what an interrupted run left.
+        let order = OrderInFlight {
+            url: "https://ca.test/order/1".into(),
+            placed_at: time::macros::datetime!(2026-12-01 10:00 UTC),
+            ca: Some("https://acme-v02.api.letsencrypt.org/directory".into()),
+            challenge_answers: 0,
+            dns_records: 2,
+        };
+        let with_order = StatusRow {
+            order_in_flight: Some(order.clone()),
+            ..row
+        };
+        let table = render(&[with_order]);
+        assert_eq!(
+            table.lines().nth(2),
+            Some(
+                "app: order in flight since 2026-12-01T10:00:00Z at acme-v02.api.letsencrypt.org \
+                 (the next run resumes it); left by an interrupted run: 2 DNS-01 records \
+                 (removed by the next pass once its lease is free)"
+            ),
+            "{table}"
+        );
+        let clean = OrderInFlight {
+            ca: None,
+            dns_records: 0,
+            challenge_answers: 1,
+            ..order
+        };
+        assert_eq!(
+            order_line("app", &clean),
+            "app: order in flight since 2026-12-01T10:00:00Z (the next run resumes it); \
+             left by an interrupted run: 1 challenge answer (removed by the next pass once its \
+             lease is free)"
+        );
     }
 }
