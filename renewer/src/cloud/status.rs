@@ -36,8 +36,8 @@ pub struct StatusRow {
     /// in front when the CA's renewal window is known.
     pub renewal_rule: Option<String>,
     pub last_error: Option<String>,
-    /// The order the renewer is driving (`certs/<name>/order.json`): the next run resumes it
-    /// rather than order again.
+    /// The order the renewer is driving (`certs/<name>/order.json`): the next renewal resumes
+    /// it rather than order again, unless the CA can no longer finish it (RFC 8555 §7.1.6).
     pub order_in_flight: Option<OrderInFlight>,
 }
 
@@ -237,7 +237,7 @@ fn order_line(name: &str, order: &OrderInFlight) -> String {
     if let Some(ca) = &order.ca {
         line.push_str(&format!(" at {}", ca_host(ca)));
     }
-    line.push_str(" (the next run resumes it)");
+    line.push_str(" (the next renewal resumes it if the CA still can)");
     let left: Vec<String> = [
         (order.challenge_answers, "challenge answer"),
         (order.dns_records, "DNS-01 record"),
@@ -315,8 +315,8 @@ mod tests {
             table.lines().nth(2),
             Some(
                 "app: order in flight since 2026-12-01T10:00:00Z at acme-v02.api.letsencrypt.org \
-                 (the next run resumes it); left by an interrupted run: 2 DNS-01 records \
-                 (removed by the next pass once its lease is free)"
+                 (the next renewal resumes it if the CA still can); left by an interrupted run: \
+                 2 DNS-01 records (removed by the next pass once its lease is free)"
             ),
             "{table}"
         );
@@ -328,9 +328,9 @@ mod tests {
         };
         assert_eq!(
             order_line("app", &clean),
-            "app: order in flight since 2026-12-01T10:00:00Z (the next run resumes it); \
-             left by an interrupted run: 1 challenge answer (removed by the next pass once its \
-             lease is free)"
+            "app: order in flight since 2026-12-01T10:00:00Z (the next renewal resumes it if the \
+             CA still can); left by an interrupted run: 1 challenge answer (removed by the next \
+             pass once its lease is free)"
         );
     }
 }
