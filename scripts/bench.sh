@@ -75,6 +75,8 @@ wasm=${EDGE_FILTER_WASM:-target/wasm/edge_filter.wasm}
 [ -f "$wasm" ] || die "$wasm is missing: run 'make wasm' (make bench does)"
 empty=${EMPTY_FILTER_WASM:-$(dirname "$wasm")/empty_filter.wasm}
 [ -f "$empty" ] || die "$empty is missing: run 'make wasm' (make bench does)"
+read_floor=${READ_FLOOR_WASM:-$(dirname "$wasm")/read_floor.wasm}
+[ -f "$read_floor" ] || die "$read_floor is missing: run 'make wasm' (make bench does)"
 
 echo "bench: building the renewer and the benchmarks (release)" >&2
 cargo build --release --locked -p renewer --bin renewer

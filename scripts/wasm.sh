@@ -2,7 +2,8 @@
 # Build (or lint) edge-filter for wasm32-unknown-unknown.
 #
 #   scripts/wasm.sh build   -> target/wasm/edge_filter.wasm (release, LTO), size printed, and
-#                              target/wasm/empty_filter.wasm (the benchmarks' do-nothing floor)
+#                              target/wasm/empty_filter.wasm and read_floor.wasm (the benchmarks'
+#                              floors: no work; only the Cookie header read)
 #   scripts/wasm.sh clippy  -> clippy with -D warnings for the wasm32 target
 #
 # Toolchain choice: a rustup toolchain with the wasm32 target installed (developer laptops)
@@ -57,12 +58,15 @@ build)
         "$out_dir/edge_filter.wasm"
     size=$(stat -c %s "$out_dir/edge_filter.wasm")
     echo "wasm: $out_dir/edge_filter.wasm $((size / 1024)) KiB ($size bytes)"
-    # The benchmarks' floor: same toolchain, profile and trimmed exports, no work
-    # (edge-filter/examples/empty_filter.rs).
-    "${cargo_cmd[@]}" build "${common[@]/--lib/--example=empty_filter}"
-    env -u RUSTC -u RUSTC_BOOTSTRAP "${host_cargo[@]}" run --quiet --locked -p edge-filter \
-        --bin trim-exports -- "$target_dir/$wasm_target/release/examples/empty_filter.wasm" \
-        "$out_dir/empty_filter.wasm"
+    # The benchmarks' floors: same toolchain, profile and trimmed exports, no work
+    # (edge-filter/examples/empty_filter.rs), and no work but the read of the Cookie header
+    # (edge-filter/examples/read_floor.rs).
+    for example in empty_filter read_floor; do
+        "${cargo_cmd[@]}" build "${common[@]/--lib/--example=$example}"
+        env -u RUSTC -u RUSTC_BOOTSTRAP "${host_cargo[@]}" run --quiet --locked -p edge-filter \
+            --bin trim-exports -- "$target_dir/$wasm_target/release/examples/$example.wasm" \
+            "$out_dir/$example.wasm"
+    done
     ;;
 clippy)
     echo "wasm: clippy for $wasm_target with $toolchain"

@@ -31,12 +31,15 @@ Options:
   -h, --help                 this text
 
 Needs wrk on PATH, Envoy ($ENVOY or .venv/bin/envoy), the filter ($EDGE_FILTER_WASM or
-target/wasm/edge_filter.wasm) and the empty filter ($EMPTY_FILTER_WASM or empty_filter.wasm
-beside it; `make wasm` builds both). Each load also runs on the four Envoys side by side,
-pinned to one CPU with taskset (util-linux): needs 2 CPUs or more; the targets are judged on
-those runs' CPU per operation. Any
-build that lets a foreign Origin through can stand in the empty slot, e.g. a partial build of
-the filter to measure what a part of its work costs. Progress goes to stderr, the report to
+target/wasm/edge_filter.wasm), the empty filter ($EMPTY_FILTER_WASM or empty_filter.wasm
+beside it) and, for the sticky load, the read floor ($READ_FLOOR_WASM or read_floor.wasm
+beside it: the empty filter plus the read of the Cookie header); `make wasm` builds all
+three. Each load also runs on the four Envoys side by side, pinned to one CPU with taskset
+(util-linux): needs 2 CPUs or more; the targets are judged on those runs' CPU per operation.
+The sticky load then runs on the empty filter, the read floor (a fifth Envoy) and the edge
+filter side by side, which takes the filter's own work apart. Any build that lets a foreign
+Origin through can stand in the empty slot or the read floor's, e.g. a partial build of the
+filter to measure what a part of its work costs. Progress goes to stderr, the report to
 stdout.";
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,10 @@
 //!   loaded at once, the load generators and the backends on the other CPUs; their CPU per
 //!   operation, taken over the same seconds, is what the throughput targets are judged on
 //!   ([`side_report`]). Measured here: rounds agree within ±2–3 % that way.
+//! * The filter's own work on the sticky route is taken apart with a fifth Envoy running a
+//!   module that only reads the `Cookie` header (`edge-filter/examples/read_floor.rs`): after
+//!   each round's sticky load, it runs side by side with the empty and the edge filter
+//!   ([`own_work`]). The read is the one host call the filter cannot skip there.
 //! * Envoy gets one worker by default (see `report::envoy_concurrency_note`): Envoy is then the
 //!   bottleneck on a 2-core machine, which is what a proxy benchmark should measure.
 //! * Plain HTTPS load comes from `wrk` (a well-known C load generator, far cheaper per request
@@ -49,9 +53,9 @@
 //!
 //! The modules: [`args`] (the command line), [`wrapper`] (Envoy's worker count), [`nodes`]
 //! (the variants and their Envoys), [`wrk`] and [`ws_load`] (the loads), [`measure`] (warm-up
-//! and the rotating rounds), [`held`] (memory per held WebSocket), [`metrics`] (what is
-//! compared, and how) and [`report`] with [`held_report`] and [`side_report`] (the Markdown
-//! section).
+//! and the rotating rounds), [`own_work`] (the sticky route's own work taken apart), [`held`]
+//! (memory per held WebSocket), [`metrics`] (what is compared, and how) and [`report`] with
+//! [`held_report`] and [`side_report`] (the Markdown section).
 
 mod args;
 mod held;
@@ -59,6 +63,8 @@ mod held_report;
 mod measure;
 mod metrics;
 mod nodes;
+mod own_work;
+mod pinning;
 mod report;
 mod side_report;
 mod wrapper;
@@ -76,8 +82,10 @@ use crate::args::{Options, USAGE};
 use crate::held::held_rounds;
 use crate::measure::Envoys;
 use crate::nodes::{
-    check_node, envoy_concurrency, start_node, sticky_cookie, Variant, N_BACKENDS, VARIANTS,
+    check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Variant,
+    N_BACKENDS, VARIANTS,
 };
+use crate::own_work::FloorEnvoy;
 use crate::report::{render_report, Setup};
 use crate::wrapper::envoy_wrapper;
 
@@ -136,6 +144,16 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         nodes.push(node);
     }
     let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
+    // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty
+    // filter's place (own_work.rs).
+    let floor = if opts.loads.sticky {
+        eprintln!("edge-bench: starting the read floor's Envoy");
+        let node = start_read_floor(&tls, &backends, &wasm).await?;
+        check_node(Variant::Empty, &node, client_tls).await?;
+        Some(node)
+    } else {
+        None
+    };
     let envoys = Envoys {
         opts,
         ports: VARIANTS.map(|v| nodes[v.index()].https),
@@ -143,6 +161,11 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         pids: VARIANTS.map(|v| nodes[v.index()].envoy.pid()),
         tls: client_tls,
         sticky_cookie: &cookie,
+        read_floor: floor.as_ref().map(|n| FloorEnvoy {
+            port: n.https,
+            cpu: CpuTime::of(n.envoy.pid()),
+            pid: n.envoy.pid(),
+        }),
     };
     let ctx = Setup {
         ports: envoys.ports,
@@ -153,7 +176,7 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         sticky_cookie: cookie.clone(),
     };
     envoys.warm_up().await?;
-    let rounds = envoys.rounds().await?;
+    let (rounds, splits) = envoys.rounds().await?;
 
     // The filter really ran on the handshakes, down the path the report describes (a refusal
     // would have shown as an error of the handshake loop).
@@ -186,6 +209,7 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     };
 
     drop(envoys);
+    drop(floor);
     drop(nodes);
     let held = if opts.loads.held {
         held_rounds(opts, &tls, client_tls, &backends, &wasm).await?
@@ -195,6 +219,6 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
 
     // Stop everything before writing: the report should not wait on anything still running.
     drop(backends);
-    let report = render_report(opts, &ctx, &rounds, &held, began.elapsed());
+    let report = render_report(opts, &ctx, &rounds, &splits, &held, began.elapsed());
     bench::emit_report(&report, opts.out.as_deref())
 }

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use harness::bench::{self, CpuTime};
 
 use crate::args::Options;
 use crate::nodes::{PerVariant, Variant, APP_PATH, N_VARIANTS, STICKY_PATH, VARIANTS};
+use crate::own_work::{read_split, FloorEnvoy, ReadSplit, SideEnvoy};
+use crate::pinning::{with_cpu, SplitCpus};
 use crate::wrk::{run_wrk, run_wrk_on, Plain, WrkResult};
 use crate::ws_load::{handshake_load, ws_echo_load, RateResult};
 
@@ -116,24 +118,6 @@ impl Runs {
     }
 }
 
-/// Runs `load`, returning its result and Envoy's CPU µs per operation (`ops` of the result).
-///
-/// Envoy's CPU time is user + system, all threads, from `/proc/<pid>/stat`. Throughput on a
-/// shared 2-core machine moves with whatever else runs; the CPU time Envoy spends per request
-/// does much less, so it shows a filter's cost even when the machine is busy (e.g. CI).
-/// Resolution is one clock tick (10 ms) over runs of seconds.
-async fn with_cpu<T>(
-    cpu: &CpuTime,
-    load: impl std::future::Future<Output = Result<T>>,
-    ops: impl Fn(&T) -> u64,
-) -> Result<(T, f64)> {
-    let before = cpu.seconds()?;
-    let result = load.await?;
-    let used = cpu.seconds()? - before;
-    let n = ops(&result).max(1) as f64;
-    Ok((result, used * 1e6 / n))
-}
-
 /// CPU seconds all the Envoys used per second of their side-by-side run of `load`: below
 /// ~0.9 they were not saturated (the load generator or the backends ran short), and the
 /// comparison would understate the differences.
@@ -167,6 +151,8 @@ pub struct Envoys<'a> {
     pub tls: &'a Arc<rustls::ClientConfig>,
     /// The sticky load's `Cookie` header ([`crate::nodes::sticky_cookie`]).
     pub sticky_cookie: &'a str,
+    /// The read floor's Envoy, when the sticky load runs ([`crate::own_work`]).
+    pub read_floor: Option<FloorEnvoy>,
 }
 
 /// The app route's load: plain requests, no cookie (the filter is skipped there anyway).
@@ -204,6 +190,10 @@ impl Envoys<'_> {
             if opts.loads.sticky {
                 let load = sticky_load(self.sticky_cookie);
                 run_wrk(opts, opts.warmup, port, load).await?;
+                if let (Variant::Empty, Some(floor)) = (v, &self.read_floor) {
+                    eprintln!("edge-bench: warm-up read floor");
+                    run_wrk(opts, opts.warmup, floor.port, load).await?;
+                }
             }
             if opts.loads.echo {
                 let cpu = &self.cpus[v.index()];
@@ -216,10 +206,12 @@ impl Envoys<'_> {
         Ok(())
     }
 
-    /// `--rounds` rounds; a round fails when no WebSocket traffic got through.
-    pub async fn rounds(&self) -> Result<Vec<Round>> {
+    /// `--rounds` rounds, and with the sticky load each round's [`ReadSplit`]; a round fails
+    /// when no WebSocket traffic got through.
+    pub async fn rounds(&self) -> Result<(Vec<Round>, Vec<ReadSplit>)> {
         let opts = self.opts;
         let mut rounds = Vec::with_capacity(opts.rounds);
+        let mut splits = Vec::new();
         for i in 0..opts.rounds {
             let mut round = Round {
                 order: order(i),
@@ -264,6 +256,16 @@ impl Envoys<'_> {
                 )
                 .await?;
             }
+            if let Some(floor) = self.read_floor.as_ref().filter(|_| opts.loads.sticky) {
+                let side = |v: Variant| SideEnvoy {
+                    port: self.port(v),
+                    cpu: &self.cpus[v.index()],
+                    pid: self.pids[v.index()],
+                };
+                let three = [side(Variant::Empty), floor.side(), side(Variant::Wasm)];
+                let tag = format!("round {}/{}", i + 1, opts.rounds);
+                splits.push(read_split(opts, three, self.sticky_cookie, &tag).await?);
+            }
             for s in round.samples.iter().flat_map(|s| [&s.back, &s.side]) {
                 ensure!(
                     (s.echo.done > 0 || !opts.loads.echo)
@@ -275,7 +277,7 @@ impl Envoys<'_> {
             }
             rounds.push(round);
         }
-        Ok(rounds)
+        Ok((rounds, splits))
     }
 
     /// `load` on every variant's Envoy at the same time, with the Envoys pinned to the last
@@ -381,65 +383,6 @@ impl Envoys<'_> {
         );
         Ok((r, us))
     }
-}
-
-/// The machine's CPUs split for [`Envoys::side_by_side`]: the last for the Envoys, the rest
-/// (`taskset -c` list) for the load generator and the backends (this process).
-struct SplitCpus {
-    envoys: String,
-    load: String,
-    all: String,
-}
-
-impl SplitCpus {
-    fn new() -> Result<Self> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ensure!(n >= 2, "side by side needs 2 CPUs, this machine has {n}");
-        Ok(Self {
-            envoys: (n - 1).to_string(),
-            load: format!("0-{}", n - 2),
-            all: format!("0-{}", n - 1),
-        })
-    }
-
-    /// Pin `envoys` and this process; every CPU again when the guard goes.
-    fn pin(&self, envoys: &[u32]) -> Result<Pinned<'_>> {
-        let guard = Pinned {
-            cpus: self,
-            pids: envoys.to_vec(),
-        };
-        for &pid in envoys {
-            taskset(pid, &self.envoys)?;
-        }
-        taskset(std::process::id(), &self.load)?;
-        Ok(guard)
-    }
-}
-
-struct Pinned<'a> {
-    cpus: &'a SplitCpus,
-    pids: Vec<u32>,
-}
-
-impl Drop for Pinned<'_> {
-    fn drop(&mut self) {
-        for pid in self.pids.iter().copied().chain([std::process::id()]) {
-            if let Err(e) = taskset(pid, &self.cpus.all) {
-                eprintln!("edge-bench: {e:#}");
-            }
-        }
-    }
-}
-
-/// Every thread of process `pid` onto the CPUs `cpus` (`taskset -c` list).
-fn taskset(pid: u32, cpus: &str) -> Result<()> {
-    let status = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("run taskset (util-linux)")?;
-    ensure!(status.success(), "taskset -a -p -c {cpus} {pid}: {status}");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -106,6 +106,16 @@ pub fn empty_wasm_path(edge_wasm: &Path) -> PathBuf {
     }
 }
 
+/// The module that only reads the `Cookie` header (`edge-filter/examples/read_floor.rs`),
+/// which `scripts/wasm.sh build` writes next to the edge filter (`$READ_FLOOR_WASM`
+/// overrides). It stands in the empty filter's place in [`start_read_floor`].
+pub fn read_floor_wasm_path(edge_wasm: &Path) -> PathBuf {
+    match std::env::var_os("READ_FLOOR_WASM") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => edge_wasm.with_file_name("read_floor.wasm"),
+    }
+}
+
 /// One Envoy with its TLS listener port.
 pub struct Node {
     pub envoy: Envoy,
@@ -118,16 +128,51 @@ pub async fn start_node(
     backends: &[EchoBackend],
     wasm: &Path,
 ) -> Result<Node> {
+    let module = match variant {
+        Variant::Empty => empty_wasm_path(wasm),
+        _ => wasm.to_path_buf(),
+    };
+    let id = format!("edge-bench-{}", variant.index());
+    start_module(variant, &module, &id, tls, backends).await
+}
+
+/// A fifth Envoy for the sticky route's breakdown: the empty filter's config with the read
+/// floor as its module.
+pub async fn start_read_floor(
+    tls: &TlsFiles,
+    backends: &[EchoBackend],
+    wasm: &Path,
+) -> Result<Node> {
+    let module = read_floor_wasm_path(wasm);
+    ensure!(
+        module.is_file(),
+        "{} is missing: run `make wasm` first",
+        module.display()
+    );
+    start_module(
+        Variant::Empty,
+        &module,
+        "edge-bench-read-floor",
+        tls,
+        backends,
+    )
+    .await
+}
+
+/// `variant`'s config with `module` as the wasm module (when it has one).
+async fn start_module(
+    variant: Variant,
+    module: &Path,
+    node_id: &str,
+    tls: &TlsFiles,
+    backends: &[EchoBackend],
+) -> Result<Node> {
     let ports = Ports::free();
     let (https, admin) = (ports.https, ports.admin);
     // Production defaults for everything that shapes the request path (affinity sources, WS
     // path, cookie policy); only addresses, files, secrets and the sticky route are the
     // benchmark's own.
-    let module = match variant {
-        Variant::Empty => empty_wasm_path(wasm),
-        _ => wasm.to_path_buf(),
-    };
-    let mut vars = loopback_vars(&ports, &module, tls, backends);
+    let mut vars = loopback_vars(&ports, module, tls, backends);
     vars.extend([
         ("EDGE_FILTER", variant.setting().to_owned()),
         (
@@ -136,7 +181,7 @@ pub async fn start_node(
         ),
         ("STICKY_PATHS", STICKY_PATH.to_owned()),
         ("ACME_THUMBPRINT", THUMB.to_owned()),
-        ("NODE_ID", format!("edge-bench-{}", variant.index())),
+        ("NODE_ID", node_id.to_owned()),
     ]);
     let config = render_app_node(&vars)?;
     let envoy = Envoy::start(&config, admin)

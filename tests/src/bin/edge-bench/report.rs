@@ -18,8 +18,10 @@ use crate::metrics::{
     METRICS, STICKY_RPS,
 };
 use crate::nodes::{
-    empty_wasm_path, Variant, APP_PATH, LUA_SOURCE, N_BACKENDS, N_VARIANTS, STICKY_PATH, VARIANTS,
+    empty_wasm_path, read_floor_wasm_path, Variant, APP_PATH, LUA_SOURCE, N_BACKENDS, N_VARIANTS,
+    STICKY_PATH, VARIANTS,
 };
+use crate::own_work::{own_work_reason, own_work_section, ReadSplit};
 use crate::side_report::{side_by_side_section, side_cpu, side_ratio};
 use crate::wrk::wrk_args;
 use crate::ws_load::ECHO_MESSAGE;
@@ -65,6 +67,7 @@ pub fn render_report(
     opts: &Options,
     ctx: &Setup,
     rounds: &[Round],
+    splits: &[ReadSplit],
     held: &[HeldRound],
     elapsed: Duration,
 ) -> String {
@@ -261,6 +264,11 @@ pub fn render_report(
          latency and memory, above 1 means more."
     );
     side_by_side_section(w, rounds, &opts.loads, opts.duration);
+    own_work_section(
+        w,
+        splits,
+        &read_floor_wasm_path(&wasm).display().to_string(),
+    );
 
     let _ = writeln!(w, "\n### Targets\n");
     let _ = writeln!(w, "| target | measured (median round ratio) | result |");
@@ -280,7 +288,7 @@ pub fn render_report(
         );
         let _ = writeln!(w, "| {} | {measured} | {} |", t.name, verdict(met));
         if !met {
-            misses.push(miss_reason(&t, r, rounds));
+            misses.push(miss_reason(&t, r, rounds, splits));
         }
     }
     if held.is_empty() {
@@ -488,7 +496,7 @@ fn targets() -> [Target; 7] {
 
 /// A missed target, with what was measured: the rounds' scatter against the threshold, and
 /// Envoy's CPU per operation of the same load in each variant.
-fn miss_reason(t: &Target, r: Ratio, rounds: &[Round]) -> String {
+fn miss_reason(t: &Target, r: Ratio, rounds: &[Round], splits: &[ReadSplit]) -> String {
     let threshold = t.bound.threshold();
     let scatter = if r.max >= threshold {
         format!(
@@ -509,10 +517,61 @@ fn miss_reason(t: &Target, r: Ratio, rounds: &[Round]) -> String {
         .iter()
         .map(|(v, us)| format!("{} {us:.1} µs", v.label()))
         .collect();
-    format!(
+    let mut reason = format!(
         "* {}: {:.3}; {scatter}. {cpu_name} (median): {}.",
         t.name,
         r.median,
         per_variant.join(", ")
+    );
+    let context = match (t.num, t.den) {
+        (Variant::Wasm, Variant::Empty) if t.load == Load::Sticky => own_work_reason(splits),
+        (Variant::Wasm, den @ (Variant::Lua | Variant::Baseline)) => {
+            Some(runtime_reason(t.load, den, rounds))
+        }
+        _ => None,
+    };
+    if let Some(context) = context {
+        reason.push(' ');
+        reason.push_str(&context);
+    }
+    reason
+}
+
+/// For a miss of the edge filter against Lua or no filter (`den`): where the empty filter,
+/// which does nothing, stands against the same variant on the same load, and whether the
+/// edge filter differs from the empty one beyond the rounds' scatter.
+fn runtime_reason(load: Load, den: Variant, rounds: &[Round]) -> String {
+    let empty = side_ratio(rounds, load, Variant::Empty, den);
+    let own = side_ratio(rounds, load, Variant::Wasm, Variant::Empty);
+    let idle = match load {
+        Load::App => {
+            "On this route Envoy does not create the filter (it is disabled for the route), \
+             so neither wasm module runs. "
+        }
+        Load::Echo => {
+            "WebSocket frames never enter the filter (it does not export the body \
+             callbacks). "
+        }
+        Load::Sticky | Load::Handshakes => "",
+    };
+    let spans = |r: &Ratio| r.min <= 1.0 && r.max >= 1.0;
+    let own_verdict = if spans(&own) {
+        "the edge filter does not differ from the empty one beyond the rounds' scatter"
+    } else {
+        "the edge filter differs from the empty one beyond the rounds' scatter"
+    };
+    let den_name = den.label();
+    let empty_verdict = if spans(&empty) {
+        format!("the empty one does not differ from {den_name} beyond it either")
+    } else if empty.max < 1.0 {
+        format!("the empty one is below {den_name} in every round: the wasm runtime's price")
+    } else {
+        format!("the empty one is above {den_name} in every round")
+    };
+    format!(
+        "{idle}The empty wasm filter, which does nothing, keeps {:.3} of {den_name} on this \
+         load (rounds {:.3}–{:.3}), and the edge filter {:.3} of the empty one (rounds \
+         {:.3}–{:.3}): {own_verdict}; {empty_verdict}.",
+        empty.median, empty.min, empty.max, own.median, own.min, own.max
     )
 }
