@@ -54,8 +54,9 @@
 //! The modules: [`args`] (the command line), [`wrapper`] (Envoy's worker count), [`nodes`]
 //! (the variants and their Envoys), [`wrk`] and [`ws_load`] (the loads), [`measure`] (warm-up
 //! and the rotating rounds), [`own_work`] (the sticky route's own work taken apart), [`held`]
-//! (memory per held WebSocket), [`metrics`] (what is compared, and how) and [`report`] with
-//! [`held_report`] and [`side_report`] (the Markdown section).
+//! (memory per held WebSocket), [`pinning`] (CPU per operation, CPU pinning), [`ratio`] and
+//! [`metrics`] (what is compared, and how) and [`report`] with [`held_report`] and
+//! [`side_report`] (the Markdown section).
 
 mod args;
 mod held;
@@ -65,6 +66,7 @@ mod metrics;
 mod nodes;
 mod own_work;
 mod pinning;
+mod ratio;
 mod report;
 mod side_report;
 mod wrapper;

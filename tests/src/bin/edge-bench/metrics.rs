@@ -1,10 +1,11 @@
 //! What the report compares: the metrics of a sample, and ratios between variants over the
 //! rounds.
 
-use harness::bench::{self, median};
+use harness::bench::median;
 
 use crate::measure::{Round, Runs};
 use crate::nodes::Variant;
+pub use crate::ratio::{paired, Ratio};
 
 /// One reported metric: how to get it from a variant's runs, and how to print it.
 pub struct Metric {
@@ -95,17 +96,6 @@ pub const METRICS: [Metric; 12] = [
     },
 ];
 
-/// A ratio between two variants over all rounds: the median of the per-round ratios and their
-/// range. Targets are judged on it: the runs of a round are back to back, so something else
-/// slowing the machine for a while hits all of them and mostly cancels in their ratio, while a
-/// ratio of medians can pair a disturbed round of one variant with a quiet round of another.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ratio {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
 pub fn ratio(metric: &Metric, rounds: &[Round], num: Variant, den: Variant) -> Ratio {
     paired(
         rounds
@@ -113,16 +103,6 @@ pub fn ratio(metric: &Metric, rounds: &[Round], num: Variant, den: Variant) -> R
             .map(|r| (metric.get)(&r.get(num).back) / (metric.get)(&r.get(den).back))
             .collect(),
     )
-}
-
-/// The median and range of per-round ratios.
-pub fn paired(ratios: Vec<f64>) -> Ratio {
-    let (min, max) = bench::range(&ratios);
-    Ratio {
-        median: median(ratios),
-        min,
-        max,
-    }
 }
 
 /// The ratio columns of the medians table, numerator first.

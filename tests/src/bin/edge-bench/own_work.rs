@@ -12,11 +12,12 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use harness::bench::{median, range, CpuTime};
+use harness::bench::{median, CpuTime};
 
 use crate::args::Options;
 use crate::nodes::STICKY_PATH;
 use crate::pinning::{with_cpu, SplitCpus};
+use crate::ratio::{paired, Ratio};
 use crate::wrk::{run_wrk_on, Plain, WrkResult};
 
 /// The read floor's Envoy ([`crate::nodes::start_read_floor`]).
@@ -123,21 +124,8 @@ async fn sticky_on(
     with_cpu(cpu, wrk, |r| r.requests).await
 }
 
-/// Median and range of a ratio over the rounds.
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn ratio(splits: &[ReadSplit], f: SplitRatio) -> Spread {
-    let ratios: Vec<f64> = splits.iter().map(f).collect();
-    let (min, max) = range(&ratios);
-    Spread {
-        median: median(ratios),
-        min,
-        max,
-    }
+fn ratio(splits: &[ReadSplit], f: SplitRatio) -> Ratio {
+    paired(splits.iter().map(f).collect())
 }
 
 /// The report's subsection: per round, the three's CPU per request; the two ratios.
