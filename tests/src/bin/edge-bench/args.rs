@@ -16,9 +16,10 @@ and with a Lua equivalent
 Usage: edge-bench [options]   (normally via: make bench / bash scripts/bench.sh)
 
 Options:
-  --rounds N                 rotating rounds; medians are over these      [7]
+  --rounds N                 rotating rounds, each on fresh Envoys; medians
+                             are over these                               [7]
   --duration SECS            length of every measured run                 [6]
-  --warmup SECS              unrecorded warm-up per variant               [2]
+  --warmup SECS              unrecorded warm-up per variant, load, round  [2]
   --connections N            wrk connections (-c)                         [64]
   --ws-connections N         concurrent WebSockets in the echo test       [64]
   --handshake-concurrency N  concurrent connect+close loops               [16]

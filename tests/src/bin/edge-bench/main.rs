@@ -23,11 +23,14 @@
 //!   no Cookie and no Origin would skip the filter, see [`nodes::sticky_cookie`]). The first is
 //!   what a deployment pays, the second what the filter's own work costs per request.
 //! * The machines this runs on are small (CI: 2 cores), and Envoy, wrk, the backends and the
-//!   WebSocket client all share those cores, so a single run is noisy. The Envoys are started
-//!   once and kept for the whole run (restarting them per round would add JIT and connection
-//!   warm-up to every sample), each metric is measured for all variants back to back, the
-//!   order rotates every round so slow drift of the machine does not always favour the
-//!   variant that runs first, and the report uses medians of per-round ratios.
+//!   WebSocket client all share those cores, so a single run is noisy. Each metric is
+//!   measured for all variants back to back, the order rotates every round so slow drift of
+//!   the machine does not always favour the variant that runs first, and every round starts
+//!   fresh Envoys (warmed up before they are measured): a process keeps its own luck for life
+//!   (where its code and heap landed; two Envoys with the same module measured up to 3 %
+//!   apart side by side, steadily over a run), which one set of Envoys for the whole run
+//!   would add to every round alike. The report uses medians of per-round ratios, so that
+//!   luck is scatter in the rounds' range instead.
 //! * Back to back, even paired ratios scatter ±30 % per round on a shared VM, far above the
 //!   few percent of the filter's own work. So each round also runs every load on all four
 //!   Envoys *side by side* (`measure::Envoys::side_by_side`): the Envoys pinned to one CPU and
@@ -85,7 +88,7 @@ use crate::held::held_rounds;
 use crate::measure::Envoys;
 use crate::nodes::{
     check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Variant,
-    N_BACKENDS, VARIANTS,
+    N_BACKENDS, N_VARIANTS, VARIANTS,
 };
 use crate::own_work::FloorEnvoy;
 use crate::report::{render_report, Setup};
@@ -122,97 +125,104 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     );
     let began = std::time::Instant::now();
     let loadavg = bench::loadavg();
-    eprintln!(
-        "edge-bench: starting {N_BACKENDS} backends and {} Envoys ({})",
-        VARIANTS.len(),
-        VARIANTS.map(Variant::label).join(", ")
-    );
+    eprintln!("edge-bench: starting {N_BACKENDS} backends");
     let mut backends = Vec::new();
     for i in 0..N_BACKENDS {
         backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
     }
     let tls = TlsFiles::self_signed(&[HOST])?;
     let client_tls = &ws_tls_config(&tls.ca_pem)?;
-    let mut nodes = Vec::new();
-    for v in VARIANTS {
-        let node = start_node(v, &tls, &backends, &wasm).await?;
-        check_node(v, &node, client_tls).await?;
-        let workers = envoy_concurrency(&node.envoy).await?;
-        ensure!(
-            workers == opts.envoy_concurrency,
-            "Envoy runs {workers} workers, not the {} asked for",
-            opts.envoy_concurrency
+    // Every round meets fresh Envoys, started, checked and warmed up for it: a process keeps
+    // its own luck for life (where its code and heap landed: two Envoys with the same module
+    // measured up to 3 % apart side by side, steadily over a run), so with one set of Envoys
+    // for the whole run that luck would lean every round the same way; fresh ones each round
+    // turn it into scatter that the rounds' range shows.
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    let mut splits = Vec::new();
+    let mut first: Option<([u16; N_VARIANTS], String)> = None;
+    let mut seen = FilterCounters::default();
+    for i in 0..opts.rounds {
+        eprintln!(
+            "edge-bench: round {}/{}: starting {} Envoys ({}){}",
+            i + 1,
+            opts.rounds,
+            VARIANTS.len(),
+            VARIANTS.map(Variant::label).join(", "),
+            if opts.loads.sticky {
+                " and the read floor's"
+            } else {
+                ""
+            }
         );
-        nodes.push(node);
+        let mut nodes = Vec::new();
+        for v in VARIANTS {
+            let node = start_node(v, &tls, &backends, &wasm).await?;
+            check_node(v, &node, client_tls).await?;
+            let workers = envoy_concurrency(&node.envoy).await?;
+            ensure!(
+                workers == opts.envoy_concurrency,
+                "Envoy runs {workers} workers, not the {} asked for",
+                opts.envoy_concurrency
+            );
+            nodes.push(node);
+        }
+        // The cookie's key is the same for every round's Envoys; asking each round checks
+        // that the new edge filter and Lua Envoys accept it.
+        let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
+        // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty
+        // filter's config ([`own_work`]).
+        let floor = if opts.loads.sticky {
+            let node = start_read_floor(&tls, &backends, &wasm).await?;
+            check_node(Variant::Empty, &node, client_tls).await?;
+            Some(node)
+        } else {
+            None
+        };
+        let envoys = Envoys {
+            opts,
+            ports: VARIANTS.map(|v| nodes[v.index()].https),
+            cpus: VARIANTS.map(|v| CpuTime::of(nodes[v.index()].envoy.pid())),
+            pids: VARIANTS.map(|v| nodes[v.index()].envoy.pid()),
+            tls: client_tls,
+            sticky_cookie: &cookie,
+            read_floor: floor.as_ref().map(|n| FloorEnvoy {
+                port: n.https,
+                cpu: CpuTime::of(n.envoy.pid()),
+                pid: n.envoy.pid(),
+            }),
+        };
+        envoys.warm_up().await?;
+        let (round, split) = envoys.round(i).await?;
+        rounds.push(round);
+        splits.extend(split);
+        seen.add(&nodes[Variant::Wasm.index()].envoy).await?;
+        first.get_or_insert((envoys.ports, cookie.clone()));
     }
-    let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
-    // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty
-    // filter's place (own_work.rs).
-    let floor = if opts.loads.sticky {
-        eprintln!("edge-bench: starting the read floor's Envoy");
-        let node = start_read_floor(&tls, &backends, &wasm).await?;
-        check_node(Variant::Empty, &node, client_tls).await?;
-        Some(node)
-    } else {
-        None
-    };
-    let envoys = Envoys {
-        opts,
-        ports: VARIANTS.map(|v| nodes[v.index()].https),
-        cpus: VARIANTS.map(|v| CpuTime::of(nodes[v.index()].envoy.pid())),
-        pids: VARIANTS.map(|v| nodes[v.index()].envoy.pid()),
-        tls: client_tls,
-        sticky_cookie: &cookie,
-        read_floor: floor.as_ref().map(|n| FloorEnvoy {
-            port: n.https,
-            cpu: CpuTime::of(n.envoy.pid()),
-            pid: n.envoy.pid(),
-        }),
-    };
+    // Proof that the edge filter did its work: it counted the upgrades it accepted and the
+    // cookies it issued, and the cookie route (no filter instance but the cookie check)
+    // carried the sticky load.
+    ensure!(
+        (seen.accepted > 0 && seen.cookies > 0) || !opts.loads.handshakes,
+        "the filter counted {} accepted upgrades and {} issued cookies: it did not run on the \
+         benchmark's WebSocket handshakes",
+        seen.accepted,
+        seen.cookies
+    );
+    let (ports, cookie) = first.unwrap_or_default();
     let ctx = Setup {
-        ports: envoys.ports,
+        ports,
         envoy: envoy.to_path_buf(),
         envoy_version: bench::envoy_version(envoy),
         loadavg,
-        filter_counters: String::new(),
-        sticky_cookie: cookie.clone(),
-    };
-    envoys.warm_up().await?;
-    let (rounds, splits) = envoys.rounds().await?;
-
-    // The filter really ran on the handshakes, down the path the report describes (a refusal
-    // would have shown as an error of the handshake loop).
-    let wasm_envoy = &nodes[Variant::Wasm.index()].envoy;
-    let counter = |name: &'static str| async move {
-        let full = format!("edge_https.{name}");
-        Ok::<_, anyhow::Error>(wasm_envoy.wasm_counter(&full).await?.unwrap_or(0))
-    };
-    let accepted = counter("upgrade.accepted").await?;
-    let cookies = counter("affinity.cookie_issued").await?;
-    ensure!(
-        (accepted > 0 && cookies > 0) || !opts.loads.handshakes,
-        "the filter counted {accepted} accepted upgrades and {cookies} issued cookies: it did \
-         not run on the benchmark's WebSocket handshakes"
-    );
-    // Which sticky requests the cookie alone decided (the cookie route's instance let them
-    // through on one header read) and which took the filter's full route.
-    let route = |name: &'static str| async move {
-        let full = format!("vhost.app.route.{name}.upstream_rq_completed");
-        Ok::<_, anyhow::Error>(wasm_envoy.counter(&full).await?.unwrap_or(0))
-    };
-    let by_cookie = route("sticky_cookie").await?;
-    let ctx = Setup {
         filter_counters: format!(
-            "{accepted} upgrades accepted, {cookies} affinity cookies issued (`edge_https.*` \
-             counters); {by_cookie} sticky requests decided by the cookie alone \
-             (`vhost.app.route.sticky_cookie.*`); warm-up included"
+            "{} upgrades accepted, {} affinity cookies issued (`edge_https.*` counters); {} \
+             sticky requests decided by the cookie alone (`vhost.app.route.sticky_cookie.*`); \
+             warm-ups included, summed over the rounds' Envoys",
+            seen.accepted, seen.cookies, seen.by_cookie
         ),
-        ..ctx
+        sticky_cookie: cookie,
     };
 
-    drop(envoys);
-    drop(floor);
-    drop(nodes);
     let held = if opts.loads.held {
         held_rounds(opts, &tls, client_tls, &backends, &wasm).await?
     } else {
@@ -223,4 +233,26 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     drop(backends);
     let report = render_report(opts, &ctx, &rounds, &splits, &held, began.elapsed());
     bench::emit_report(&report, opts.out.as_deref())
+}
+
+/// What the edge filter's Envoys counted, summed over the rounds.
+#[derive(Default)]
+struct FilterCounters {
+    accepted: u64,
+    cookies: u64,
+    by_cookie: u64,
+}
+
+impl FilterCounters {
+    async fn add(&mut self, envoy: &harness::Envoy) -> Result<()> {
+        let wasm = |name: &'static str| async move {
+            let full = format!("edge_https.{name}");
+            Ok::<_, anyhow::Error>(envoy.wasm_counter(&full).await?.unwrap_or(0))
+        };
+        self.accepted += wasm("upgrade.accepted").await?;
+        self.cookies += wasm("affinity.cookie_issued").await?;
+        let full = "vhost.app.route.sticky_cookie.upstream_rq_completed";
+        self.by_cookie += envoy.counter(full).await?.unwrap_or(0);
+        Ok(())
+    }
 }

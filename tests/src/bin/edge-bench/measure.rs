@@ -1,5 +1,6 @@
-//! The measurement: an unrecorded warm-up, then rounds in which every load runs against every
-//! variant back to back, in an order that rotates every round.
+//! The measurement of one round on its fresh Envoys: an unrecorded warm-up, then every load
+//! against every variant back to back, in an order that rotates every round, then side by
+//! side.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,78 +207,70 @@ impl Envoys<'_> {
         Ok(())
     }
 
-    /// `--rounds` rounds, and with the sticky load each round's [`ReadSplit`]; a round fails
-    /// when no WebSocket traffic got through.
-    pub async fn rounds(&self) -> Result<(Vec<Round>, Vec<ReadSplit>)> {
+    /// Round `i` of `--rounds` (the variants' order rotates with `i`), and with the sticky
+    /// load its [`ReadSplit`]; it fails when no WebSocket traffic got through. Every round
+    /// meets fresh Envoys (see `run` in main.rs).
+    pub async fn round(&self, i: usize) -> Result<(Round, Option<ReadSplit>)> {
         let opts = self.opts;
-        let mut rounds = Vec::with_capacity(opts.rounds);
-        let mut splits = Vec::new();
-        for i in 0..opts.rounds {
-            let mut round = Round {
-                order: order(i),
-                ..Round::default()
-            };
-            let tag = |v: Variant| format!("round {}/{} {:>11}", i + 1, opts.rounds, v.label());
-            for v in order(i).into_iter().filter(|_| opts.loads.app) {
-                let s = &mut round.samples[v.index()].back;
-                (s.plain, s.cpu.plain) = self.wrk(v, APP_LOAD, "app route", &tag(v)).await?;
-            }
-            for v in order(i).into_iter().filter(|_| opts.loads.sticky) {
-                let s = &mut round.samples[v.index()].back;
-                (s.sticky, s.cpu.sticky) = self
-                    .wrk(v, sticky_load(self.sticky_cookie), "sticky route", &tag(v))
-                    .await?;
-            }
-            for v in order(i).into_iter().filter(|_| opts.loads.echo) {
-                let (r, us) = self.echo(v).await?;
-                eprintln!(
-                    "edge-bench: {}: ws echo {:.0} msg/s, Envoy {us:.1} µs CPU/echo",
-                    tag(v),
-                    r.per_s
-                );
-                let s = &mut round.samples[v.index()].back;
-                (s.echo, s.cpu.echo) = (r, us);
-            }
-            for v in order(i).into_iter().filter(|_| opts.loads.handshakes) {
-                let (r, us) = self.handshakes(v).await?;
-                let per_s = r.per_s;
-                eprintln!(
-                    "edge-bench: {}: handshakes {per_s:.0}/s, Envoy {us:.0} µs CPU/handshake",
-                    tag(v)
-                );
-                let s = &mut round.samples[v.index()].back;
-                (s.handshakes, s.cpu.handshake) = (r, us);
-            }
-            for load in LOADS.into_iter().filter(|l| l.ran(&opts.loads)) {
-                self.side_by_side(
-                    &mut round,
-                    load,
-                    &format!("round {}/{}", i + 1, opts.rounds),
-                )
-                .await?;
-            }
-            if let Some(floor) = self.read_floor.as_ref().filter(|_| opts.loads.sticky) {
-                let side = |v: Variant| SideEnvoy {
-                    port: self.port(v),
-                    cpu: &self.cpus[v.index()],
-                    pid: self.pids[v.index()],
-                };
-                let three = [side(Variant::Empty), floor.side(), side(Variant::Wasm)];
-                let tag = format!("round {}/{}", i + 1, opts.rounds);
-                splits.push(read_split(opts, three, self.sticky_cookie, &tag).await?);
-            }
-            for s in round.samples.iter().flat_map(|s| [&s.back, &s.side]) {
-                ensure!(
-                    (s.echo.done > 0 || !opts.loads.echo)
-                        && (s.handshakes.done > 0 || !opts.loads.handshakes),
-                    "no WebSocket traffic got through (last errors: {:?} / {:?})",
-                    s.echo.last_error,
-                    s.handshakes.last_error
-                );
-            }
-            rounds.push(round);
+        let mut round = Round {
+            order: order(i),
+            ..Round::default()
+        };
+        let tag = |v: Variant| format!("round {}/{} {:>11}", i + 1, opts.rounds, v.label());
+        for v in order(i).into_iter().filter(|_| opts.loads.app) {
+            let s = &mut round.samples[v.index()].back;
+            (s.plain, s.cpu.plain) = self.wrk(v, APP_LOAD, "app route", &tag(v)).await?;
         }
-        Ok((rounds, splits))
+        for v in order(i).into_iter().filter(|_| opts.loads.sticky) {
+            let s = &mut round.samples[v.index()].back;
+            (s.sticky, s.cpu.sticky) = self
+                .wrk(v, sticky_load(self.sticky_cookie), "sticky route", &tag(v))
+                .await?;
+        }
+        for v in order(i).into_iter().filter(|_| opts.loads.echo) {
+            let (r, us) = self.echo(v).await?;
+            eprintln!(
+                "edge-bench: {}: ws echo {:.0} msg/s, Envoy {us:.1} µs CPU/echo",
+                tag(v),
+                r.per_s
+            );
+            let s = &mut round.samples[v.index()].back;
+            (s.echo, s.cpu.echo) = (r, us);
+        }
+        for v in order(i).into_iter().filter(|_| opts.loads.handshakes) {
+            let (r, us) = self.handshakes(v).await?;
+            let per_s = r.per_s;
+            eprintln!(
+                "edge-bench: {}: handshakes {per_s:.0}/s, Envoy {us:.0} µs CPU/handshake",
+                tag(v)
+            );
+            let s = &mut round.samples[v.index()].back;
+            (s.handshakes, s.cpu.handshake) = (r, us);
+        }
+        let label = format!("round {}/{}", i + 1, opts.rounds);
+        for load in LOADS.into_iter().filter(|l| l.ran(&opts.loads)) {
+            self.side_by_side(&mut round, load, &label).await?;
+        }
+        let mut split = None;
+        if let Some(floor) = self.read_floor.as_ref().filter(|_| opts.loads.sticky) {
+            let side = |v: Variant| SideEnvoy {
+                port: self.port(v),
+                cpu: &self.cpus[v.index()],
+                pid: self.pids[v.index()],
+            };
+            let three = [side(Variant::Empty), floor.side(), side(Variant::Wasm)];
+            split = Some(read_split(opts, three, self.sticky_cookie, &label).await?);
+        }
+        for s in round.samples.iter().flat_map(|s| [&s.back, &s.side]) {
+            ensure!(
+                (s.echo.done > 0 || !opts.loads.echo)
+                    && (s.handshakes.done > 0 || !opts.loads.handshakes),
+                "no WebSocket traffic got through (last errors: {:?} / {:?})",
+                s.echo.last_error,
+                s.handshakes.last_error
+            );
+        }
+        Ok((round, split))
     }
 
     /// `load` on every variant's Envoy at the same time, with the Envoys pinned to the last

@@ -129,7 +129,8 @@ pub fn render_report(
             "rounds",
             format!(
                 "{} × {secs} s per metric and variant, order rotating every round, {} s \
-                 warm-up per variant; the Envoys started once and kept for all rounds",
+                 warm-up per variant and load; fresh Envoys every round (started, checked and \
+                 warmed up for it)",
                 opts.rounds,
                 opts.warmup.as_secs()
             ),
