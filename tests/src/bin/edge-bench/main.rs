@@ -77,6 +77,7 @@ mod wrk;
 mod ws_load;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{ensure, Result};
 use harness::bench::{self, ws_tls_config, CpuTime};
@@ -87,7 +88,7 @@ use crate::args::{Options, USAGE};
 use crate::held::held_rounds;
 use crate::measure::Envoys;
 use crate::nodes::{
-    check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Variant,
+    check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Node, Variant,
     N_BACKENDS, N_VARIANTS, VARIANTS,
 };
 use crate::own_work::FloorEnvoy;
@@ -132,52 +133,22 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     }
     let tls = TlsFiles::self_signed(&[HOST])?;
     let client_tls = &ws_tls_config(&tls.ca_pem)?;
-    // Every round meets fresh Envoys, started, checked and warmed up for it: a process keeps
-    // its own luck for life (where its code and heap landed: two Envoys with the same module
-    // measured up to 3 % apart side by side, steadily over a run), so with one set of Envoys
-    // for the whole run that luck would lean every round the same way; fresh ones each round
-    // turn it into scatter that the rounds' range shows.
+    // Every round meets fresh Envoys (why: the module doc above).
     let mut rounds = Vec::with_capacity(opts.rounds);
     let mut splits = Vec::new();
     let mut first: Option<([u16; N_VARIANTS], String)> = None;
     let mut seen = FilterCounters::default();
     for i in 0..opts.rounds {
         eprintln!(
-            "edge-bench: round {}/{}: starting {} Envoys ({}){}",
+            "edge-bench: round {}/{}: starting its Envoys",
             i + 1,
-            opts.rounds,
-            VARIANTS.len(),
-            VARIANTS.map(Variant::label).join(", "),
-            if opts.loads.sticky {
-                " and the read floor's"
-            } else {
-                ""
-            }
+            opts.rounds
         );
-        let mut nodes = Vec::new();
-        for v in VARIANTS {
-            let node = start_node(v, &tls, &backends, &wasm).await?;
-            check_node(v, &node, client_tls).await?;
-            let workers = envoy_concurrency(&node.envoy).await?;
-            ensure!(
-                workers == opts.envoy_concurrency,
-                "Envoy runs {workers} workers, not the {} asked for",
-                opts.envoy_concurrency
-            );
-            nodes.push(node);
-        }
-        // The cookie's key is the same for every round's Envoys; asking each round checks
-        // that the new edge filter and Lua Envoys accept it.
-        let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
-        // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty
-        // filter's config ([`own_work`]).
-        let floor = if opts.loads.sticky {
-            let node = start_read_floor(&tls, &backends, &wasm).await?;
-            check_node(Variant::Empty, &node, client_tls).await?;
-            Some(node)
-        } else {
-            None
-        };
+        let RoundNodes {
+            nodes,
+            floor,
+            cookie,
+        } = start_round(opts, &tls, client_tls, &backends, &wasm).await?;
         let envoys = Envoys {
             opts,
             ports: VARIANTS.map(|v| nodes[v.index()].https),
@@ -196,11 +167,12 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
         rounds.push(round);
         splits.extend(split);
         seen.add(&nodes[Variant::Wasm.index()].envoy).await?;
-        first.get_or_insert((envoys.ports, cookie.clone()));
+        let ports = envoys.ports;
+        first.get_or_insert_with(|| (ports, cookie.clone()));
     }
-    // Proof that the edge filter did its work: it counted the upgrades it accepted and the
-    // cookies it issued, and the cookie route (no filter instance but the cookie check)
-    // carried the sticky load.
+    // Proof that the edge filter ran on the handshakes, down the path the report describes: it
+    // counted the upgrades it accepted and the cookies it issued (a refusal would have shown as
+    // an error of the handshake loop). The cookie route's count is reported, not checked.
     ensure!(
         (seen.accepted > 0 && seen.cookies > 0) || !opts.loads.handshakes,
         "the filter counted {} accepted upgrades and {} issued cookies: it did not run on the \
@@ -233,6 +205,53 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     drop(backends);
     let report = render_report(opts, &ctx, &rounds, &splits, &held, began.elapsed());
     bench::emit_report(&report, opts.out.as_deref())
+}
+
+/// One round's Envoys: the four variants, the read floor's (with the sticky load) and the
+/// sticky load's cookie as this round's edge filter issued it.
+struct RoundNodes {
+    nodes: Vec<Node>,
+    floor: Option<Node>,
+    cookie: String,
+}
+
+/// Start and check the Envoys of one round.
+async fn start_round(
+    opts: &Options,
+    tls: &TlsFiles,
+    client_tls: &Arc<rustls::ClientConfig>,
+    backends: &[EchoBackend],
+    wasm: &Path,
+) -> Result<RoundNodes> {
+    let mut nodes = Vec::new();
+    for v in VARIANTS {
+        let node = start_node(v, tls, backends, wasm).await?;
+        check_node(v, &node, client_tls).await?;
+        let workers = envoy_concurrency(&node.envoy).await?;
+        ensure!(
+            workers == opts.envoy_concurrency,
+            "Envoy runs {workers} workers, not the {} asked for",
+            opts.envoy_concurrency
+        );
+        nodes.push(node);
+    }
+    // The cookie's key is the same for every round's Envoys; asking each round checks that
+    // the new edge filter and Lua Envoys accept it.
+    let cookie = sticky_cookie(&nodes, &tls.ca_pem).await?;
+    // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty filter's
+    // config ([`own_work`]).
+    let floor = if opts.loads.sticky {
+        let node = start_read_floor(tls, backends, wasm).await?;
+        check_node(Variant::Empty, &node, client_tls).await?;
+        Some(node)
+    } else {
+        None
+    };
+    Ok(RoundNodes {
+        nodes,
+        floor,
+        cookie,
+    })
 }
 
 /// What the edge filter's Envoys counted, summed over the rounds.
