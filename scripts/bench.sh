@@ -103,16 +103,17 @@ for b in "${benches[@]}"; do
     echo "bench: $cmd" >&2
     # shellcheck disable=SC2086 # the arguments are words on purpose
     target/release/"${bins[$b]}" ${args[$b]} --out "$section" >/dev/null
-    sections+=("$section")
 done
 elapsed=$(($(date +%s) - began))
 # With --only, the other benchmarks' sections from an earlier run are kept, each marked with
-# when it was written, so BENCHMARKS.md stays whole and says what is not from this run.
+# when it was written, so BENCHMARKS.md stays whole and says what is not from this run. The
+# sections keep one order (filter, ws, acme) whichever of them were re-run.
 earlier=()
 for b in filter ws acme; do
-    [[ ,$only, == *",$b,"* ]] && continue
     section=target/bench/$b.md
-    if [ -f "$section" ]; then
+    if [[ ,$only, == *",$b,"* ]]; then
+        sections+=("$section")
+    elif [ -f "$section" ]; then
         sections+=("$section")
         earlier+=("$b ($(date -u -r "$section" '+%Y-%m-%d %H:%M UTC'))")
     fi
