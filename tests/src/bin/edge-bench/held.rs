@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::args::Options;
 use crate::measure::order;
-use crate::nodes::{start_node, PerVariant, Variant};
+use crate::nodes::{start_node, Backends, PerVariant, Variant};
 
 /// Connections opened, echoed and closed before the "before" reading: V8 compiles the module
 /// per worker, TLS and connection pools fill up.
@@ -132,7 +132,7 @@ pub async fn held_rounds(
     opts: &Options,
     tls: &TlsFiles,
     client_tls: &Arc<rustls::ClientConfig>,
-    backends: &[EchoBackend],
+    backends: &Backends,
     wasm: &Path,
 ) -> Result<Vec<HeldRound>> {
     let mut rounds = Vec::with_capacity(opts.rounds);
@@ -142,7 +142,7 @@ pub async fn held_rounds(
             ..HeldRound::default()
         };
         for v in order(i) {
-            let sample = held_sample(opts, v, tls, client_tls, backends, wasm).await?;
+            let sample = held_sample(opts, v, tls, client_tls, backends.of(v), wasm).await?;
             ensure!(
                 sample.held > 0,
                 "{}: no WebSocket held (last error: {:?})",

@@ -13,9 +13,11 @@
 //!   same settings except `EDGE_FILTER` (`0` none, `1` the edge filter, `lua` the Lua
 //!   equivalent) and, for the empty filter, `WASM_PATH` (`empty_filter.wasm`, built by
 //!   `make wasm` from `edge-filter/examples/empty_filter.rs` with the same SDK, profile and
-//!   trimmed exports), run by the same Envoy binary, in front of the same three backends. The
-//!   difference between them is the filter, nothing else: edge filter ÷ empty wasm is the
-//!   filter's own work, empty wasm ÷ no filter what the wasm runtime costs any filter.
+//!   trimmed exports), run by the same Envoy binary, each in front of three backends of its
+//!   own (shared ones would carry the variants' different spreads of the WebSockets into each
+//!   other's measurements: [`nodes::Backends`]). The difference between them is the filter,
+//!   nothing else: edge filter ÷ empty wasm is the filter's own work, empty wasm ÷ no filter
+//!   what the wasm runtime costs any filter.
 //! * Two plain-request routes: `/` is the app route of the shipped config, where the filter
 //!   is skipped per route (it would only set the key Envoy can hash itself); `/sticky` is in
 //!   `STICKY_PATHS`, and every request there carries a browser's affinity cookie, so the
@@ -82,14 +84,14 @@ use std::sync::Arc;
 use anyhow::{ensure, Result};
 use harness::bench::{self, ws_tls_config, CpuTime};
 use harness::node::HOST;
-use harness::{envoy_bin, wasm_path, EchoBackend, TlsFiles};
+use harness::{envoy_bin, wasm_path, TlsFiles};
 
 use crate::args::{Options, USAGE};
 use crate::held::held_rounds;
 use crate::measure::Envoys;
 use crate::nodes::{
-    check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Node, Variant,
-    N_BACKENDS, N_VARIANTS, VARIANTS,
+    check_node, envoy_concurrency, start_node, start_read_floor, sticky_cookie, Backends, Node,
+    Variant, N_BACKENDS, N_VARIANTS, VARIANTS,
 };
 use crate::own_work::FloorEnvoy;
 use crate::report::{render_report, Setup};
@@ -126,11 +128,8 @@ async fn run(opts: &Options, envoy: &Path) -> Result<()> {
     );
     let began = std::time::Instant::now();
     let loadavg = bench::loadavg();
-    eprintln!("edge-bench: starting {N_BACKENDS} backends");
-    let mut backends = Vec::new();
-    for i in 0..N_BACKENDS {
-        backends.push(EchoBackend::start(&format!("backend-{i}")).await?);
-    }
+    eprintln!("edge-bench: starting {N_BACKENDS} backends per variant and for the read floor");
+    let backends = Backends::start().await?;
     let tls = TlsFiles::self_signed(&[HOST])?;
     let client_tls = &ws_tls_config(&tls.ca_pem)?;
     // Every round meets fresh Envoys (why: the module doc above).
@@ -220,12 +219,12 @@ async fn start_round(
     opts: &Options,
     tls: &TlsFiles,
     client_tls: &Arc<rustls::ClientConfig>,
-    backends: &[EchoBackend],
+    backends: &Backends,
     wasm: &Path,
 ) -> Result<RoundNodes> {
     let mut nodes = Vec::new();
     for v in VARIANTS {
-        let node = start_node(v, tls, backends, wasm).await?;
+        let node = start_node(v, tls, backends.of(v), wasm).await?;
         check_node(v, &node, client_tls).await?;
         let workers = envoy_concurrency(&node.envoy).await?;
         ensure!(
@@ -241,7 +240,7 @@ async fn start_round(
     // The sticky route's breakdown needs a fifth Envoy: the read floor in the empty filter's
     // config ([`own_work`]).
     let floor = if opts.loads.sticky {
-        let node = start_read_floor(tls, backends, wasm).await?;
+        let node = start_read_floor(tls, backends.floor(), wasm).await?;
         check_node(Variant::Empty, &node, client_tls).await?;
         Some(node)
     } else {

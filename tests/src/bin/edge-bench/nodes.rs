@@ -10,7 +10,7 @@ use harness::bench::{close_ws, envoy_workers, ws_open};
 use harness::node::{loopback_vars, Ports, HOST, ORIGIN, THUMB};
 use harness::{raw_https, render_app_node, repo_root, EchoBackend, Envoy, TlsFiles};
 
-/// Echo backends behind every Envoy.
+/// Echo backends behind every Envoy (each variant has its own, see [`Backends`]).
 pub const N_BACKENDS: usize = 3;
 /// The app route (filter skipped) and the sticky route (filter runs, for requests with a
 /// cookie) of the plain loads.
@@ -114,6 +114,47 @@ pub fn read_floor_wasm_path(edge_wasm: &Path) -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => edge_wasm.with_file_name("read_floor.wasm"),
     }
+}
+
+/// The echo backends: [`N_BACKENDS`] for each variant's Envoys and as many for the read
+/// floor's. Side by side, Envoys that shared backends would also share their load: the
+/// variants without a filter send every WebSocket of the echo load to the backend the client
+/// address hashes to, the edge filter and Lua spread them by room, so the busiest backend
+/// (and how its answers bunch up, which changes Envoy's CPU per message) would differ by
+/// variant for reasons outside the Envoy measured. With its own backends, each variant meets
+/// only its own traffic.
+pub struct Backends {
+    per_variant: Vec<Vec<EchoBackend>>,
+    floor: Vec<EchoBackend>,
+}
+
+impl Backends {
+    pub async fn start() -> Result<Backends> {
+        let mut per_variant = Vec::with_capacity(N_VARIANTS);
+        for v in VARIANTS {
+            per_variant.push(start_set(&format!("backend-{}", v.index())).await?);
+        }
+        let floor = start_set("backend-read-floor").await?;
+        Ok(Backends { per_variant, floor })
+    }
+
+    /// The backends of `variant`'s Envoys.
+    pub fn of(&self, variant: Variant) -> &[EchoBackend] {
+        &self.per_variant[variant.index()]
+    }
+
+    /// The backends of the read floor's Envoy.
+    pub fn floor(&self) -> &[EchoBackend] {
+        &self.floor
+    }
+}
+
+async fn start_set(prefix: &str) -> Result<Vec<EchoBackend>> {
+    let mut set = Vec::with_capacity(N_BACKENDS);
+    for i in 0..N_BACKENDS {
+        set.push(EchoBackend::start(&format!("{prefix}-{i}")).await?);
+    }
+    Ok(set)
 }
 
 /// One Envoy with its TLS listener port.

@@ -121,8 +121,8 @@ pub fn render_report(
             format!(
                 "`deploy/envoy/render.sh` defaults with `STICKY_PATHS={STICKY_PATH}`; \
                  `EDGE_FILTER=0` / `1` (and `WASM_PATH` for the empty filter) / `lua`; \
-                 {N_BACKENDS} echo backends (one in-process \
-                 axum runtime), Maglev cluster"
+                 {N_BACKENDS} echo backends per variant, each variant its own (and the \
+                 read floor its own; all in this process's axum runtime), Maglev cluster"
             ),
         ),
         (
