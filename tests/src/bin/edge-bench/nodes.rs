@@ -119,10 +119,10 @@ pub fn read_floor_wasm_path(edge_wasm: &Path) -> PathBuf {
 /// The echo backends: [`N_BACKENDS`] for each variant's Envoys and as many for the read
 /// floor's. Side by side, Envoys that shared backends would also share their load: the
 /// variants without a filter send every WebSocket of the echo load to the backend the client
-/// address hashes to, the edge filter and Lua spread them by room, so the busiest backend
-/// (and how its answers bunch up, which changes Envoy's CPU per message) would differ by
-/// variant for reasons outside the Envoy measured. With its own backends, each variant meets
-/// only its own traffic.
+/// address hashes to, the edge filter and Lua spread them by room, so how busy each backend is
+/// (and how its answers bunch up, which can change Envoy's CPU per message) would depend on
+/// the other variants' traffic. With backends of its own, each variant meets only its own
+/// (measured: little changed, see docs/architecture.md).
 pub struct Backends {
     per_variant: Vec<Vec<EchoBackend>>,
     floor: Vec<EchoBackend>,
