@@ -111,12 +111,9 @@ elapsed=$(($(date +%s) - began))
 earlier=()
 for b in filter ws acme; do
     section=target/bench/$b.md
-    if [[ ,$only, == *",$b,"* ]]; then
-        sections+=("$section")
-    elif [ -f "$section" ]; then
-        sections+=("$section")
-        earlier+=("$b ($(date -u -r "$section" '+%Y-%m-%d %H:%M UTC'))")
-    fi
+    [ -f "$section" ] || continue
+    sections+=("$section")
+    [[ ,$only, == *",$b,"* ]] || earlier+=("$b ($(date -u -r "$section" '+%Y-%m-%d %H:%M UTC'))")
 done
 cmdline="bash scripts/bench.sh"
 ((quick)) && cmdline+=" --quick"
