@@ -291,6 +291,77 @@ async fn ca_unreachable_from_the_start_fails_cleanly() -> Result<()> {
     Ok(())
 }
 
+/// Every failed order may be a failed validation, and Let's Encrypt locks a name out for the
+/// hour after 5 of them: with no certificate yet, the renewer still waits after a failure
+/// (at most an hour), unless the names changed or the operator forces it.
+#[tokio::test]
+async fn a_missing_certificate_backs_off_until_the_names_change_or_force() -> Result<()> {
+    let mut stack = AcmeStack::start().await?;
+    stack.pebble.stop();
+    let with = |certs: &str| {
+        stack.config_text("", certs).replace(
+            "request_timeout_seconds = 10",
+            "request_timeout_seconds = 5\nattempts = 1",
+        )
+    };
+    let state = |stack: &AcmeStack| read_json(&stack.store_dir().join("certs/app/state.json"));
+    let config = stack.write_config("renewer.toml", &with(APP))?;
+    // Three triggers at once: one attempt; the others wait for its lease and see it fail.
+    let runs = (0..3).map(|_| stack.renewer(&config, &["run"]));
+    let outs = futures_util::future::join_all(runs).await;
+    let mut attempts = 0;
+    for out in outs {
+        let out = out?;
+        assert_eq!(out.code, 1, "{}", out.all());
+        if out.stdout.contains("cannot reach the CA") {
+            attempts += 1;
+        } else {
+            assert!(out.stdout.contains("backing off"), "{}", out.all());
+        }
+    }
+    assert_eq!(attempts, 1);
+    let first = state(&stack)?;
+    assert_eq!(first["consecutive_failures"], 1, "{first}");
+    assert_eq!(
+        first["failed_for"]["domains"],
+        serde_json::json!(["app.example.test", "www.example.test"]),
+        "{first}"
+    );
+
+    // The next trigger: no order, and still a failure (no certificate is in service).
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("backing off after 1 consecutive failure(s) (due: no certificate yet)"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stdout.contains("cannot reach the CA"), "{}", out.all());
+    assert_eq!(state(&stack)?, first, "nothing was attempted");
+    let out = stack.renewer(&config, &["status"]).await?;
+    assert!(out.stdout.contains("backing off"), "{}", out.all());
+
+    // Other names: a new subject, tried at once, its count starting from one.
+    let api = "[[certificates]]\nname = \"app\"\ndomains = [\"api.example.test\"]\n";
+    let config = stack.write_config("renewer.toml", &with(api))?;
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert!(out.stdout.contains("cannot reach the CA"), "{}", out.all());
+    let second = state(&stack)?;
+    assert_eq!(second["consecutive_failures"], 1, "{second}");
+    assert_eq!(
+        second["failed_for"]["domains"],
+        serde_json::json!(["api.example.test"])
+    );
+
+    // --force does not wait.
+    let out = stack.renewer(&config, &["run", "--force"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("cannot reach the CA"), "{}", out.all());
+    assert_eq!(state(&stack)?["consecutive_failures"], 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn corrupt_current_json_is_named_not_a_panic() -> Result<()> {
     let stack = AcmeStack::start().await?;
@@ -770,6 +841,13 @@ async fn failed_validation_names_the_domain_and_the_problem() -> Result<()> {
         "answers cleaned up after a failure"
     );
     assert!(!stack.store_dir().join("certs/app/current.json").exists());
+    // A real failed validation counts against Let's Encrypt's 5 per name per hour: the next
+    // trigger, with still no certificate, places no new order.
+    let orders = stack.orders_placed();
+    let out = stack.renewer(&config, &["run"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("backing off"), "{}", out.all());
+    assert_eq!(stack.orders_placed(), orders, "{}", out.all());
     Ok(())
 }
 

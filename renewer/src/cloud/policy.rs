@@ -12,14 +12,18 @@
 //! 5. Otherwise (the backstop, and the only rule without ARI): renew when less than
 //!    `fraction_left` of the lifetime remains.
 //!
-//! Rules 4 and 5 are skipped, with the time of the next attempt, while an earlier failure's
-//! backoff runs: a failing CA or DNS setup must not be hammered every time the job fires.
+//! Every rule but the first waits, with the time of the next attempt, while an earlier failed
+//! attempt at the same names and key type backs off ([`crate::cloud::backoff`]): a failing CA
+//! or DNS setup must not be hammered every time the job fires, and Let's Encrypt locks a name
+//! out for the hour after 5 failed validations. With no valid certificate in service the wait
+//! is at most an hour.
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
+use crate::cloud::backoff::{retry_at, FailureHistory, Subject, Urgency};
 use crate::shared::bundle::CertMeta;
 pub use crate::shared::clock::rfc3339;
 use crate::shared::config::{CertificateConfig, KeyType};
@@ -29,13 +33,6 @@ use crate::shared::config::{CertificateConfig, KeyType};
 pub struct AriWindow {
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
-}
-
-/// Earlier failures of this certificate, from its state object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FailureHistory {
-    pub consecutive_failures: u32,
-    pub last_failure: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +55,10 @@ pub enum Reason {
         fraction_left: f64,
     },
     NotDue,
+    /// `due` would renew, but an earlier failure's backoff still runs.
     BackingOff {
         failures: u32,
+        due: Box<Reason>,
     },
 }
 
@@ -89,8 +88,11 @@ impl fmt::Display for Reason {
                 fraction_left * 100.0
             ),
             Reason::NotDue => f.write_str("not due"),
-            Reason::BackingOff { failures } => {
-                write!(f, "backing off after {failures} consecutive failure(s)")
+            Reason::BackingOff { failures, due } => {
+                write!(
+                    f,
+                    "backing off after {failures} consecutive failure(s) (due: {due})"
+                )
             }
         }
     }
@@ -117,19 +119,18 @@ pub struct Inputs<'a> {
 }
 
 pub fn decide(i: &Inputs<'_>) -> Decision {
-    let renew = |reason| Decision {
-        renew: true,
-        reason,
-        next_renewal: None,
-    };
     if i.force {
-        return renew(Reason::Forced);
+        return Decision {
+            renew: true,
+            reason: Reason::Forced,
+            next_renewal: None,
+        };
     }
     let Some(current) = i.current else {
-        return renew(Reason::Missing);
+        return due(i, Reason::Missing, Urgency::NoneValid);
     };
     if i.now >= current.not_after {
-        return renew(Reason::Expired);
+        return due(i, Reason::Expired, Urgency::NoneValid);
     }
     let wanted = i.config.normalized_domains();
     if wanted != current.domains {
@@ -144,20 +145,25 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             .filter(|d| !wanted.contains(d))
             .cloned()
             .collect();
-        return renew(Reason::NamesChanged { added, removed });
+        return due(
+            i,
+            Reason::NamesChanged { added, removed },
+            Urgency::InService,
+        );
     }
     if i.config.key_type != current.key_type {
-        return renew(Reason::KeyTypeChanged {
+        let reason = Reason::KeyTypeChanged {
             from: current.key_type,
             to: i.config.key_type,
-        });
+        };
+        return due(i, reason, Urgency::InService);
     }
 
     let lifetime_due = lifetime_due_at(current, effective_fraction(current, i.fraction_left));
     let ari_due = i.ari.map(|w| ari_point(w, current));
     // ARI can only bring a renewal forward of the lifetime rule's time, never delay it past it:
     // a CA that suggests a late window must not let a certificate run out.
-    let (due, due_reason) = match ari_due {
+    let (due_at, due_reason) = match ari_due {
         Some(at) if at <= lifetime_due => (at, Reason::AriWindow { at }),
         _ => (
             lifetime_due,
@@ -166,25 +172,35 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             },
         ),
     };
-    if i.now < due {
+    if i.now < due_at {
         return Decision {
             renew: false,
             reason: Reason::NotDue,
-            next_renewal: Some(due),
+            next_renewal: Some(due_at),
         };
     }
-    if let Some(retry_at) = backoff_until(i.failures) {
-        if i.now < retry_at {
-            return Decision {
-                renew: false,
-                reason: Reason::BackingOff {
-                    failures: i.failures.consecutive_failures,
-                },
-                next_renewal: Some(retry_at),
-            };
-        }
+    due(i, due_reason, Urgency::InService)
+}
+
+/// `reason` makes the certificate due now: renew, unless an earlier failed attempt at the same
+/// names and key type is still backing off.
+fn due(i: &Inputs<'_>, reason: Reason, urgency: Urgency) -> Decision {
+    let subject = Subject::of(i.config);
+    match retry_at(&i.failures, &subject, urgency) {
+        Some(retry) if i.now < retry => Decision {
+            renew: false,
+            reason: Reason::BackingOff {
+                failures: i.failures.consecutive_failures,
+                due: Box::new(reason),
+            },
+            next_renewal: Some(retry),
+        },
+        _ => Decision {
+            renew: true,
+            reason,
+            next_renewal: None,
+        },
     }
-    renew(due_reason)
 }
 
 /// Certificates whose lifetime is this or shorter are short-lived: Let's Encrypt's
@@ -242,24 +258,10 @@ pub fn ari_point(window: AriWindow, current: &CertMeta) -> OffsetDateTime {
     window.start + Duration::seconds_f64(span * u)
 }
 
-/// Backoff after `n` consecutive failures: 5 min, 10, 20, … capped at 6 h.
-pub fn backoff(n: u32) -> Duration {
-    if n == 0 {
-        return Duration::ZERO;
-    }
-    let minutes = 5i64.saturating_mul(1i64 << (n - 1).min(10));
-    Duration::minutes(minutes.min(6 * 60))
-}
-
-fn backoff_until(f: FailureHistory) -> Option<OffsetDateTime> {
-    f.last_failure
-        .filter(|_| f.consecutive_failures > 0)
-        .map(|t| t + backoff(f.consecutive_failures))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::backoff::backoff;
     use time::macros::datetime;
 
     fn config(domains: &[&str], key_type: KeyType) -> CertificateConfig {
@@ -416,17 +418,84 @@ mod tests {
         i.failures = FailureHistory {
             consecutive_failures: 2,
             last_failure: Some(datetime!(2026-03-09 23:55 UTC)),
+            subject: Some(Subject::of(&c)),
         };
         let d = decide(&i);
-        assert_eq!(d.reason, Reason::BackingOff { failures: 2 });
+        let Reason::BackingOff { failures: 2, due } = &d.reason else {
+            panic!("{:?}", d.reason);
+        };
+        assert!(matches!(**due, Reason::LifetimeLow { .. }), "{due:?}");
+        assert!(d.reason.to_string().starts_with("backing off after 2"));
         assert_eq!(d.next_renewal, Some(datetime!(2026-03-10 0:05 UTC)));
         i.now = datetime!(2026-03-10 0:06 UTC);
         assert!(decide(&i).renew);
-        // Backoff never blocks a missing certificate or --force.
-        i.current = None;
-        assert!(decide(&i).renew);
+        // --force never waits.
+        i.now = datetime!(2026-03-10 0:00 UTC);
+        i.force = true;
+        assert_eq!(decide(&i).reason, Reason::Forced);
         assert_eq!(backoff(1), Duration::minutes(5));
         assert_eq!(backoff(30), Duration::hours(6));
+    }
+
+    #[test]
+    fn no_certificate_backs_off_at_most_an_hour() {
+        let c = config(&["a.example.com"], KeyType::EcdsaP256);
+        let mut i = inputs(datetime!(2026-03-10 0:30 UTC), &c, None);
+        i.failures = FailureHistory {
+            consecutive_failures: 6,
+            last_failure: Some(datetime!(2026-03-10 0:00 UTC)),
+            subject: Some(Subject::of(&c)),
+        };
+        let d = decide(&i);
+        assert!(!d.renew);
+        assert!(
+            matches!(&d.reason, Reason::BackingOff { due, .. } if **due == Reason::Missing),
+            "{:?}",
+            d.reason
+        );
+        assert_eq!(d.next_renewal, Some(datetime!(2026-03-10 1:00 UTC)));
+        i.now = datetime!(2026-03-10 1:00 UTC);
+        assert_eq!(decide(&i).reason, Reason::Missing);
+        // Expired counts as none: the same hour at most (in service it would be 6 h).
+        let m = meta(&["a.example.com"]);
+        i.current = Some(&m);
+        i.now = datetime!(2026-04-01 0:30 UTC);
+        i.failures.last_failure = Some(datetime!(2026-04-01 0:00 UTC));
+        assert_eq!(
+            decide(&i).next_renewal,
+            Some(datetime!(2026-04-01 1:00 UTC))
+        );
+    }
+
+    #[test]
+    fn a_changed_configuration_is_tried_at_once_then_backs_off() {
+        let before = config(&["a.example.com", "new.example.com"], KeyType::EcdsaP256);
+        let after = config(&["a.example.com", "b.example.com"], KeyType::EcdsaP256);
+        let m = meta(&["a.example.com"]);
+        // The name added last time failed to validate.
+        let failures = FailureHistory {
+            consecutive_failures: 3,
+            last_failure: Some(datetime!(2026-02-01 0:00 UTC)),
+            subject: Some(Subject::of(&before)),
+        };
+        let mut i = inputs(datetime!(2026-02-01 0:10 UTC), &before, Some(&m));
+        i.failures = failures.clone();
+        let d = decide(&i);
+        assert!(
+            matches!(&d.reason, Reason::BackingOff { failures: 3, due } if matches!(**due, Reason::NamesChanged { .. })),
+            "{:?}",
+            d.reason
+        );
+        assert_eq!(d.next_renewal, Some(datetime!(2026-02-01 0:20 UTC)));
+        // The operator replaced it: a new order at the next trigger.
+        let mut i = inputs(datetime!(2026-02-01 0:10 UTC), &after, Some(&m));
+        i.failures = failures;
+        assert!(decide(&i).renew);
+        // Back to the names in service: not due, whatever failed.
+        let same = config(&["a.example.com"], KeyType::EcdsaP256);
+        let mut i = inputs(datetime!(2026-02-01 0:10 UTC), &same, Some(&m));
+        i.failures.consecutive_failures = 3;
+        assert_eq!(decide(&i).reason, Reason::NotDue);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::cloud::policy::{AriWindow, FailureHistory};
+use crate::cloud::backoff::{FailureHistory, Subject};
+use crate::cloud::policy::AriWindow;
 use crate::shared::store::{keys, Precondition, Sensitivity, SharedStore, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -14,6 +15,15 @@ pub struct CertState {
     pub consecutive_failures: u32,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_failure: Option<OffsetDateTime>,
+    /// What the failed attempts ordered (names and key type): failures hold back only an
+    /// order of the same. Absent in states written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_for: Option<Subject>,
+    /// The last failure is the record of an attempt that has not ended (written before it
+    /// orders): its renewer may still be ordering, or it stopped without recording how it
+    /// ended. Another renewer waits for the lease to tell which.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attempt_open: bool,
     /// One line; never contains key material.
     #[serde(default)]
     pub last_error: Option<String>,
@@ -42,6 +52,7 @@ impl CertState {
         FailureHistory {
             consecutive_failures: self.consecutive_failures,
             last_failure: self.last_failure,
+            subject: self.failed_for.clone(),
         }
     }
 

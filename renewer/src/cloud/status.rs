@@ -112,10 +112,16 @@ pub async fn collect(renewer: &Renewer) -> Vec<StatusRow> {
         } else if decision.renew {
             format!("now ({})", decision.reason)
         } else {
-            decision
+            let at = decision
                 .next_renewal
                 .map(policy::rfc3339)
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into());
+            match decision.reason {
+                policy::Reason::BackingOff { failures, .. } => {
+                    format!("{at} (backing off after {failures} failure(s))")
+                }
+                _ => at,
+            }
         };
         // Unreadable is shown as none: the renewer itself treats it so (one new order).
         let order_in_flight = inflight::load(&renewer.store, &cert.name)

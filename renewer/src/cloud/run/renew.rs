@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::PassError;
 use super::report::{failed, unchanged, CertReport, Outcome};
 use super::Renewer;
+use crate::cloud::backoff::Subject;
 use crate::cloud::housekeeping;
 use crate::cloud::lock;
 use crate::cloud::policy::{self, Decision, Inputs};
@@ -16,6 +17,14 @@ use crate::cloud::state::{self, CertState};
 use crate::shared::bundle::{BundleStore, CertMeta};
 use crate::shared::clock::rfc3339;
 use crate::shared::config::CertificateConfig;
+
+/// What a run saw before it took the lease: the certificate in service, the CA's renewal
+/// window for it, and the decision on them.
+struct Seen {
+    current: Option<CertMeta>,
+    ari: Option<policy::AriWindow>,
+    decision: Decision,
+}
 
 impl Renewer {
     /// One certificate: decide, and if due take the lease and renew under it.
@@ -53,7 +62,12 @@ impl Renewer {
             failures: st.failures(),
             force,
         });
-        if !decision.renew {
+        // Backing off because of an attempt that has not ended (its record is written before
+        // it orders): another renewer may be ordering right now. Wait for its lease and look
+        // at how it ended, instead of reporting its attempt as a failure.
+        let attempt_open =
+            matches!(decision.reason, policy::Reason::BackingOff { .. }) && st.attempt_open;
+        if !decision.renew && !attempt_open {
             self.clean_interrupted_order(name).await;
             let mirror_error = match &current {
                 Some(meta) => self.reconcile_mirror(meta).await.err(),
@@ -71,7 +85,11 @@ impl Renewer {
                 None => unchanged(name, current.as_ref(), &decision),
             };
         }
-        tracing::info!(reason = %decision.reason, "renewal due");
+        if attempt_open {
+            tracing::info!("an attempt on this certificate has not ended; waiting for its lease");
+        } else {
+            tracing::info!(reason = %decision.reason, "renewal due");
+        }
 
         let acquire = lock::acquire(
             &self.store,
@@ -91,8 +109,11 @@ impl Renewer {
         let report = self
             .renew_locked(
                 cert,
-                current,
-                decision,
+                Seen {
+                    current,
+                    ari,
+                    decision,
+                },
                 force.then_some(started),
                 st,
                 cancel,
@@ -155,14 +176,18 @@ impl Renewer {
     async fn renew_locked(
         &self,
         cert: &CertificateConfig,
-        before: Option<CertMeta>,
-        mut decision: Decision,
+        seen: Seen,
         // When the run is forced: the moment it started.
         forced_since: Option<OffsetDateTime>,
         mut st: CertState,
         cancel: &CancellationToken,
     ) -> CertReport {
         let name = cert.name.as_str();
+        let Seen {
+            current: before,
+            ari,
+            mut decision,
+        } = seen;
         let force = forced_since.is_some();
         // Holding the lease, any earlier run on this certificate is over: its leftover
         // challenge answers go (a resumed order publishes what it still needs).
@@ -200,18 +225,39 @@ impl Renewer {
                 };
             }
         }
-        if changed && !force {
+        if !force {
+            // What other renewers recorded while this one waited (a failure backs this order
+            // off too: every failed order may be a failed validation). Holding the lease, any
+            // attempt they left open is over; its failure is already counted.
+            let fresh = self.load_state(name).await;
+            st.consecutive_failures = fresh.consecutive_failures;
+            st.last_failure = fresh.last_failure;
+            st.last_error = fresh.last_error;
+            st.last_success = fresh.last_success;
+            st.failed_for = fresh.failed_for;
+            let was_open = fresh.attempt_open;
+            st.attempt_open = false;
             decision = policy::decide(&Inputs {
                 now: self.clock.now(),
                 config: cert,
                 current: current.as_ref(),
                 fraction_left: self.config.renewal.fraction_left,
-                ari: None,
-                failures: Default::default(),
+                // A new certificate's window is not known yet (the lifetime rule holds).
+                ari: if changed { None } else { ari },
+                failures: st.failures(),
                 force: false,
             });
             if !decision.renew {
-                tracing::info!("another renewer renewed this certificate meanwhile");
+                if changed {
+                    tracing::info!("another renewer renewed this certificate meanwhile");
+                } else {
+                    tracing::info!(reason = %decision.reason, "an earlier attempt failed; not ordering");
+                }
+                if was_open {
+                    if let Err(e) = self.save_state(name, &st).await {
+                        tracing::warn!(error = %e, "could not close the ended attempt in the state object");
+                    }
+                }
                 return unchanged(name, current.as_ref(), &decision);
             }
         }
@@ -219,10 +265,17 @@ impl Renewer {
         // The attempt counts as a failure until it is known to have succeeded: a run that
         // dies, or cannot record how it ended, must not let the next trigger order again
         // without backing off. If even this cannot be recorded, do not order at all.
+        // Failures count per subject (names and key type): the first failure of a changed
+        // configuration starts the count again (`backoff`).
+        let subject = Subject::of(cert);
+        st.attempt_open = false;
+        let failures_after = st.failures().after_failure(&subject);
         let begun = self.clock.now();
         let mut attempt = st.clone();
-        attempt.consecutive_failures = attempt.consecutive_failures.saturating_add(1);
+        attempt.consecutive_failures = failures_after;
         attempt.last_failure = Some(begun);
+        attempt.failed_for = Some(subject.clone());
+        attempt.attempt_open = true;
         attempt.last_error = Some(format!(
             "an attempt started at {} did not finish (the renewer stopped, or could not record the outcome)",
             rfc3339(begun)
@@ -246,6 +299,7 @@ impl Renewer {
                     st.consecutive_failures = 0;
                     st.last_error = None;
                     st.last_failure = None;
+                    st.failed_for = None;
                     st.last_success = Some(now);
                     st.ari = None;
                     let report = CertReport {
@@ -279,8 +333,9 @@ impl Renewer {
                 failed(name, current.as_ref(), error)
             }
             Err(error) => {
-                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                st.consecutive_failures = failures_after;
                 st.last_failure = Some(now);
+                st.failed_for = Some(subject);
                 st.last_error = Some(error.to_string());
                 if let Err(e) = self.save_state(name, &st).await {
                     tracing::warn!(error = %e, "could not record the failure in the state object (the attempt is recorded as failed)");
