@@ -126,14 +126,17 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             next_renewal: None,
         };
     }
+    // What an order would ask for now; earlier failures count only against the same.
+    let subject = Subject::of(i.config);
+    let due = |reason, urgency| due(i, &subject, reason, urgency);
     let Some(current) = i.current else {
-        return due(i, Reason::Missing, Urgency::NoneValid);
+        return due(Reason::Missing, Urgency::NoneValid);
     };
     if i.now >= current.not_after {
-        return due(i, Reason::Expired, Urgency::NoneValid);
+        return due(Reason::Expired, Urgency::NoneValid);
     }
-    let wanted = i.config.normalized_domains();
-    if wanted != current.domains {
+    let wanted = &subject.domains;
+    if *wanted != current.domains {
         let added = wanted
             .iter()
             .filter(|d| !current.domains.contains(d))
@@ -145,18 +148,14 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             .filter(|d| !wanted.contains(d))
             .cloned()
             .collect();
-        return due(
-            i,
-            Reason::NamesChanged { added, removed },
-            Urgency::InService,
-        );
+        return due(Reason::NamesChanged { added, removed }, Urgency::InService);
     }
     if i.config.key_type != current.key_type {
         let reason = Reason::KeyTypeChanged {
             from: current.key_type,
             to: i.config.key_type,
         };
-        return due(i, reason, Urgency::InService);
+        return due(reason, Urgency::InService);
     }
 
     let lifetime_due = lifetime_due_at(current, effective_fraction(current, i.fraction_left));
@@ -179,14 +178,13 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             next_renewal: Some(due_at),
         };
     }
-    due(i, due_reason, Urgency::InService)
+    due(due_reason, Urgency::InService)
 }
 
 /// `reason` makes the certificate due now: renew, unless an earlier failed attempt at the same
 /// names and key type is still backing off.
-fn due(i: &Inputs<'_>, reason: Reason, urgency: Urgency) -> Decision {
-    let subject = Subject::of(i.config);
-    match retry_at(&i.failures, &subject, urgency) {
+fn due(i: &Inputs<'_>, subject: &Subject, reason: Reason, urgency: Urgency) -> Decision {
+    match retry_at(&i.failures, subject, urgency) {
         Some(retry) if i.now < retry => Decision {
             renew: false,
             reason: Reason::BackingOff {

@@ -56,6 +56,20 @@ impl CertState {
         }
     }
 
+    /// Take what `fresh` (read again under the lease) recorded of the attempts: its failures,
+    /// last error and success. Holding the lease, any attempt it left open is over (its failure
+    /// is already counted), so none is open here; whether one was is returned. The ARI cache
+    /// stays this one's.
+    pub fn take_outcomes(&mut self, fresh: CertState) -> bool {
+        self.consecutive_failures = fresh.consecutive_failures;
+        self.last_failure = fresh.last_failure;
+        self.last_error = fresh.last_error;
+        self.last_success = fresh.last_success;
+        self.failed_for = fresh.failed_for;
+        self.attempt_open = false;
+        fresh.attempt_open
+    }
+
     /// The cached ARI window for `serial`, if any (fresh or not).
     pub fn ari_window(&self, serial: &str) -> Option<AriWindow> {
         self.ari

@@ -227,16 +227,8 @@ impl Renewer {
         }
         if !force {
             // What other renewers recorded while this one waited (a failure backs this order
-            // off too: every failed order may be a failed validation). Holding the lease, any
-            // attempt they left open is over; its failure is already counted.
-            let fresh = self.load_state(name).await;
-            st.consecutive_failures = fresh.consecutive_failures;
-            st.last_failure = fresh.last_failure;
-            st.last_error = fresh.last_error;
-            st.last_success = fresh.last_success;
-            st.failed_for = fresh.failed_for;
-            let was_open = fresh.attempt_open;
-            st.attempt_open = false;
+            // off too: every failed order may be a failed validation).
+            let was_open = st.take_outcomes(self.load_state(name).await);
             decision = policy::decide(&Inputs {
                 now: self.clock.now(),
                 config: cert,
