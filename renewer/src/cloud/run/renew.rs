@@ -102,6 +102,19 @@ impl Renewer {
         let lease = tokio::select! {
             l = acquire => match l {
                 Ok(l) => l,
+                // The open attempt still holds the lease: it is running, or its run was
+                // killed and the lease has not expired yet. Either way its record already
+                // counts as a failure, so this run backs off as after one (exit 0 with a
+                // certificate in service) instead of failing on the lease.
+                Err(lock::LockError::Held { owner, until, .. }) if attempt_open => {
+                    tracing::info!(
+                        owner,
+                        until,
+                        reason = %decision.reason,
+                        "the open attempt still holds the lease; not ordering"
+                    );
+                    return unchanged(name, current.as_ref(), &decision);
+                }
                 Err(e) => return failed(name, current.as_ref(), PassError::Lease(e)),
             },
             _ = cancel.cancelled() => return failed(name, current.as_ref(), PassError::Cancelled),

@@ -44,6 +44,7 @@ mod pass {
     use crate::cloud::lock::LeaseRecord;
     use crate::cloud::policy::AriWindow;
     use crate::cloud::run::{Outcome, Renewer, RunOptions, RunReport};
+    use crate::cloud::state::{self, CertState};
     use crate::shared::bundle::{Bundle, BundleStore, ObjectBundles, Secret};
     use crate::shared::clock::Clock;
     use crate::shared::config::Config;
@@ -450,6 +451,45 @@ mod pass {
         s.clock.advance(time::Duration::minutes(5));
         assert_renewed(&s.pass().await);
         assert_eq!(s.issuer.orders(), 3);
+    }
+
+    /// A run killed mid-order leaves its attempt open and its lease held until the lease's TTL.
+    /// A trigger in that window backs off as after a failure (the attempt counts as one), not
+    /// failing on the lease; once the lease has expired, the next one closes the attempt and
+    /// orders when the backoff allows.
+    #[tokio::test]
+    async fn a_killed_attempt_holding_its_lease_backs_off_the_next_trigger() {
+        let s = Setup::new(FakeIssuer::default(), 0, None)
+            .with_due_certificate()
+            .await;
+        let killed = CertState {
+            consecutive_failures: 1,
+            last_failure: Some(s.clock.now()),
+            attempt_open: true,
+            last_error: Some("an attempt started … did not finish".into()),
+            ..CertState::default()
+        };
+        state::save(&s.store, NAME, &killed).await.expect("state");
+        s.hold_lease("killed#1", s.clock.now() + time::Duration::minutes(10))
+            .await;
+
+        let outcome = s.pass().await;
+        assert!(
+            matches!(&outcome, Outcome::Unchanged { reason, .. } if reason.contains("backing off after 1")),
+            "{outcome:?}"
+        );
+        assert_eq!(s.issuer.orders(), 0);
+        assert_eq!(state::load(&s.store, NAME).await, killed, "nothing written");
+
+        // The lease ran out: the attempt is over, and its backoff (5 min) too.
+        s.clock.advance(time::Duration::minutes(11));
+        assert_renewed(&s.pass().await);
+        assert_eq!(s.issuer.orders(), 1);
+        let after = state::load(&s.store, NAME).await;
+        assert!(
+            !after.attempt_open && after.consecutive_failures == 0,
+            "{after:?}"
+        );
     }
 
     /// A run killed mid-order (DNS-01) leaves its TXT records listed in the order record. A
