@@ -35,6 +35,9 @@ pub struct EchoBackend {
 #[derive(Debug)]
 struct EchoState {
     id: String,
+    /// Off for a benchmark's backends: a load of millions of requests would grow the process
+    /// (and blur its figures) with records nobody reads.
+    keep_records: bool,
     upgrades: Mutex<Vec<RecordedRequest>>,
     requests: Mutex<Vec<RecordedRequest>>,
     shutdown: watch::Receiver<()>,
@@ -56,9 +59,25 @@ impl EchoBackend {
     /// [`EchoBackend::start`] on `ip:port` (port 0: kernel-chosen): an app on one node of a
     /// local cluster, at the node's address and the cluster's common `APP_PORT`.
     pub async fn start_at(id: &str, ip: std::net::IpAddr, port: u16) -> Result<EchoBackend> {
+        Self::spawn(id, ip, port, true).await
+    }
+
+    /// [`EchoBackend::start`] for a load generator: it answers the same, but keeps no records
+    /// (`requests()` and `upgrades()` stay empty).
+    pub async fn start_unrecorded(id: &str) -> Result<EchoBackend> {
+        Self::spawn(id, std::net::Ipv4Addr::LOCALHOST.into(), 0, false).await
+    }
+
+    async fn spawn(
+        id: &str,
+        ip: std::net::IpAddr,
+        port: u16,
+        keep_records: bool,
+    ) -> Result<EchoBackend> {
         let (tx, rx) = watch::channel(());
         let state = Arc::new(EchoState {
             id: id.to_string(),
+            keep_records,
             upgrades: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             shutdown: rx,
@@ -118,12 +137,17 @@ async fn handle(
     version: Version,
     headers: HeaderMap,
 ) -> Response {
-    let mut record = RecordedRequest::new(&method, &uri, version, &headers);
-    record.peer = peer.map(|axum::Extension(p)| p.0);
+    let record = state.keep_records.then(|| {
+        let mut record = RecordedRequest::new(&method, &uri, version, &headers);
+        record.peer = peer.map(|axum::Extension(p)| p.0);
+        record
+    });
     let id_header = HeaderValue::from_str(&state.id).unwrap_or(HeaderValue::from_static("?"));
     match ws {
         Ok(ws) => {
-            state.upgrades.lock().unwrap().push(record);
+            if let Some(record) = record {
+                state.upgrades.lock().unwrap().push(record);
+            }
             let id = state.id.clone();
             let shutdown = state.shutdown.clone();
             let mut response = ws.on_upgrade(move |socket| echo(socket, id, shutdown));
@@ -131,7 +155,9 @@ async fn handle(
             response
         }
         Err(rejection) => {
-            state.requests.lock().unwrap().push(record);
+            if let Some(record) = record {
+                state.requests.lock().unwrap().push(record);
+            }
             // A WebSocket attempt with a bad handshake gets the 4xx a real app would send
             // (e.g. no sec-websocket-key), not a 200 a proxy could mistake for success.
             let wants_ws = method == Method::CONNECT

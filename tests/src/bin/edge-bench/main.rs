@@ -49,9 +49,9 @@
 //!   than anything we would write); the WebSocket loads are in-process (wrk cannot speak
 //!   WebSocket), one connection per simulated client (see [`harness::bench::ws_open`] for why
 //!   not the harness's `ws_connect`).
-//! * The harness's `EchoBackend` records every request it serves (tests assert on them), so
-//!   this process grows by roughly 1 KB per plain request: a few GB over a default run.
-//!   Harmless for a run of minutes on this machine, and the same for every variant.
+//! * The backends are the harness's `EchoBackend`, started without records
+//!   (`start_unrecorded`): tests assert on what a backend saw, a benchmark does not, and a
+//!   record per request grew this process by a few GB over a default run.
 //!
 //! * Memory per held WebSocket is read on fresh Envoys (one per variant and round, see
 //!   [`held`]) after the throughput rounds.

@@ -152,7 +152,7 @@ impl Backends {
 async fn start_set(prefix: &str) -> Result<Vec<EchoBackend>> {
     let mut set = Vec::with_capacity(N_BACKENDS);
     for i in 0..N_BACKENDS {
-        set.push(EchoBackend::start(&format!("{prefix}-{i}")).await?);
+        set.push(EchoBackend::start_unrecorded(&format!("{prefix}-{i}")).await?);
     }
     Ok(set)
 }
