@@ -134,6 +134,11 @@ impl AcmeStack {
         AcmeStack::start_inner(Pebble::builder(), None, Some(port)).await
     }
 
+    /// [`AcmeStack::start_validating_on`] with Pebble options.
+    pub async fn start_with_validating_on(pebble: PebbleBuilder, port: u16) -> Result<AcmeStack> {
+        AcmeStack::start_inner(pebble, None, Some(port)).await
+    }
+
     /// With Pebble options, and optionally another store for the responder to read (GCS).
     pub async fn start_with(
         pebble: PebbleBuilder,

@@ -4,10 +4,11 @@
 //! next pass starts with the primary again.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::{wait_for, AcmeStack, AriResponder, Pebble};
+use harness::{key_auth_lookup, wait_for, AcmeStack, AriResponder, Http01Responder, Pebble};
 use serde_json::Value;
 
 /// Two certificates, renewed one after the other (`concurrency = 1`), so a CA can fail
@@ -36,6 +37,11 @@ impl TwoCas {
     /// A config whose primary is `primary_directory`, with the stack's Pebble as the one
     /// fallback; both API certificates are trusted.
     fn config(&self, primary_directory: &str) -> Result<PathBuf> {
+        self.config_with(primary_directory, "")
+    }
+
+    /// [`TwoCas::config`] with `fallback_extra` in the fallback's table (e.g. its `eab`).
+    fn config_with(&self, primary_directory: &str, fallback_extra: &str) -> Result<PathBuf> {
         let roots = self.stack.dir().join("both-cas.pem");
         std::fs::write(
             &roots,
@@ -46,7 +52,7 @@ impl TwoCas {
             ),
         )?;
         let fallback = format!(
-            "[[acme.fallback]]\ndirectory = \"{}\"\nextra_root_ca = \"{}\"\n",
+            "[[acme.fallback]]\ndirectory = \"{}\"\nextra_root_ca = \"{}\"\n{fallback_extra}",
             self.stack.pebble.directory_url(),
             roots.display()
         );
@@ -148,5 +154,140 @@ async fn a_primary_stopped_mid_pass_hands_over_to_the_fallback() -> Result<()> {
     assert_eq!(ca_of(&cas.stack, "c1")?, cas.stack.pebble.directory_url());
     let out = cas.stack.renewer(&config, &["status"]).await?;
     assert!(out.stdout.contains("127.0.0.1:"), "{}", out.all());
+    Ok(())
+}
+
+/// The `key_pkcs8` of every ACME account in the store, by object name.
+fn account_keys(stack: &AcmeStack) -> Result<Vec<(String, String)>> {
+    let dir = stack.store_dir().join("acme/accounts");
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        let account: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let key = account["key_pkcs8"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        keys.push((path.display().to_string(), key));
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// The edge filter's stateless mode answers every HTTP-01 challenge with one thumbprint, the
+/// one `renewer account` shows (the primary's). A fallback CA's account, registered on first
+/// use — here with the external account binding the CA requires — shares the primary's key,
+/// so the fallback's challenges validate against that same answer.
+#[tokio::test]
+async fn a_fallback_account_shares_the_primary_key_so_stateless_answers_validate() -> Result<()> {
+    // A responder that knows no store: `token.thumbprint`, as the filter's stateless mode.
+    let thumbprint = Arc::new(Mutex::new(String::new()));
+    let answer = thumbprint.clone();
+    let responder = Http01Responder::start(key_auth_lookup(move |token: String| {
+        let t = answer.lock().map(|t| t.clone()).unwrap_or_default();
+        async move { Some(format!("{token}.{t}")) }
+    }))
+    .await?;
+    // The stack's Pebble (the fallback) wants a binding; the primary does not.
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let stack = AcmeStack::start_with_validating_on(
+        Pebble::builder().require_eab("kid-1", hmac),
+        responder.port(),
+    )
+    .await?;
+    let primary = Pebble::builder()
+        .http_port(responder.port())
+        .start()
+        .await?;
+    let cas = TwoCas { stack, primary };
+    let proxy = AriResponder::start_proxying(&cas.primary).await?;
+    let primary_directory = proxy.directory_url();
+    let config = cas.config_with(
+        &primary_directory,
+        "eab = { key_id = \"kid-1\", hmac_key_env = \"TEST_EAB_HMAC\" }\n",
+    )?;
+    let env = [("TEST_EAB_HMAC", hmac)];
+    let renewer = |args: &'static [&'static str]| harness::run_renewer(&config, args, &env);
+
+    // What the deploy does first: the primary's account, and its thumbprint for the filter.
+    let out = renewer(&["account"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let shown = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("thumbprint:"))
+        .map(str::trim)
+        .context("no thumbprint shown")?
+        .to_string();
+    assert!(
+        out.stdout
+            .contains("no account yet: registered on first use, with this key"),
+        "{}",
+        out.all()
+    );
+    *thumbprint.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = shown;
+    let out = renewer(&["run", "--only", "c0"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ca_of(&cas.stack, "c0")?, primary_directory);
+
+    // The primary refuses the orders (503 for both attempts): the fallback registers, with
+    // the binding, and issues.
+    proxy.fail_next("/order-plz", 2, 503, None);
+    let out = renewer(&["run", "--only", "c1"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ca_of(&cas.stack, "c1")?, cas.stack.pebble.directory_url());
+    assert!(
+        log_says(&out, "with the account key of another CA"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.all().contains(hmac), "the HMAC key is never logged");
+    let keys = account_keys(&cas.stack)?;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(!keys[0].1.is_empty() && keys[0].1 == keys[1].1, "{keys:?}");
+
+    // `renewer account` says so, computing the fallback's thumbprint from its stored key.
+    let out = renewer(&["account"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains(", the same key"), "{}", out.all());
+
+    // The fallback's account is used as stored from then on (no second registration).
+    proxy.fail_next("/order-plz", 2, 503, None);
+    let out = renewer(&["run", "--force", "--only", "c1"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ca_of(&cas.stack, "c1")?, cas.stack.pebble.directory_url());
+    assert!(
+        !log_says(&out, "with the account key of another CA"),
+        "{}",
+        out.all()
+    );
+    Ok(())
+}
+
+/// A CA that answers every registration with `badNonce` (Pebble rejecting all nonces): the
+/// renewer's own `newAccount` takes the nonce each answer carries, three times, then gives up
+/// with an error that says so; nothing is stored for that CA.
+#[tokio::test]
+async fn a_fallback_refusing_every_nonce_is_reported_as_such() -> Result<()> {
+    let stack = AcmeStack::start_with(Pebble::builder().nonce_reject_percent(100), None).await?;
+    let primary = Pebble::builder()
+        .http_port(stack.responder.port())
+        .start()
+        .await?;
+    let cas = TwoCas { stack, primary };
+    let proxy = AriResponder::start_proxying(&cas.primary).await?;
+    let config = cas.config(&proxy.directory_url())?;
+    let out = cas.stack.renewer(&config, &["account"]).await?;
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    proxy.fail_next("/order-plz", 2, 503, None);
+    let out = cas.stack.renewer(&config, &["run", "--only", "c0"]).await?;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("refused 3 nonces in a row (badNonce)"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(account_keys(&cas.stack)?.len(), 1, "only the primary's");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The cloud-side commands: `run`, `serve`, `status`, `account`.
 
-use crate::cloud::acme::{Acme, AcmeError};
+use crate::cloud::acme::{stored_accounts, Acme, AcmeError};
 use crate::cloud::function::Stopped;
 use crate::cloud::run::{CertReport, Outcome, Renewer, RunOptions};
 use crate::cloud::status;
@@ -110,7 +110,7 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
     let store = crate::shared::store::open(&config.store.url, config.store.gcs_endpoint.as_deref())
         .await
         .map_err(|e| Exit::Setup(e.to_string()))?;
-    let (_, mut info) = Acme::open(&config, &store, !no_create)
+    let (_, mut info) = Acme::open(&config, &store, !no_create, &config.other_ca_directories(0))
         .await
         .map_err(|e| Exit::Setup(e.to_string()))?;
     if !info.created {
@@ -140,6 +140,9 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
             }
         }
     }
+    info.fallbacks = stored_accounts(&store, &config.other_ca_directories(0))
+        .await
+        .map_err(|e| Exit::Setup(format!("the fallback CAs' accounts: {e}")))?;
     if json {
         println!(
             "{}",
@@ -157,6 +160,21 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
             println!("(created now)");
         } else {
             println!("status:      known to the CA (checked now)");
+        }
+        for fallback in &info.fallbacks {
+            println!("fallback:    {}", fallback.directory);
+            match &fallback.thumbprint {
+                None => println!(
+                    "             no account yet: registered on first use, with this key"
+                ),
+                Some(t) if *t == info.thumbprint => {
+                    println!("             account in {}, the same key", fallback.object)
+                }
+                Some(t) => println!(
+                    "             warning: account in {} has another key (thumbprint {t}): the edge filter's stateless mode cannot answer this CA's challenges (store mode can); delete that object to have the account registered again with this key on first use",
+                    fallback.object
+                ),
+            }
         }
     }
     Ok(Status::Success)

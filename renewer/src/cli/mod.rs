@@ -178,6 +178,11 @@ enum Command {
     },
     /// Create the ACME account if needed and show it, with the JWK thumbprint that the edge
     /// filter's stateless challenge mode needs.
+    ///
+    /// The primary CA's account is checked with the CA (and replaced if the CA no longer
+    /// knows it). The fallback CAs' accounts are listed from the store only: each is
+    /// registered on first use with the same key, so the one thumbprint answers every CA; an
+    /// account with another key is shown with a warning.
     #[command(after_help = EXIT_CODES)]
     Account {
         /// Only show an existing account; fail if there is none.

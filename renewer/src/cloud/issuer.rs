@@ -51,19 +51,24 @@ pub struct AcmeIssuer {
     config: Config,
     store: SharedStore,
     account: tokio::sync::Mutex<Option<Arc<Acme>>>,
+    /// The other CAs' directories, the primary first: a new account here is registered with
+    /// the key of the first of them that has one ([`Acme::open`]).
+    key_from: Vec<String>,
     /// Cloud DNS for `dns-01` certificates, opened on first use.
     dns: tokio::sync::Mutex<Option<Arc<CloudDns>>>,
 }
 
 impl AcmeIssuer {
     /// An issuer for `config`'s CA (its primary: see [`Config::per_ca`]); nothing is sent
-    /// until the first order.
-    pub fn new(config: Config, store: SharedStore) -> AcmeIssuer {
+    /// until the first order. `key_from`: the other CAs' directories, whose account key a new
+    /// account here shares.
+    pub fn new(config: Config, store: SharedStore, key_from: Vec<String>) -> AcmeIssuer {
         AcmeIssuer {
             directory: config.directory_url().to_string(),
             config,
             store,
             account: tokio::sync::Mutex::new(None),
+            key_from,
             dns: tokio::sync::Mutex::new(None),
         }
     }
@@ -88,7 +93,7 @@ impl AcmeIssuer {
         if let Some(acme) = slot.as_ref() {
             return Ok(acme.clone());
         }
-        let (acme, _) = Acme::open(&self.config, &self.store, true).await?;
+        let (acme, _) = Acme::open(&self.config, &self.store, true, &self.key_from).await?;
         let acme = Arc::new(acme);
         *slot = Some(acme.clone());
         Ok(acme)

@@ -18,6 +18,14 @@ pub fn account_key(directory_url: &str) -> String {
 pub(super) fn external_account_key(
     eab: &crate::shared::config::EabConfig,
 ) -> Result<ExternalAccountKey, AcmeError> {
+    let key = eab_hmac_key(eab)?;
+    Ok(ExternalAccountKey::new(key.key_id, &key.hmac_key))
+}
+
+/// The EAB key of the config: its id, and the MAC key from the variable or file named.
+pub(super) fn eab_hmac_key(
+    eab: &crate::shared::config::EabConfig,
+) -> Result<super::register::EabKey, AcmeError> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let raw = match (&eab.hmac_key_env, &eab.hmac_key_file) {
@@ -34,7 +42,10 @@ pub(super) fn external_account_key(
     let key = URL_SAFE_NO_PAD
         .decode(raw.trim().trim_end_matches('='))
         .map_err(|_| AcmeError::Other("acme.eab: the HMAC key is not base64url".into()))?;
-    Ok(ExternalAccountKey::new(eab.key_id.clone(), &key))
+    Ok(super::register::EabKey {
+        key_id: eab.key_id.clone(),
+        hmac_key: key,
+    })
 }
 
 /// A CSR for `domains` with a fresh key of `key_type`; returns the CSR DER and the key PEM.

@@ -21,12 +21,13 @@ mod ca_http;
 mod dns01;
 mod keygen;
 mod order;
+mod register;
 #[cfg(test)]
 mod tests;
 
 use ca_http::{build_http, classify, hint_slot, HintSlot};
 pub use keygen::account_key;
-use keygen::external_account_key;
+use keygen::{eab_hmac_key, external_account_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -120,15 +121,22 @@ pub struct AccountInfo {
     /// account's URL and where its credentials were kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<String>,
+    /// The fallback CAs' accounts, from the store (`renewer account` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<StoredAccount>,
 }
 
 impl Acme {
     /// Load the account of `config`'s directory from the store, creating and storing it when
-    /// there is none (unless `create` is false).
+    /// there is none (unless `create` is false). A new account is registered with the key of
+    /// the first of `key_from` (the other CAs' directories) that has an account in the store,
+    /// so that every CA's HTTP-01 answers carry one thumbprint (the edge filter's stateless
+    /// mode knows one); with none, or `key_from` empty, with a new key.
     pub async fn open(
         config: &Config,
         store: &SharedStore,
         create: bool,
+        key_from: &[String],
     ) -> Result<(Acme, AccountInfo), AcmeError> {
         let directory_url = config.directory_url().to_string();
         let last_error = Arc::new(Mutex::new(None));
@@ -157,26 +165,57 @@ impl Acme {
             }
             None => {
                 let contact = config.contact_urls();
-                let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let eab = match &config.acme.eab {
-                    Some(eab) => Some(external_account_key(eab)?),
-                    None => None,
-                };
+                let json = match shared_key(store, key_from).await {
+                    Some((from, key_pkcs8)) => {
+                        tracing::info!(
+                            directory = %directory_url,
+                            key_of = from,
+                            "registering the ACME account with the account key of another CA, so challenges carry one thumbprint"
+                        );
+                        let eab = match &config.acme.eab {
+                            Some(eab) => Some(eab_hmac_key(eab)?),
+                            None => None,
+                        };
+                        let registration = register::Registration {
+                            directory_url: &directory_url,
+                            key_pkcs8,
+                            contact: &contact,
+                            eab: eab.as_ref(),
+                        };
+                        let http = build_http(config, last_error.clone())?;
+                        let creds = register::register(http, &last_error, registration).await?;
+                        serde_json::to_vec(&creds)
+                    }
+                    None => {
+                        let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
+                        let eab = match &config.acme.eab {
+                            Some(eab) => Some(external_account_key(eab)?),
+                            None => None,
+                        };
+                        let http = build_http(config, last_error.clone())?;
+                        let (_, creds) = Account::builder_with_http(Box::new(http))
+                            .create(
+                                &NewAccount {
+                                    contact: &contact_refs,
+                                    terms_of_service_agreed: true,
+                                    only_return_existing: false,
+                                },
+                                directory_url.clone(),
+                                eab.as_ref(),
+                            )
+                            .await
+                            .map_err(&classify_)?;
+                        serde_json::to_vec(&creds)
+                    }
+                }
+                .map_err(|e| AcmeError::Other(format!("serialize account: {e}")))?;
+                let creds: AccountCredentials = serde_json::from_slice(&json)
+                    .map_err(|e| AcmeError::Other(format!("account credentials: {e}")))?;
                 let http = build_http(config, last_error.clone())?;
-                let (account, creds) = Account::builder_with_http(Box::new(http))
-                    .create(
-                        &NewAccount {
-                            contact: &contact_refs,
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        directory_url.clone(),
-                        eab.as_ref(),
-                    )
+                let account = Account::builder_with_http(Box::new(http))
+                    .from_credentials(creds)
                     .await
                     .map_err(&classify_)?;
-                let json = serde_json::to_vec(&creds)
-                    .map_err(|e| AcmeError::Other(format!("serialize account: {e}")))?;
                 match store
                     .put(&key, &json, Precondition::DoesNotExist, Sensitivity::Secret)
                     .await
@@ -185,7 +224,7 @@ impl Acme {
                     Err(e) if e.is_precondition_failed() => {
                         // Another renewer created one at the same moment: use theirs, so every
                         // renewer (and the filter's thumbprint) agrees on one account.
-                        return Box::pin(Acme::open(config, store, false)).await;
+                        return Box::pin(Acme::open(config, store, false, &[])).await;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -199,6 +238,7 @@ impl Acme {
             object,
             created,
             replaced: None,
+            fallbacks: Vec::new(),
         };
         if created {
             tracing::info!(directory = %directory_url, account = %info.account_url, "created ACME account");
@@ -285,7 +325,9 @@ impl Acme {
                 backup = Some(format!("{}/{name}", store.location()));
             }
         }
-        let (acme, info) = Acme::open(config, store, true).await?;
+        // A new key: a CA that deactivated the account refuses its key for good (and any
+        // other CA's account with that key keeps its own thumbprint, logged below).
+        let (acme, info) = Acme::open(config, store, true, &[]).await?;
         tracing::error!(
             old_account = gone_url,
             new_account = info.account_url,
@@ -319,4 +361,70 @@ impl From<crate::cloud::dns01::Dns01Error> for AcmeError {
             crate::cloud::dns01::Dns01Error::Failed(_) => AcmeError::Dns(e.to_string()),
         }
     }
+}
+
+/// Another CA's account as the store holds it (`renewer account` lists the fallback CAs'):
+/// nothing is asked of the CA.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredAccount {
+    pub directory: String,
+    /// Store object holding the credentials.
+    pub object: String,
+    /// The thumbprint of its key; `None` when there is no account yet (it is registered on
+    /// first use, with the primary's key).
+    pub thumbprint: Option<String>,
+}
+
+/// The stored accounts of `directories` (see [`StoredAccount`]).
+pub async fn stored_accounts(
+    store: &SharedStore,
+    directories: &[String],
+) -> Result<Vec<StoredAccount>, AcmeError> {
+    let mut accounts = Vec::with_capacity(directories.len());
+    for directory in directories {
+        let key = account_key(directory);
+        let object = format!("{}/{key}", store.location());
+        let thumbprint = match store.get(&key).await? {
+            Some(obj) => {
+                let creds: AccountCredentials = serde_json::from_slice(&obj.data).map_err(|e| {
+                    AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
+                })?;
+                Some(register::thumbprint(creds.private_key())?)
+            }
+            None => None,
+        };
+        accounts.push(StoredAccount {
+            directory: directory.clone(),
+            object,
+            thumbprint,
+        });
+    }
+    Ok(accounts)
+}
+
+/// The key of the first of `directories` whose account is in the store: a new account for
+/// another CA is registered with it. An unreadable one is skipped (with a warning): the new
+/// account then gets a key of its own, as it would with none.
+async fn shared_key(
+    store: &SharedStore,
+    directories: &[String],
+) -> Option<(String, rustls::pki_types::PrivatePkcs8KeyDer<'static>)> {
+    for directory in directories {
+        let key = account_key(directory);
+        let obj = match store.get(&key).await {
+            Ok(Some(obj)) => obj,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the account of another CA; the new account gets a key of its own");
+                continue;
+            }
+        };
+        match serde_json::from_slice::<AccountCredentials>(&obj.data) {
+            Ok(creds) => return Some((directory.clone(), creds.private_key().clone_key())),
+            Err(e) => {
+                tracing::warn!(object = key, error = %e, "not valid account credentials; not sharing its key")
+            }
+        }
+    }
+    None
 }

@@ -87,7 +87,11 @@ impl Renewer {
         let issuers = config
             .per_ca()
             .into_iter()
-            .map(|ca| Arc::new(AcmeIssuer::new(ca, store.clone())) as Arc<dyn Issuer>)
+            .enumerate()
+            .map(|(i, ca)| {
+                let key_from = config.other_ca_directories(i);
+                Arc::new(AcmeIssuer::new(ca, store.clone(), key_from)) as Arc<dyn Issuer>
+            })
             .collect();
         Ok(Renewer::with_parts(
             config,

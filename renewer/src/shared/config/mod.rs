@@ -196,6 +196,18 @@ impl Config {
         all
     }
 
+    /// The directories of every CA but the `index`-th of [`Config::per_ca`], in that order
+    /// (the primary first): a new account at that CA shares the key of the first of them
+    /// that has an account, so every CA's HTTP-01 answers carry one thumbprint.
+    pub fn other_ca_directories(&self, index: usize) -> Vec<String> {
+        std::iter::once(self.acme.directory.as_str())
+            .chain(self.acme.fallback.iter().map(|f| f.directory.as_str()))
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, d)| acme::resolve_directory(d).to_string())
+            .collect()
+    }
+
     /// Contacts as ACME wants them (`mailto:` URLs).
     pub fn contact_urls(&self) -> Vec<String> {
         self.acme

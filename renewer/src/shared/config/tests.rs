@@ -353,6 +353,23 @@ fn each_fallback_ca_gets_its_own_directory_roots_and_eab() {
 }
 
 #[test]
+fn every_ca_shares_the_key_of_the_others_primary_first() {
+    let text = format!(
+        "{GOOD}\n[[acme.fallback]]\ndirectory = \"https://one.test/dir\"\n\
+         [[acme.fallback]]\ndirectory = \"https://two.test/dir\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(
+        c.other_ca_directories(0),
+        ["https://one.test/dir", "https://two.test/dir"]
+    );
+    assert_eq!(
+        c.other_ca_directories(2),
+        [LETSENCRYPT_STAGING, "https://one.test/dir"]
+    );
+}
+
+#[test]
 fn fallback_cas_can_come_from_the_environment() {
     let env = vec![(
         "RENEWER__ACME__FALLBACK".to_string(),
