@@ -1,6 +1,5 @@
 //! Keys: account key names, certificate keys and CSRs, and the EAB key (RFC 8555 §7.3.4).
 
-use instant_acme::ExternalAccountKey;
 use sha2::{Digest, Sha256};
 
 use crate::shared::bundle::Secret;
@@ -13,13 +12,6 @@ use super::AcmeError;
 pub fn account_key(directory_url: &str) -> String {
     let digest = hex::encode(Sha256::digest(directory_url.as_bytes()));
     keys::account(digest.get(..16).unwrap_or(&digest))
-}
-
-pub(super) fn external_account_key(
-    eab: &crate::shared::config::EabConfig,
-) -> Result<ExternalAccountKey, AcmeError> {
-    let key = eab_hmac_key(eab)?;
-    Ok(ExternalAccountKey::new(key.key_id, &key.hmac_key))
 }
 
 /// The EAB key of the config: its id, and the MAC key from the variable or file named.

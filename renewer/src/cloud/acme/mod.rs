@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use instant_acme::{Account, AccountCredentials, NewAccount};
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
 use crate::shared::config::{ChallengeKind, Config, KeyType};
 use crate::shared::store::{Precondition, Sensitivity, SharedStore, StoreError};
@@ -27,7 +27,7 @@ mod tests;
 
 use ca_http::{build_http, classify, hint_slot, HintSlot};
 pub use keygen::account_key;
-use keygen::{eab_hmac_key, external_account_key};
+use keygen::eab_hmac_key;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -145,18 +145,8 @@ impl Acme {
         let hint = last_error.clone();
         let classify_ = move |e: instant_acme::Error| classify(e, &hint_slot(&hint));
 
-        let (account, created) = match store.get(&key).await? {
-            Some(obj) => {
-                let creds: AccountCredentials = serde_json::from_slice(&obj.data).map_err(|e| {
-                    AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
-                })?;
-                let http = build_http(config, last_error.clone())?;
-                let account = Account::builder_with_http(Box::new(http))
-                    .from_credentials(creds)
-                    .await
-                    .map_err(&classify_)?;
-                (account, false)
-            }
+        let (json, created) = match store.get(&key).await? {
+            Some(obj) => (obj.data, false),
             None if !create => {
                 return Err(AcmeError::Other(format!(
                 "no ACME account for {directory_url} in {} (run `renewer account` to create one)",
@@ -164,63 +154,12 @@ impl Acme {
             )))
             }
             None => {
-                let contact = config.contact_urls();
-                let json = match shared_key(store, key_from).await {
-                    Some((from, key_pkcs8)) => {
-                        tracing::info!(
-                            directory = %directory_url,
-                            key_of = from,
-                            "registering the ACME account with the account key of another CA, so challenges carry one thumbprint"
-                        );
-                        let eab = match &config.acme.eab {
-                            Some(eab) => Some(eab_hmac_key(eab)?),
-                            None => None,
-                        };
-                        let registration = register::Registration {
-                            directory_url: &directory_url,
-                            key_pkcs8,
-                            contact: &contact,
-                            eab: eab.as_ref(),
-                        };
-                        let http = build_http(config, last_error.clone())?;
-                        let creds = register::register(http, &last_error, registration).await?;
-                        serde_json::to_vec(&creds)
-                    }
-                    None => {
-                        let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-                        let eab = match &config.acme.eab {
-                            Some(eab) => Some(external_account_key(eab)?),
-                            None => None,
-                        };
-                        let http = build_http(config, last_error.clone())?;
-                        let (_, creds) = Account::builder_with_http(Box::new(http))
-                            .create(
-                                &NewAccount {
-                                    contact: &contact_refs,
-                                    terms_of_service_agreed: true,
-                                    only_return_existing: false,
-                                },
-                                directory_url.clone(),
-                                eab.as_ref(),
-                            )
-                            .await
-                            .map_err(&classify_)?;
-                        serde_json::to_vec(&creds)
-                    }
-                }
-                .map_err(|e| AcmeError::Other(format!("serialize account: {e}")))?;
-                let creds: AccountCredentials = serde_json::from_slice(&json)
-                    .map_err(|e| AcmeError::Other(format!("account credentials: {e}")))?;
-                let http = build_http(config, last_error.clone())?;
-                let account = Account::builder_with_http(Box::new(http))
-                    .from_credentials(creds)
-                    .await
-                    .map_err(&classify_)?;
+                let json = register_new(config, store, key_from, &last_error).await?;
                 match store
                     .put(&key, &json, Precondition::DoesNotExist, Sensitivity::Secret)
                     .await
                 {
-                    Ok(_) => (account, true),
+                    Ok(_) => (json, true),
                     Err(e) if e.is_precondition_failed() => {
                         // Another renewer created one at the same moment: use theirs, so every
                         // renewer (and the filter's thumbprint) agrees on one account.
@@ -230,6 +169,14 @@ impl Acme {
                 }
             }
         };
+        let creds: AccountCredentials = serde_json::from_slice(&json).map_err(|e| {
+            AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
+        })?;
+        let http = build_http(config, last_error.clone())?;
+        let account = Account::builder_with_http(Box::new(http))
+            .from_credentials(creds)
+            .await
+            .map_err(&classify_)?;
         let info = AccountInfo {
             directory: directory_url.clone(),
             account_url: account.id().to_string(),
@@ -361,6 +308,54 @@ impl From<crate::cloud::dns01::Dns01Error> for AcmeError {
             crate::cloud::dns01::Dns01Error::Failed(_) => AcmeError::Dns(e.to_string()),
         }
     }
+}
+
+/// Register a new account at `config`'s CA, with the key of the first of `key_from` that has
+/// an account in the store, else a new one; its credentials as they are stored (JSON).
+async fn register_new(
+    config: &Config,
+    store: &SharedStore,
+    key_from: &[String],
+    last_error: &HintSlot,
+) -> Result<Vec<u8>, AcmeError> {
+    let directory_url = config.directory_url();
+    let contact = config.contact_urls();
+    let eab = config.acme.eab.as_ref().map(eab_hmac_key).transpose()?;
+    let http = build_http(config, last_error.clone())?;
+    let json = match shared_key(store, key_from).await {
+        Some((from, key_pkcs8)) => {
+            tracing::info!(
+                directory = %directory_url,
+                key_of = from,
+                "registering the ACME account with the account key of another CA, so challenges carry one thumbprint"
+            );
+            let registration = register::Registration {
+                directory_url,
+                key_pkcs8,
+                contact: &contact,
+                eab: eab.as_ref(),
+            };
+            serde_json::to_vec(&register::register(http, last_error, registration).await?)
+        }
+        None => {
+            let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let eab = eab.map(|k| ExternalAccountKey::new(k.key_id, &k.hmac_key));
+            let (_, creds) = Account::builder_with_http(Box::new(http))
+                .create(
+                    &NewAccount {
+                        contact: &contact,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    directory_url.to_string(),
+                    eab.as_ref(),
+                )
+                .await
+                .map_err(|e| classify(e, &hint_slot(last_error)))?;
+            serde_json::to_vec(&creds)
+        }
+    };
+    json.map_err(|e| AcmeError::Other(format!("serialize account: {e}")))
 }
 
 /// Another CA's account as the store holds it (`renewer account` lists the fallback CAs'):
