@@ -291,3 +291,45 @@ async fn a_fallback_refusing_every_nonce_is_reported_as_such() -> Result<()> {
     assert_eq!(account_keys(&cas.stack)?.len(), 1, "only the primary's");
     Ok(())
 }
+
+/// `renewer account --all-cas` registers the fallback's account up front: a wrong EAB key
+/// fails now (exit 3, naming the CA) and stores nothing for it; the right one gives an
+/// account with the primary's key; a second call checks it with the CA and changes nothing.
+#[tokio::test]
+async fn account_all_cas_registers_the_fallback_now() -> Result<()> {
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let stack = AcmeStack::start_with(Pebble::builder().require_eab("kid-1", hmac), None).await?;
+    let primary = Pebble::builder()
+        .http_port(stack.responder.port())
+        .start()
+        .await?;
+    let cas = TwoCas { stack, primary };
+    let config = cas.config_with(
+        &cas.primary.directory_url(),
+        "eab = { key_id = \"kid-1\", hmac_key_env = \"TEST_EAB_HMAC\" }\n",
+    )?;
+    let fallback = cas.stack.pebble.directory_url();
+    let config = &config;
+    let account = |key: &'static str| async move {
+        harness::run_renewer(config, &["account", "--all-cas"], &[("TEST_EAB_HMAC", key)]).await
+    };
+
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let out = account(wrong).await?;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!("fallback CA {fallback}")),
+        "{}",
+        out.all()
+    );
+    assert_eq!(account_keys(&cas.stack)?.len(), 1, "only the primary's");
+
+    for _ in 0..2 {
+        let out = account(hmac).await?;
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(out.stdout.contains(", the same key"), "{}", out.all());
+    }
+    let keys = account_keys(&cas.stack)?;
+    assert!(keys.len() == 2 && keys[0].1 == keys[1].1, "{keys:?}");
+    Ok(())
+}

@@ -102,7 +102,12 @@ pub(super) async fn status(loader: &Loader, json: bool) -> Result<Status, Exit> 
 }
 
 /// `renewer account`: the ACME account, checked with the CA (and replaced if the CA forgot it).
-pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Result<Status, Exit> {
+pub(super) async fn account(
+    loader: &Loader,
+    no_create: bool,
+    all_cas: bool,
+    json: bool,
+) -> Result<Status, Exit> {
     let config = loader.load()?;
     config
         .require_acme(&loader.source_name())
@@ -138,6 +143,13 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
                 return Err(Exit::Setup(format!("cannot check the account with the CA: {e}"),
                 ))
             }
+        }
+    }
+    if all_cas {
+        for (i, ca) in config.per_ca().iter().enumerate().skip(1) {
+            open_fallback(ca, &store, &config.other_ca_directories(i))
+                .await
+                .map_err(|e| Exit::Setup(format!("fallback CA {}: {e}", ca.directory_url())))?;
         }
     }
     info.fallbacks = stored_accounts(&store, &config.other_ca_directories(0))
@@ -178,6 +190,27 @@ pub(super) async fn account(loader: &Loader, no_create: bool, json: bool) -> Res
         }
     }
     Ok(Status::Success)
+}
+
+/// `renewer account --all-cas` for one fallback CA: register its account (with the shared
+/// key, see `Acme::open`), or check the stored one with the CA and replace it if the CA no
+/// longer knows it, as for the primary.
+async fn open_fallback(
+    ca: &Config,
+    store: &crate::shared::store::SharedStore,
+    key_from: &[String],
+) -> Result<(), AcmeError> {
+    let (_, info) = Acme::open(ca, store, true, key_from).await?;
+    if info.created {
+        return Ok(());
+    }
+    match Acme::check_with_ca(ca, store).await {
+        Err(AcmeError::AccountGone(_)) => {
+            Acme::replace_gone_account(ca, store, &info.account_url).await?;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The renewer for `config`, or the exit that says why not.

@@ -180,14 +180,19 @@ enum Command {
     /// filter's stateless challenge mode needs.
     ///
     /// The primary CA's account is checked with the CA (and replaced if the CA no longer
-    /// knows it). The fallback CAs' accounts are listed from the store only: each is
+    /// knows it). The fallback CAs' accounts are listed from the store only (each is
     /// registered on first use with the same key, so the one thumbprint answers every CA; an
-    /// account with another key is shown with a warning.
+    /// account with another key is shown with a warning), unless --all-cas asks for them too.
     #[command(after_help = EXIT_CODES)]
     Account {
         /// Only show an existing account; fail if there is none.
         #[arg(long)]
         no_create: bool,
+        /// Also register (or check) every fallback CA's account now, with its EAB, so a wrong
+        /// EAB key or an unreachable fallback shows before the day it is needed (exit 3,
+        /// naming the CA).
+        #[arg(long, conflicts_with = "no_create")]
+        all_cas: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -239,7 +244,11 @@ async fn dispatch(cli: Cli) -> Result<Status, Exit> {
         Command::Run { force, only, json } => cloud::run(&loader, force, only, json).await,
         Command::Serve { address, port } => cloud::serve(&loader, address, port).await,
         Command::Status { json } => cloud::status(&loader, json).await,
-        Command::Account { no_create, json } => cloud::account(&loader, no_create, json).await,
+        Command::Account {
+            no_create,
+            all_cas,
+            json,
+        } => cloud::account(&loader, no_create, all_cas, json).await,
         Command::Sync {
             once: _,
             watch,
