@@ -82,7 +82,7 @@ pub(super) async fn register(
         payload["contact"] = json!(reg.contact);
     }
     if let Some(eab) = reg.eab {
-        payload["externalAccountBinding"] = binding(eab, &jwk, &new_account)?;
+        payload["externalAccountBinding"] = binding(eab, &jwk, &new_account);
     }
     let payload = b64(payload.to_string().as_bytes());
 
@@ -164,7 +164,7 @@ fn jwk_of(key: &EcdsaKeyPair) -> Value {
 
 /// The external account binding (§7.3.4): a JWS over the account's JWK, MACed with the CA's
 /// key, naming the key by `kid` and the `newAccount` URL it is for.
-fn binding(eab: &EabKey, jwk: &Value, new_account: &str) -> Result<Value, AcmeError> {
+fn binding(eab: &EabKey, jwk: &Value, new_account: &str) -> Value {
     let protected = b64(
         json!({ "alg": "HS256", "kid": eab.key_id, "url": new_account })
             .to_string()
@@ -173,11 +173,11 @@ fn binding(eab: &EabKey, jwk: &Value, new_account: &str) -> Result<Value, AcmeEr
     let payload = b64(jwk.to_string().as_bytes());
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &eab.hmac_key);
     let tag = ring::hmac::sign(&key, format!("{protected}.{payload}").as_bytes());
-    Ok(json!({
+    json!({
         "protected": protected,
         "payload": payload,
         "signature": b64(tag.as_ref()),
-    }))
+    })
 }
 
 /// The JWK thumbprint (RFC 7638) of an account key: what every HTTP-01 key authorization of
@@ -282,7 +282,7 @@ mod tests {
             key_id: "kid-1".into(),
             hmac_key: b"0123456789abcdef0123456789abcdef".to_vec(),
         };
-        let b = binding(&eab, &jwk, "https://ca.test/new-acct").expect("binding");
+        let b = binding(&eab, &jwk, "https://ca.test/new-acct");
         let protected: Value = serde_json::from_slice(&decode(&b["protected"])).expect("json");
         assert_eq!(
             protected,
