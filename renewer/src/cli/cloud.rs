@@ -1,6 +1,6 @@
 //! The cloud-side commands: `run`, `serve`, `status`, `account`.
 
-use crate::cloud::acme::{stored_accounts, Acme, AcmeError};
+use crate::cloud::acme::{stored_accounts, AccountInfo, Acme, AcmeError};
 use crate::cloud::function::Stopped;
 use crate::cloud::run::{CertReport, Outcome, Renewer, RunOptions};
 use crate::cloud::status;
@@ -115,44 +115,18 @@ pub(super) async fn account(
     let store = crate::shared::store::open(&config.store.url, config.store.gcs_endpoint.as_deref())
         .await
         .map_err(|e| Exit::Setup(e.to_string()))?;
-    let (_, mut info) = Acme::open(&config, &store, !no_create, &config.other_ca_directories(0))
+    let fallbacks = config.other_ca_directories(0);
+    let mut info = open_checked(&config, &store, !no_create, &fallbacks)
         .await
-        .map_err(|e| Exit::Setup(e.to_string()))?;
-    if !info.created {
-        // A stored account may be dead (deactivated, CA reset): ask the CA.
-        match Acme::check_with_ca(&config, &store).await {
-            Ok(()) => {}
-            Err(AcmeError::AccountGone(why)) if no_create => {
-                return Err(Exit::Setup(format!(
-                        "the CA no longer knows the stored account {} ({why}); run `renewer account` without --no-create to register a new one",
-                        info.account_url
-                    ),
-                ))
-            }
-            Err(AcmeError::AccountGone(_)) => {
-                let gone = info.account_url.clone();
-                let (_, new_info, backup) =
-                    Acme::replace_gone_account(&config, &store, &gone)
-                        .await
-                        .map_err(|e| Exit::Setup(e.to_string()))?;
-                let backup = backup.unwrap_or_else(|| "(replaced meanwhile by another renewer)".into());
-                info = new_info;
-                info.replaced = Some(format!("{gone} (credentials kept in {backup})"));
-            }
-            Err(e) => {
-                return Err(Exit::Setup(format!("cannot check the account with the CA: {e}"),
-                ))
-            }
-        }
-    }
+        .map_err(Exit::Setup)?;
     if all_cas {
         for (i, ca) in config.per_ca().iter().enumerate().skip(1) {
-            open_fallback(ca, &store, &config.other_ca_directories(i))
+            open_checked(ca, &store, true, &config.other_ca_directories(i))
                 .await
                 .map_err(|e| Exit::Setup(format!("fallback CA {}: {e}", ca.directory_url())))?;
         }
     }
-    info.fallbacks = stored_accounts(&store, &config.other_ca_directories(0))
+    info.fallbacks = stored_accounts(&store, &fallbacks)
         .await
         .map_err(|e| Exit::Setup(format!("the fallback CAs' accounts: {e}")))?;
     if json {
@@ -192,24 +166,40 @@ pub(super) async fn account(
     Ok(Status::Success)
 }
 
-/// `renewer account --all-cas` for one fallback CA: register its account (with the shared
-/// key, see `Acme::open`), or check the stored one with the CA and replace it if the CA no
-/// longer knows it, as for the primary.
-async fn open_fallback(
+/// `ca`'s account for `renewer account`: opened (registered unless `create` is false, with
+/// the key of `key_from`'s first stored account, see `Acme::open`), and a stored one checked
+/// with the CA. One the CA no longer knows is replaced (`replaced` says which), or with
+/// `create` false is an error.
+async fn open_checked(
     ca: &Config,
     store: &crate::shared::store::SharedStore,
+    create: bool,
     key_from: &[String],
-) -> Result<(), AcmeError> {
-    let (_, info) = Acme::open(ca, store, true, key_from).await?;
+) -> Result<AccountInfo, String> {
+    let (_, info) = Acme::open(ca, store, create, key_from)
+        .await
+        .map_err(|e| e.to_string())?;
     if info.created {
-        return Ok(());
+        return Ok(info);
     }
+    // A stored account may be dead (deactivated, CA reset): ask the CA.
     match Acme::check_with_ca(ca, store).await {
+        Ok(()) => Ok(info),
+        Err(AcmeError::AccountGone(why)) if !create => Err(format!(
+            "the CA no longer knows the stored account {} ({why}); run `renewer account` without --no-create to register a new one",
+            info.account_url
+        )),
         Err(AcmeError::AccountGone(_)) => {
-            Acme::replace_gone_account(ca, store, &info.account_url).await?;
-            Ok(())
+            let gone = info.account_url;
+            let (_, mut info, backup) = Acme::replace_gone_account(ca, store, &gone)
+                .await
+                .map_err(|e| e.to_string())?;
+            let backup =
+                backup.unwrap_or_else(|| "(replaced meanwhile by another renewer)".into());
+            info.replaced = Some(format!("{gone} (credentials kept in {backup})"));
+            Ok(info)
         }
-        other => other,
+        Err(e) => Err(format!("cannot check the account with the CA: {e}")),
     }
 }
 

@@ -212,14 +212,12 @@ impl Acme {
     pub async fn check_with_ca(config: &Config, store: &SharedStore) -> Result<(), AcmeError> {
         let directory_url = config.directory_url().to_string();
         let key = account_key(&directory_url);
-        let Some(obj) = store.get(&key).await? else {
+        let Some(creds) = stored_credentials(store, &directory_url).await? else {
             return Err(AcmeError::Other(format!(
                 "no ACME account for {directory_url} in {}",
                 store.location()
             )));
         };
-        let creds: AccountCredentials = serde_json::from_slice(&obj.data)
-            .map_err(|e| AcmeError::Other(format!("{key}: not valid account credentials: {e}")))?;
         let pkcs8 = creds.private_key().clone_key();
         let signing = instant_acme::Key::from_pkcs8_der(pkcs8.clone_key())
             .map_err(|e| AcmeError::Other(format!("{key}: the account key does not load: {e}")))?;
@@ -370,6 +368,23 @@ pub struct StoredAccount {
     pub thumbprint: Option<String>,
 }
 
+/// The credentials stored for `directory`'s account, if any.
+async fn stored_credentials(
+    store: &SharedStore,
+    directory: &str,
+) -> Result<Option<AccountCredentials>, AcmeError> {
+    let key = account_key(directory);
+    let Some(obj) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&obj.data).map(Some).map_err(|e| {
+        AcmeError::Other(format!(
+            "{}/{key}: not valid account credentials: {e}",
+            store.location()
+        ))
+    })
+}
+
 /// The stored accounts of `directories` (see [`StoredAccount`]).
 pub async fn stored_accounts(
     store: &SharedStore,
@@ -377,15 +392,9 @@ pub async fn stored_accounts(
 ) -> Result<Vec<StoredAccount>, AcmeError> {
     let mut accounts = Vec::with_capacity(directories.len());
     for directory in directories {
-        let key = account_key(directory);
-        let object = format!("{}/{key}", store.location());
-        let thumbprint = match store.get(&key).await? {
-            Some(obj) => {
-                let creds: AccountCredentials = serde_json::from_slice(&obj.data).map_err(|e| {
-                    AcmeError::Other(format!("{object}: not valid account credentials: {e}"))
-                })?;
-                Some(register::thumbprint(creds.private_key())?)
-            }
+        let object = format!("{}/{}", store.location(), account_key(directory));
+        let thumbprint = match stored_credentials(store, directory).await? {
+            Some(creds) => Some(register::thumbprint(creds.private_key())?),
             None => None,
         };
         accounts.push(StoredAccount {
@@ -405,19 +414,11 @@ async fn shared_key(
     directories: &[String],
 ) -> Option<(String, rustls::pki_types::PrivatePkcs8KeyDer<'static>)> {
     for directory in directories {
-        let key = account_key(directory);
-        let obj = match store.get(&key).await {
-            Ok(Some(obj)) => obj,
-            Ok(None) => continue,
+        match stored_credentials(store, directory).await {
+            Ok(Some(creds)) => return Some((directory.clone(), creds.private_key().clone_key())),
+            Ok(None) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the account of another CA; the new account gets a key of its own");
-                continue;
-            }
-        };
-        match serde_json::from_slice::<AccountCredentials>(&obj.data) {
-            Ok(creds) => return Some((directory.clone(), creds.private_key().clone_key())),
-            Err(e) => {
-                tracing::warn!(object = key, error = %e, "not valid account credentials; not sharing its key")
+                tracing::warn!(error = %e, "cannot read the account of another CA; not sharing its key")
             }
         }
     }
